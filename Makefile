@@ -1,0 +1,36 @@
+# The README's two commands: `make repro` and `make test`. Each sets itself up first.
+PYTHON ?= python3
+VENV ?= .venv
+BIN := $(VENV)/bin
+export DVC_NO_ANALYTICS := 1
+export MLFLOW_DISABLE_TELEMETRY := true
+export TF_CPP_MIN_LOG_LEVEL := 2
+
+.PHONY: install repro test test-fast lint bench clean
+
+install: $(VENV)/.installed
+
+$(VENV)/.installed: pyproject.toml
+	$(PYTHON) -m venv $(VENV)
+	$(BIN)/python -m pip install --quiet --upgrade pip
+	$(BIN)/python -m pip install --quiet -e ".[dev]"
+	touch $@
+
+repro: install  ## run the whole pipeline on the built-in data (digits by default)
+	PATH="$(CURDIR)/$(BIN):$$PATH" $(BIN)/dvc repro
+
+test: install  ## every test, the end-to-end runs included
+	PATH="$(CURDIR)/$(BIN):$$PATH" $(BIN)/python -m pytest
+
+test-fast: install  ## unit tests only
+	PATH="$(CURDIR)/$(BIN):$$PATH" $(BIN)/python -m pytest -m "not e2e and not slow"
+
+lint: install
+	$(BIN)/ruff check pipeline tests bench
+	$(BIN)/ruff format --check pipeline tests bench
+
+bench: install  ## benchmarks (minutes); results go to docs/benchmarks.md by hand
+	PATH="$(CURDIR)/$(BIN):$$PATH" $(BIN)/python bench/bench_pipeline.py
+
+clean:
+	rm -rf data/ingested data/prepared models reports .pipeline mlflow.db mlruns

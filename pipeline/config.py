@@ -1,0 +1,359 @@
+"""Typed, validated configuration loaded once from `params.yaml`.
+
+This module must stay light: it imports neither TensorFlow nor MLflow, so that a bad
+setting is reported in well under a second, before any heavy import.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import os
+import types
+import typing
+from pathlib import Path
+from typing import Any, Literal, Mapping, Optional, Union
+
+import yaml
+
+DEFAULT_PARAMS_FILE = "params.yaml"
+
+IMAGE_SOURCES = ("digits", "image_dir")
+TABLE_SOURCES = ("penguins", "csv", "parquet")
+BUILTIN_SOURCES = ("digits", "penguins")
+BUILTIN_LABELS = {"penguins": "species", "digits": "label"}
+
+
+class ConfigError(ValueError):
+    """A setting in params.yaml is missing, unknown or invalid."""
+
+
+@dataclasses.dataclass(frozen=True)
+class BaseConfig:
+    seed: int = 42
+    deterministic: bool = True
+    strategy: Literal["auto", "cpu", "one_device", "mirrored", "multi_worker", "tpu"] = "auto"
+    log_level: Literal["DEBUG", "INFO", "WARNING", "ERROR"] = "INFO"
+
+
+@dataclasses.dataclass(frozen=True)
+class PathsConfig:
+    ingested: str = "data/ingested"
+    prepared: str = "data/prepared"
+    model: str = "models/model.keras"
+    serving: str = "models/serving"
+    reports: str = "reports"
+    work: str = ".pipeline"
+
+    def _validate(self, section: str) -> None:
+        for field in dataclasses.fields(self):
+            if not getattr(self, field.name).strip():
+                _fail(f"{section}.{field.name}", "", "a non-empty relative or absolute path")
+        if not self.model.endswith(".keras"):
+            _fail(f"{section}.model", self.model, "a file name ending in .keras")
+
+
+@dataclasses.dataclass(frozen=True)
+class DataConfig:
+    source: Literal["digits", "penguins", "image_dir", "csv", "parquet"] = "digits"
+    path: str = "data/user"
+    label: Optional[str] = None
+    task: Optional[Literal["classification", "regression"]] = None
+    image_size: Optional[list[int]] = None
+    color_mode: Literal["grayscale", "rgb"] = "grayscale"
+
+    def _validate(self, section: str) -> None:
+        if self.image_size is not None and (
+            len(self.image_size) != 2 or any(side < 1 for side in self.image_size)
+        ):
+            _fail(f"{section}.image_size", self.image_size, "null or [height, width] with positive sides")
+        if self.source in ("csv", "parquet") and not self.label:
+            _fail(f"{section}.label", self.label, f"the name of the target column of your {self.source} file")
+        if self.source in IMAGE_SOURCES and self.task == "regression":
+            _fail(f"{section}.task", self.task, "classification (image folders are labelled by class)")
+        if self.source not in BUILTIN_SOURCES:
+            path = Path(self.path)
+            if not path.exists():
+                _fail(
+                    f"{section}.path",
+                    self.path,
+                    f"an existing {'folder' if self.source == 'image_dir' else 'file'}"
+                    f" (no such path; relative paths start at {Path.cwd()})",
+                )
+            if self.source == "image_dir" and not path.is_dir():
+                _fail(f"{section}.path", self.path, "a folder with one sub-folder per class")
+            if self.source in ("csv", "parquet") and not path.is_file():
+                _fail(f"{section}.path", self.path, f"a {self.source} file")
+
+    @property
+    def kind(self) -> str:
+        """`image` or `table`."""
+        return "image" if self.source in IMAGE_SOURCES else "table"
+
+    @property
+    def label_column(self) -> str:
+        return self.label or BUILTIN_LABELS.get(self.source, "label")
+
+    @property
+    def task_name(self) -> str:
+        return self.task or "classification"
+
+
+@dataclasses.dataclass(frozen=True)
+class PreprocessConfig:
+    missing_values: Literal["impute", "drop"] = "impute"
+    validation_fraction: float = 0.15
+    test_fraction: float = 0.15
+    shard_size: int = 2048
+
+    def _validate(self, section: str) -> None:
+        for name in ("validation_fraction", "test_fraction"):
+            value = getattr(self, name)
+            if not 0.0 < value < 0.5:
+                _fail(f"{section}.{name}", value, "a fraction strictly between 0 and 0.5")
+        if self.shard_size < 1:
+            _fail(f"{section}.shard_size", self.shard_size, "a positive number of examples")
+
+
+@dataclasses.dataclass(frozen=True)
+class ModelConfig:
+    name: str = "auto"
+    family: Literal["auto", "mlp", "cnn", "rnn", "transformer"] = "auto"
+    hidden_units: list[int] = dataclasses.field(default_factory=lambda: [128])
+    filters: list[int] = dataclasses.field(default_factory=lambda: [32, 64])
+    kernel_size: int = 3
+    rnn_cell: Literal["lstm", "gru"] = "lstm"
+    rnn_units: int = 64
+    num_heads: int = 4
+    key_dim: int = 16
+    transformer_blocks: int = 2
+    activation: Literal["relu", "leaky_relu", "tanh", "sigmoid", "gelu"] = "relu"
+    dropout: float = 0.2
+    l1: float = 0.0
+    l2: float = 0.0001
+    batch_norm: bool = False
+
+    def _validate(self, section: str) -> None:
+        if not 0.0 <= self.dropout < 1.0:
+            _fail(f"{section}.dropout", self.dropout, "a rate in [0, 1)")
+        for name in ("l1", "l2"):
+            if getattr(self, name) < 0:
+                _fail(f"{section}.{name}", getattr(self, name), "a non-negative regularisation factor")
+        for name in ("hidden_units", "filters"):
+            if any(width < 1 for width in getattr(self, name)):
+                _fail(f"{section}.{name}", getattr(self, name), "a list of positive layer widths")
+        for name in ("kernel_size", "rnn_units", "num_heads", "key_dim", "transformer_blocks"):
+            if getattr(self, name) < 1:
+                _fail(f"{section}.{name}", getattr(self, name), "a positive integer")
+        if self.name != "auto" and (not self.name or not self.name.replace("-", "").replace("_", "").isalnum()):
+            _fail(f"{section}.name", self.name, "auto, or letters, digits, '-' and '_' (it becomes a URL path)")
+
+
+@dataclasses.dataclass(frozen=True)
+class TrainConfig:
+    optimizer: Literal["sgd", "adam", "rmsprop"] = "adam"
+    learning_rate: float = 0.001
+    momentum: float = 0.9
+    batch_size: int = 64
+    epochs: int = 30
+    early_stopping_patience: int = 5
+    monitor: Literal["val_loss", "val_accuracy"] = "val_loss"
+
+    def _validate(self, section: str) -> None:
+        if not 0.0 < self.learning_rate <= 10.0:
+            _fail(f"{section}.learning_rate", self.learning_rate, "a positive number (typically 1e-4 to 1e-1)")
+        if not 0.0 <= self.momentum < 1.0:
+            _fail(f"{section}.momentum", self.momentum, "a value in [0, 1)")
+        for name in ("batch_size", "epochs"):
+            if getattr(self, name) < 1:
+                _fail(f"{section}.{name}", getattr(self, name), "a positive integer")
+        if self.early_stopping_patience < 0:
+            _fail(f"{section}.early_stopping_patience", self.early_stopping_patience, "0 or more epochs")
+
+
+@dataclasses.dataclass(frozen=True)
+class EvaluateConfig:
+    roc_curve_points: int = 101
+
+    def _validate(self, section: str) -> None:
+        if self.roc_curve_points < 2:
+            _fail(f"{section}.roc_curve_points", self.roc_curve_points, "2 or more points")
+
+
+@dataclasses.dataclass(frozen=True)
+class ExportConfig:
+    version: Union[int, str] = "auto"
+    tolerance: float = 1e-5
+
+    def _validate(self, section: str) -> None:
+        if self.version != "auto" and not (isinstance(self.version, int) and self.version >= 1):
+            _fail(f"{section}.version", self.version, "auto, or a positive integer")
+        if not self.tolerance > 0:
+            _fail(f"{section}.tolerance", self.tolerance, "a positive number")
+
+
+@dataclasses.dataclass(frozen=True)
+class TrackingConfig:
+    uri: str = "sqlite:///mlflow.db"
+    experiment: str = "keras-pipeline"
+
+    @property
+    def resolved_uri(self) -> str:
+        """The tracking URI in force: `MLFLOW_TRACKING_URI` wins over params.yaml."""
+        return os.environ.get("MLFLOW_TRACKING_URI") or self.uri
+
+
+@dataclasses.dataclass(frozen=True)
+class Config:
+    base: BaseConfig = dataclasses.field(default_factory=BaseConfig)
+    paths: PathsConfig = dataclasses.field(default_factory=PathsConfig)
+    data: DataConfig = dataclasses.field(default_factory=DataConfig)
+    preprocess: PreprocessConfig = dataclasses.field(default_factory=PreprocessConfig)
+    model: ModelConfig = dataclasses.field(default_factory=ModelConfig)
+    train: TrainConfig = dataclasses.field(default_factory=TrainConfig)
+    evaluate: EvaluateConfig = dataclasses.field(default_factory=EvaluateConfig)
+    export: ExportConfig = dataclasses.field(default_factory=ExportConfig)
+    tracking: TrackingConfig = dataclasses.field(default_factory=TrackingConfig)
+
+    def _validate(self, section: str) -> None:
+        family = self.model.family
+        if self.data.kind == "table" and family in ("cnn", "rnn", "transformer"):
+            _fail(
+                "model.family",
+                family,
+                f"mlp or auto for table data (data.source={self.data.source});"
+                " cnn, rnn and transformer read images",
+            )
+
+    @property
+    def model_family(self) -> str:
+        if self.model.family != "auto":
+            return self.model.family
+        return "cnn" if self.data.kind == "image" else "mlp"
+
+    @property
+    def model_name(self) -> str:
+        if self.model.name != "auto":
+            return self.model.name
+        if self.data.source in BUILTIN_SOURCES:
+            return self.data.source
+        return Path(self.data.path).stem.replace(" ", "_") or "model"
+
+    def to_flat_dict(self) -> dict[str, Any]:
+        """`{"train.learning_rate": 0.001, ...}`: the form MLflow params take."""
+        flat = {}
+        for section, values in dataclasses.asdict(self).items():
+            for key, value in values.items():
+                flat[f"{section}.{key}"] = value
+        return flat
+
+
+def _fail(key: str, value: Any, allowed: str) -> typing.NoReturn:
+    raise ConfigError(f"params.yaml: {key} = {value!r} is not valid; expected {allowed}.")
+
+
+def _describe(annotation: Any) -> str:
+    origin = typing.get_origin(annotation)
+    if origin is Literal:
+        return "one of: " + ", ".join(str(choice) for choice in typing.get_args(annotation))
+    if origin in (Union, types.UnionType):
+        return " or ".join("null" if arg is type(None) else _describe(arg) for arg in typing.get_args(annotation))
+    if origin is list:
+        return f"a list of {_describe(typing.get_args(annotation)[0])}"
+    return {bool: "true or false", int: "an integer", float: "a number", str: "a string"}.get(
+        annotation, str(annotation)
+    )
+
+
+def _coerce(key: str, value: Any, annotation: Any) -> Any:
+    """Checks `value` against a field's type annotation; returns it (ints widened to float)."""
+    origin = typing.get_origin(annotation)
+    if origin is Literal:
+        if value in typing.get_args(annotation) and type(value) is not bool:
+            return value
+        _fail(key, value, _describe(annotation))
+    if origin in (Union, types.UnionType):
+        for arg in typing.get_args(annotation):
+            if arg is type(None) and value is None:
+                return None
+            if arg is not type(None):
+                try:
+                    return _coerce(key, value, arg)
+                except ConfigError:
+                    continue
+        _fail(key, value, _describe(annotation))
+    if origin is list:
+        if not isinstance(value, list):
+            _fail(key, value, _describe(annotation))
+        (item_type,) = typing.get_args(annotation)
+        return [_coerce(f"{key}[{index}]", item, item_type) for index, item in enumerate(value)]
+    if annotation is bool:
+        if isinstance(value, bool):
+            return value
+    elif annotation is int:
+        if isinstance(value, int) and not isinstance(value, bool):
+            return value
+    elif annotation is float:
+        if isinstance(value, (int, float)) and not isinstance(value, bool):
+            return float(value)
+    elif annotation is str:
+        if isinstance(value, str):
+            return value
+    else:  # pragma: no cover - a programming error in this module, not a user error
+        raise TypeError(f"unsupported annotation {annotation!r} for {key}")
+    _fail(key, value, _describe(annotation))
+
+
+def _build_section(section: str, cls: type, values: Any) -> Any:
+    if values is None:
+        values = {}
+    if not isinstance(values, Mapping):
+        _fail(section, values, "a mapping of settings")
+    hints = typing.get_type_hints(cls)
+    allowed = [field.name for field in dataclasses.fields(cls)]
+    unknown = sorted(set(values) - set(allowed))
+    if unknown:
+        raise ConfigError(
+            f"params.yaml: unknown key {section}.{unknown[0]}; the {section} section accepts: {', '.join(allowed)}."
+        )
+    kwargs = {name: _coerce(f"{section}.{name}", value, hints[name]) for name, value in values.items()}
+    instance = cls(**kwargs)
+    if hasattr(instance, "_validate"):
+        instance._validate(section)
+    return instance
+
+
+def config_from_dict(raw: Mapping[str, Any]) -> Config:
+    """Builds and validates a `Config` from a parsed params mapping.
+
+    Raises:
+        ConfigError: naming the key, the value and what is allowed.
+    """
+    if not isinstance(raw, Mapping):
+        raise ConfigError("params.yaml: expected a mapping of sections (base, paths, data, ...) at the top level.")
+    sections = {field.name: field for field in dataclasses.fields(Config)}
+    unknown = sorted(set(raw) - set(sections))
+    if unknown:
+        raise ConfigError(
+            f"params.yaml: unknown section {unknown[0]!r}; sections are: {', '.join(sections)}."
+        )
+    hints = typing.get_type_hints(Config)
+    built = {name: _build_section(name, hints[name], raw.get(name)) for name in sections}
+    config = Config(**built)
+    config._validate("")
+    return config
+
+
+def load_config(params_file: Union[str, Path] = DEFAULT_PARAMS_FILE) -> Config:
+    """Reads `params_file` and returns the validated `Config`.
+
+    Raises:
+        ConfigError: if the file is missing, is not YAML, or holds an invalid setting.
+    """
+    path = Path(params_file)
+    if not path.is_file():
+        raise ConfigError(f"{path}: no such params file (run from the project root, or pass --params PATH).")
+    try:
+        raw = yaml.safe_load(path.read_text(encoding="utf-8"))
+    except yaml.YAMLError as error:
+        raise ConfigError(f"{path}: not valid YAML: {error}") from error
+    return config_from_dict(raw or {})

@@ -1,0 +1,118 @@
+"""Data sources: the built-in digits and penguins, a user's image folder, CSV or Parquet file.
+
+The built-in datasets are first written to disk in exactly the form a user's data would
+have (digits as PNG class folders, penguins as a CSV file) and then read back through the
+same loaders as user data. No TensorFlow here: ingestion and validation stay fast.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import importlib.resources
+import shutil
+from pathlib import Path
+
+import numpy as np
+import pandas as pd
+
+IMAGE_EXTENSIONS = (".png", ".jpg", ".jpeg", ".bmp", ".gif")
+
+
+class DataError(ValueError):
+    """The input data cannot be read as configured."""
+
+
+def write_digits_images(output_dir: Path) -> Path:
+    """Writes scikit-learn's bundled 8x8 digits as `output_dir/<digit>/<index>.png` files.
+
+    Pixel intensities 0-16 are scaled to 0-255 greyscale, as a scanned image would be.
+    """
+    from PIL import Image
+    from sklearn.datasets import load_digits
+
+    digits = load_digits()
+    pixels = np.rint(digits.images * (255.0 / 16.0)).astype(np.uint8)
+    for index, (image, target) in enumerate(zip(pixels, digits.target)):
+        class_dir = output_dir / str(target)
+        class_dir.mkdir(parents=True, exist_ok=True)
+        Image.fromarray(image, mode="L").save(class_dir / f"{index:04d}.png")
+    return output_dir
+
+
+def write_penguins_csv(output_path: Path) -> Path:
+    """Copies the Palmer penguins CSV shipped inside the `palmerpenguins` package."""
+    source = importlib.resources.files("palmerpenguins") / "data" / "penguins.csv"
+    output_path.parent.mkdir(parents=True, exist_ok=True)
+    with importlib.resources.as_file(source) as source_path:
+        shutil.copyfile(source_path, output_path)
+    return output_path
+
+
+def load_table(path: Path, file_format: str) -> pd.DataFrame:
+    """Reads a user's CSV or Parquet file.
+
+    Raises:
+        DataError: if the file is missing, empty or unreadable, naming the file and a fix.
+    """
+    path = Path(path)
+    if not path.is_file():
+        raise DataError(f"{path}: no such file; set data.path to your {file_format} file.")
+    if path.stat().st_size == 0:
+        raise DataError(f"{path}: the file is empty; expected a {file_format} file with a header row and data rows.")
+    try:
+        if file_format == "csv":
+            table = pd.read_csv(path)
+        elif file_format == "parquet":
+            table = pd.read_parquet(path)
+        else:
+            raise ValueError(f"unknown table format {file_format!r}; expected csv or parquet")
+    except UnicodeDecodeError as error:
+        raise DataError(
+            f"{path}: not UTF-8 text (byte {error.start}: {error.reason}); re-save the file as UTF-8."
+        ) from error
+    except (pd.errors.ParserError, pd.errors.EmptyDataError, OSError, ValueError) as error:
+        raise DataError(f"{path}: cannot be read as {file_format}: {error}") from error
+    if table.empty:
+        raise DataError(f"{path}: no data rows (only a header?); add examples to the file.")
+    return table
+
+
+def scan_image_dir(root: Path) -> pd.DataFrame:
+    """Lists `root/<class>/<image>` files as a manifest with `path` and `label` columns.
+
+    Follows the Keras `image_dataset_from_directory` convention: one sub-folder per class,
+    classes sorted by name. Files are not decoded here (validation does that).
+
+    Raises:
+        DataError: if the folder does not exist or holds no class folders with images.
+    """
+    root = Path(root)
+    if not root.is_dir():
+        raise DataError(f"{root}: no such folder; set data.path to a folder with one sub-folder per class.")
+    rows = []
+    class_dirs = sorted(child for child in root.iterdir() if child.is_dir() and not child.name.startswith("."))
+    for class_dir in class_dirs:
+        for file in sorted(class_dir.rglob("*")):
+            if file.is_file() and file.suffix.lower() in IMAGE_EXTENSIONS:
+                rows.append({"path": str(file), "label": class_dir.name})
+    if not rows:
+        raise DataError(
+            f"{root}: found no images ({', '.join(IMAGE_EXTENSIONS)}) in class sub-folders;"
+            " expected <folder>/<class name>/<image files>."
+        )
+    return pd.DataFrame(rows, columns=["path", "label"])
+
+
+def fingerprint_table(table: pd.DataFrame) -> str:
+    """A content hash of a table (columns, order and values)."""
+    digest = hashlib.sha256(",".join(map(str, table.columns)).encode())
+    digest.update(pd.util.hash_pandas_object(table, index=False).to_numpy().tobytes())
+    return digest.hexdigest()[:16]
+
+
+def fingerprint_files(paths: list[str]) -> str:
+    """A content hash of a list of files (their relative order and bytes)."""
+    digest = hashlib.sha256()
+    for path in paths:
+        digest.update(Path(path).read_bytes())
+    return digest.hexdigest()[:16]

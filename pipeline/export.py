@@ -1,0 +1,150 @@
+"""Stage 4, `export`: the SavedModel for TF Serving, checked against the Keras model.
+
+Layout: `<paths.serving>/<model name>/<version>/` with `saved_model.pb`, `variables/` and a
+`serving_default` signature taking raw inputs (pixels, or one named input per column).
+`assets.extra/pipeline_spec.json` carries the class names and feature description for
+clients such as `pipeline predict`. After writing, the SavedModel is reloaded with
+`tf.saved_model.load` and must reproduce the Keras model's test-split predictions.
+"""
+
+from __future__ import annotations
+
+import logging
+import tempfile
+import time
+from pathlib import Path
+
+import numpy as np
+
+from pipeline.config import Config
+from pipeline.files import replace_directory, write_json_atomic
+from pipeline.runtime import StageError, StageResult, run_stage, setup_tensorflow
+
+log = logging.getLogger(__name__)
+
+SPEC_ASSET = Path("assets.extra") / "pipeline_spec.json"
+SIGNATURE = "serving_default"
+
+
+def resolve_version(setting: int | str) -> int:
+    return int(time.time()) if setting == "auto" else int(setting)
+
+
+def serving_spec(spec: dict) -> dict:
+    """What a client needs to build requests and read answers (no file lists)."""
+    return {key: value for key, value in spec.items() if key != "splits"}
+
+
+def export_saved_model(model, spec: dict, version_dir: Path) -> Path:
+    """Writes `model` as a TF Serving SavedModel into `version_dir` (which must not exist)."""
+    model.export(str(version_dir), format="tf_saved_model", verbose=False)
+    write_json_atomic(version_dir / SPEC_ASSET, serving_spec(spec))
+    return version_dir
+
+
+def saved_model_predictions(version_dir: Path, batches: list) -> np.ndarray:
+    """Predictions of the reloaded SavedModel's `serving_default` signature for input batches."""
+    import tensorflow as tf
+
+    signature = tf.saved_model.load(str(version_dir)).signatures[SIGNATURE]
+    outputs = []
+    for inputs in batches:
+        kwargs = inputs if isinstance(inputs, dict) else {"image": inputs}
+        (result,) = signature(**kwargs).values()
+        outputs.append(result.numpy())
+    return np.concatenate(outputs)
+
+
+def check_parity(model, version_dir: Path, dataset, tolerance: float) -> float:
+    """Max |SavedModel - Keras| over `dataset`; raises StageError beyond `tolerance`."""
+    batches = [inputs for inputs, _ in dataset]
+    expected = np.concatenate([np.asarray(model(inputs, training=False)) for inputs in batches])
+    actual = saved_model_predictions(version_dir, batches)
+    difference = float(np.max(np.abs(expected - actual))) if expected.size else 0.0
+    if not difference <= tolerance:
+        raise StageError(
+            f"the exported SavedModel disagrees with the Keras model by {difference:.3g} (> export.tolerance"
+            f" {tolerance:g}) on the test split; the export was not published."
+        )
+    return difference
+
+
+def signature_description(version_dir: Path) -> dict:
+    import tensorflow as tf
+
+    signature = tf.saved_model.load(str(version_dir)).signatures[SIGNATURE]
+    _, inputs = signature.structured_input_signature
+    return {
+        "inputs": {name: {"dtype": spec.dtype.name, "shape": spec.shape.as_list()} for name, spec in inputs.items()},
+        "outputs": {
+            name: {"dtype": spec.dtype.name, "shape": spec.shape.as_list()}
+            for name, spec in signature.structured_outputs.items()
+        },
+    }
+
+
+def log_model_to_mlflow(model, spec: dict) -> str:
+    """Logs the Keras model to the active MLflow run (loadable with `mlflow.pyfunc.load_model`)."""
+    import mlflow
+    from mlflow.models import infer_signature
+
+    if spec["kind"] == "image":
+        image = spec["image"]
+        example = np.zeros((1, image["height"], image["width"], image["channels"]), dtype=np.float32)
+        signature = infer_signature(example, np.asarray(model(example, training=False)))
+    else:
+        signature = None  # dict inputs of mixed types: the SavedModel signature is the contract
+    info = mlflow.keras.log_model(
+        model,
+        name="model",
+        signature=signature,
+        pip_requirements=[f"tensorflow=={_version('tensorflow')}", f"keras=={_version('keras')}"],
+    )
+    return info.model_uri
+
+
+def _version(package: str) -> str:
+    from importlib.metadata import version
+
+    return version(package)
+
+
+def _stage(config: Config) -> StageResult:
+    setup_tensorflow(config)
+    from pipeline.features import load_spec, make_dataset
+    from pipeline.models import load_trained_model
+
+    spec = load_spec(config.paths.prepared)
+    model = load_trained_model(config.paths.model)
+    version = resolve_version(config.export.version)
+    target = Path(config.paths.serving)
+    target.parent.mkdir(parents=True, exist_ok=True)
+    with tempfile.TemporaryDirectory(dir=target.parent, prefix=f".{target.name}-") as scratch:
+        staging = Path(scratch) / "out"
+        version_dir = staging / config.model_name / str(version)
+        export_saved_model(model, spec, version_dir)
+        difference = check_parity(
+            model, version_dir, make_dataset(config.paths.prepared, spec, "test", 256), config.export.tolerance
+        )
+        description = signature_description(version_dir)
+        replace_directory(staging, target)
+    published = target / config.model_name / str(version)
+    model_uri = log_model_to_mlflow(model, spec)
+    report = {
+        "model_name": config.model_name,
+        "version": version,
+        "path": str(published),
+        "max_abs_difference": difference,
+        "signature": description,
+        "mlflow_model_uri": model_uri,
+    }
+    report_path = write_json_atomic(Path(config.paths.reports) / "export" / "export.json", report)
+    return StageResult(
+        summary=f"SavedModel {config.model_name} v{version} (parity max diff {difference:.1e}) -> {published}",
+        metrics={"export_max_abs_difference": difference},
+        artifacts=[report_path],
+    )
+
+
+def main(params_file: str = "params.yaml") -> None:
+    run_stage("export", params_file, _stage)

@@ -1,0 +1,145 @@
+"""MLflow tracking: one run per pipeline execution, shared by every stage process.
+
+DVC runs each stage as its own process, so stages find their run by a key: a hash of the
+settings, the pipeline's code and the ingested data. Two `dvc exp run -S ...` variants have
+different keys and so appear as two runs side by side in the MLflow UI; the stages of one
+execution (same settings, code and data) all write into the same run.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import hashlib
+import json
+import logging
+import os
+import subprocess
+from pathlib import Path
+from typing import Iterator, Optional
+
+from pipeline.config import Config
+
+log = logging.getLogger(__name__)
+
+PACKAGE_DIR = Path(__file__).resolve().parent
+KEY_TAG = "pipeline.key"
+
+
+def code_fingerprint() -> str:
+    """A hash of the pipeline package's source files."""
+    digest = hashlib.sha256()
+    for path in sorted(PACKAGE_DIR.rglob("*.py")):
+        digest.update(path.relative_to(PACKAGE_DIR).as_posix().encode())
+        digest.update(path.read_bytes())
+    return digest.hexdigest()[:16]
+
+
+def data_fingerprint(config: Config) -> str:
+    description = Path(config.paths.ingested) / "dataset.json"
+    if not description.is_file():
+        return "none"
+    return json.loads(description.read_text()).get("fingerprint", "none")
+
+
+def run_key(config: Config) -> str:
+    """Identifies a pipeline execution: the same settings, code and data give the same key."""
+    payload = json.dumps(
+        {"params": config.to_flat_dict(), "code": code_fingerprint(), "data": data_fingerprint(config)},
+        sort_keys=True,
+        default=str,
+    )
+    return hashlib.sha256(payload.encode()).hexdigest()[:16]
+
+
+def git_commit() -> Optional[str]:
+    try:
+        completed = subprocess.run(
+            ["git", "rev-parse", "HEAD"], capture_output=True, text=True, check=True, timeout=10
+        )
+    except (OSError, subprocess.SubprocessError):
+        return None
+    return completed.stdout.strip() or None
+
+
+def configure(config: Config) -> None:
+    """Points MLflow at the configured store and experiment."""
+    os.environ.setdefault("MLFLOW_DISABLE_TELEMETRY", "true")
+    import mlflow
+
+    mlflow.set_tracking_uri(config.tracking.resolved_uri)
+    mlflow.set_experiment(config.tracking.experiment)
+
+
+def run_tags(config: Config, key: str) -> dict[str, str]:
+    tags = {
+        KEY_TAG: key,
+        "pipeline.data_source": config.data.source,
+        "pipeline.data_fingerprint": data_fingerprint(config),
+        "pipeline.code_fingerprint": code_fingerprint(),
+    }
+    commit = git_commit()
+    if commit:
+        tags["mlflow.source.git.commit"] = commit
+        tags["git.commit"] = commit
+    experiment = os.environ.get("DVC_EXP_NAME")
+    if experiment:
+        tags["dvc.experiment"] = experiment
+    baseline = os.environ.get("DVC_EXP_BASELINE_REV")
+    if baseline:
+        tags["dvc.baseline_rev"] = baseline
+    return tags
+
+
+@contextlib.contextmanager
+def pipeline_run(config: Config, stage: str) -> Iterator[object]:
+    """Starts (or reopens) the MLflow run of this pipeline execution and logs all params."""
+    import mlflow
+
+    configure(config)
+    key = run_key(config)
+    existing = mlflow.search_runs(
+        filter_string=f"tags.`{KEY_TAG}` = '{key}'", max_results=1, output_format="list"
+    )
+    if existing:
+        run_id = existing[0].info.run_id
+        log.info("MLflow: continuing run %s (%s)", run_id, key)
+        context = mlflow.start_run(run_id=run_id)
+    else:
+        name = os.environ.get("DVC_EXP_NAME") or f"{config.data.source}-{config.model_family}-{key[:6]}"
+        context = mlflow.start_run(run_name=name, tags=run_tags(config, key))
+    with context as run:
+        mlflow.set_tags(run_tags(config, key))
+        mlflow.log_params({name: _param_value(value) for name, value in config.to_flat_dict().items()})
+        mlflow.set_tag(f"pipeline.stage.{stage}", "running")
+        yield run
+        mlflow.set_tag(f"pipeline.stage.{stage}", "done")
+
+
+def _param_value(value: object) -> str:
+    return json.dumps(value) if isinstance(value, (list, dict)) else str(value)
+
+
+def log_stage_result(stage: str, result) -> None:
+    import mlflow
+
+    if result.metrics:
+        mlflow.log_metrics({name: float(value) for name, value in result.metrics.items()})
+    for artifact in result.artifacts:
+        artifact = Path(artifact)
+        if artifact.is_dir():
+            mlflow.log_artifacts(str(artifact), artifact_path=f"{stage}/{artifact.name}")
+        elif artifact.is_file():
+            mlflow.log_artifact(str(artifact), artifact_path=stage)
+
+
+def epoch_logging_callback():
+    """A Keras callback that logs every epoch's metrics to the active MLflow run."""
+    import keras
+    import mlflow
+
+    class MlflowEpochLogger(keras.callbacks.Callback):
+        def on_epoch_end(self, epoch, logs=None):
+            if logs:
+                mlflow.log_metrics({name: float(value) for name, value in logs.items()}, step=epoch)
+
+    return MlflowEpochLogger()
