@@ -1,0 +1,79 @@
+import subprocess
+import sys
+
+import pytest
+
+from pipeline.config import ConfigError, config_from_dict, load_config
+from tests.conftest import ROOT, default_params, merged
+
+
+def test_the_shipped_params_file_is_valid():
+    config = load_config(ROOT / "params.yaml")
+    assert config.data.source == "digits"
+    assert config.model_family == "cnn"
+    assert config.model_name == "digits"
+
+
+@pytest.mark.parametrize(
+    ("overrides", "expected"),
+    [
+        ({"train": {"optimizer": "adamw"}}, "train.optimizer = 'adamw' is not valid; expected one of: sgd, adam, rmsprop"),
+        ({"model": {"dropout": 1.5}}, "model.dropout = 1.5 is not valid; expected a rate in [0, 1)"),
+        ({"train": {"learnin_rate": 0.1}}, "unknown key train.learnin_rate; the train section accepts: optimizer"),
+        ({"trian": {}}, "unknown section 'trian'"),
+        ({"train": {"epochs": "ten"}}, "train.epochs = 'ten' is not valid; expected an integer"),
+        ({"train": {"epochs": 0}}, "train.epochs = 0 is not valid"),
+        ({"model": {"activation": "swish"}}, "expected one of: relu, leaky_relu, tanh, sigmoid, gelu"),
+        ({"model": {"hidden_units": 64}}, "model.hidden_units = 64 is not valid; expected a list of an integer"),
+        ({"data": {"source": "csv", "label": "y", "path": "no/such.csv"}}, "data.path = 'no/such.csv' is not valid"),
+        ({"data": {"source": "csv", "path": "params.yaml"}}, "data.label = None is not valid"),
+        ({"data": {"source": "penguins"}, "model": {"family": "cnn"}}, "model.family = 'cnn' is not valid"),
+        ({"preprocess": {"test_fraction": 0.7}}, "preprocess.test_fraction = 0.7 is not valid"),
+        ({"base": {"strategy": "gpu"}}, "base.strategy = 'gpu' is not valid; expected one of: auto, cpu"),
+        ({"export": {"version": "latest"}}, "export.version = 'latest' is not valid"),
+    ],
+)
+def test_bad_settings_name_the_key_the_value_and_what_is_allowed(overrides, expected):
+    with pytest.raises(ConfigError) as raised:
+        config_from_dict(merged(default_params(), overrides))
+    assert expected in str(raised.value)
+
+
+def test_integers_are_accepted_where_numbers_are_expected():
+    config = config_from_dict(merged(default_params(), {"train": {"learning_rate": 1}}))
+    assert config.train.learning_rate == 1.0 and isinstance(config.train.learning_rate, float)
+
+
+def test_tracking_uri_environment_variable_wins(monkeypatch):
+    monkeypatch.setenv("MLFLOW_TRACKING_URI", "http://127.0.0.1:5000")
+    assert load_config(ROOT / "params.yaml").tracking.resolved_uri == "http://127.0.0.1:5000"
+
+
+def test_flat_params_for_mlflow():
+    flat = load_config(ROOT / "params.yaml").to_flat_dict()
+    assert flat["train.learning_rate"] == 0.001
+    assert flat["model.filters"] == [32, 64]
+
+
+def test_a_bad_setting_stops_the_stage_before_tensorflow_is_imported(tmp_path):
+    (tmp_path / "params.yaml").write_text((ROOT / "params.yaml").read_text().replace("optimizer: adam", "optimizer: adamw"))
+    script = (
+        "import sys\n"
+        "from pipeline.cli import main\n"
+        "try:\n"
+        "    main(['run', 'train'])\n"
+        "except SystemExit as exit:\n"
+        "    print('exit', exit.code, 'tensorflow' in sys.modules)\n"
+    )
+    completed = subprocess.run([sys.executable, "-c", script], cwd=tmp_path, capture_output=True, text=True)
+    assert completed.stdout.strip() == "exit 2 False", completed.stderr
+    assert "train.optimizer = 'adamw' is not valid" in completed.stderr
+
+
+def test_check_config_command(tmp_path):
+    (tmp_path / "params.yaml").write_text((ROOT / "params.yaml").read_text().replace("dropout: 0.2", "dropout: 1.5"))
+    completed = subprocess.run(
+        [sys.executable, "-m", "pipeline", "check-config"], cwd=tmp_path, capture_output=True, text=True
+    )
+    assert completed.returncode == 2
+    assert "model.dropout = 1.5" in completed.stderr

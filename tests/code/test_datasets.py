@@ -1,0 +1,98 @@
+from pathlib import Path
+
+import numpy as np
+import pandas as pd
+import pytest
+from PIL import Image
+
+from pipeline import datasets
+from pipeline.config import DataConfig
+from pipeline.ingest import ingest, load_ingested
+
+
+def make_image_dir(root: Path, classes=("cat", "dog"), per_class=6, size=(8, 8)) -> Path:
+    generator = np.random.default_rng(0)
+    for name in classes:
+        (root / name).mkdir(parents=True)
+        for index in range(per_class):
+            pixels = generator.integers(0, 255, size=size, dtype=np.uint8)
+            Image.fromarray(pixels, mode="L").save(root / name / f"{index}.png")
+    return root
+
+
+def test_digits_are_written_as_png_class_folders(tmp_path):
+    root = datasets.write_digits_images(tmp_path / "digits")
+    folders = sorted(child.name for child in root.iterdir())
+    assert folders == [str(digit) for digit in range(10)]
+    files = list(root.rglob("*.png"))
+    assert len(files) == 1797
+    with Image.open(files[0]) as image:
+        assert image.size == (8, 8) and image.mode == "L"
+
+
+def test_penguins_csv_has_real_missing_values(tmp_path):
+    table = datasets.load_table(datasets.write_penguins_csv(tmp_path / "penguins.csv"), "csv")
+    assert len(table) == 344
+    assert {"species", "island", "sex", "bill_length_mm"} <= set(table.columns)
+    assert table["sex"].isna().sum() > 0
+
+
+def test_image_manifest_follows_the_keras_folder_convention(tmp_path):
+    root = make_image_dir(tmp_path / "images")
+    (root / "cat" / "notes.txt").write_text("not an image")
+    manifest = datasets.scan_image_dir(root)
+    assert list(manifest.columns) == ["path", "label"]
+    assert manifest["label"].value_counts().to_dict() == {"cat": 6, "dog": 6}
+
+
+@pytest.mark.parametrize(
+    ("content", "message"),
+    [
+        (b"", "the file is empty"),
+        (b"a,b,label\n", "no data rows"),
+        (b"a,label\n1,\xff\xfe\n", "not UTF-8"),
+    ],
+)
+def test_unreadable_tables_give_a_clear_error(tmp_path, content, message):
+    path = tmp_path / "data.csv"
+    path.write_bytes(content)
+    with pytest.raises(datasets.DataError, match=message):
+        datasets.load_table(path, "csv")
+
+
+def test_missing_paths_give_a_clear_error(tmp_path):
+    with pytest.raises(datasets.DataError, match="no such file"):
+        datasets.load_table(tmp_path / "absent.csv", "csv")
+    with pytest.raises(datasets.DataError, match="no such folder"):
+        datasets.scan_image_dir(tmp_path / "absent")
+    (tmp_path / "empty" / "class_a").mkdir(parents=True)
+    with pytest.raises(datasets.DataError, match="found no images"):
+        datasets.scan_image_dir(tmp_path / "empty")
+
+
+def test_ingest_a_user_csv(tmp_path):
+    source = tmp_path / "houses.csv"
+    pd.DataFrame({"rooms": [1, 2, 3], "city": ["a", "b", None], "price": [1.0, 2.0, 3.5]}).to_csv(source, index=False)
+    data = DataConfig(source="csv", path=str(source), label="price", task="regression")
+    output = tmp_path / "ingested"
+    output.mkdir()
+    description = ingest(data, output)
+    assert description["kind"] == "table" and description["task"] == "regression"
+    assert "classes" not in description
+    loaded_description, table = load_ingested(output)
+    assert loaded_description == description
+    assert len(table) == 3
+
+
+def test_ingest_a_csv_without_the_label_column(tmp_path):
+    source = tmp_path / "data.csv"
+    pd.DataFrame({"x": [1, 2]}).to_csv(source, index=False)
+    data = DataConfig(source="csv", path=str(source), label="target")
+    with pytest.raises(datasets.DataError, match="no label column 'target'"):
+        ingest(data, tmp_path)
+
+
+def test_fingerprints_follow_content(tmp_path):
+    table = pd.DataFrame({"a": [1, 2]})
+    assert datasets.fingerprint_table(table) == datasets.fingerprint_table(table.copy())
+    assert datasets.fingerprint_table(table) != datasets.fingerprint_table(pd.DataFrame({"a": [1, 3]}))

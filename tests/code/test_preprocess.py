@@ -1,0 +1,65 @@
+import numpy as np
+import pandas as pd
+import pytest
+
+from pipeline.datasets import DataError
+from pipeline.preprocess import clean_table, input_name, split_indices, table_statistics
+
+
+def penguin_like_table() -> pd.DataFrame:
+    return pd.DataFrame(
+        {
+            "Bill Length (mm)": [39.1, np.nan, 40.3, 36.7, 39.3, 38.9],
+            "island": ["Biscoe", "Dream", None, "Dream", "Biscoe", "Torgersen"],
+            "species": ["Adelie", "Gentoo", "Adelie", None, "Gentoo", "Adelie"],
+        }
+    )
+
+
+def test_input_names_are_stable_and_unique():
+    taken = {"label"}
+    assert input_name("Bill Length (mm)", taken) == "bill_length_mm"
+    assert input_name("bill_length_mm", taken) == "bill_length_mm_2"
+    assert input_name("2nd", taken) == "f_2nd"
+    assert input_name("label", taken) == "label_2"
+
+
+def test_impute_keeps_rows_with_missing_features_and_drops_unlabelled_rows():
+    features, labels, specs = clean_table(penguin_like_table(), "species", "classification", ["Adelie", "Gentoo"], "impute")
+    assert len(features) == 5
+    assert labels.tolist() == [0, 1, 0, 1, 0]
+    assert [spec["type"] for spec in specs] == ["numeric", "categorical"]
+    assert np.isnan(features["bill_length_mm"][1])
+    assert features["island"][2] == ""
+
+
+def test_drop_removes_rows_with_missing_features():
+    features, labels, _ = clean_table(penguin_like_table(), "species", "classification", ["Adelie", "Gentoo"], "drop")
+    assert len(features) == 3 and labels.tolist() == [0, 1, 0]
+
+
+def test_statistics_come_from_the_rows_given_and_ignore_missing_values():
+    features, _, specs = clean_table(penguin_like_table(), "species", "classification", ["Adelie", "Gentoo"], "impute")
+    statistics = table_statistics(features.iloc[[0, 1, 2]], specs)
+    assert statistics[0]["mean"] == pytest.approx((39.1 + 40.3) / 2)
+    assert statistics[0]["median"] == pytest.approx((39.1 + 40.3) / 2)
+    assert statistics[1]["vocabulary"] == ["Biscoe", "Dream"]
+
+
+def test_split_is_stratified_disjoint_complete_and_seeded():
+    labels = np.repeat([0, 1, 2], [50, 30, 20])
+    first = split_indices(labels, "classification", 0.15, 0.15, seed=7)
+    again = split_indices(labels, "classification", 0.15, 0.15, seed=7)
+    other = split_indices(labels, "classification", 0.15, 0.15, seed=8)
+    assert all(np.array_equal(first[name], again[name]) for name in first)
+    assert not np.array_equal(first["test"], other["test"])
+    combined = np.concatenate(list(first.values()))
+    assert sorted(combined.tolist()) == list(range(100))
+    # Stratified: each class's share of the test split is its share of the data, to within one example.
+    expected = np.bincount(labels) * len(first["test"]) / len(labels)
+    assert np.all(np.abs(np.bincount(labels[first["test"]]) - expected) <= 1)
+
+
+def test_too_few_examples_is_a_data_error():
+    with pytest.raises(DataError, match="at least 10"):
+        split_indices(np.array([0, 1, 0]), "classification", 0.2, 0.2, seed=0)

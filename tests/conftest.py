@@ -1,0 +1,87 @@
+"""Shared fixtures: tiny configurations and throw-away project folders."""
+
+from __future__ import annotations
+
+import os
+import shutil
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+import yaml
+
+ROOT = Path(__file__).resolve().parents[1]
+
+os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
+os.environ.setdefault("DVC_NO_ANALYTICS", "1")
+os.environ.setdefault("MLFLOW_DISABLE_TELEMETRY", "true")
+
+# Small enough to train in seconds on 2 cores, big enough to learn digits well above chance.
+TINY_OVERRIDES = {
+    "model": {"filters": [8], "hidden_units": [32], "dropout": 0.0},
+    "train": {"epochs": 3, "batch_size": 64, "early_stopping_patience": 3},
+    "export": {"version": 1},
+}
+
+
+def default_params() -> dict:
+    return yaml.safe_load((ROOT / "params.yaml").read_text())
+
+
+def merged(params: dict, overrides: dict) -> dict:
+    result = {section: dict(values) for section, values in params.items()}
+    for section, values in overrides.items():
+        result.setdefault(section, {}).update(values)
+    return result
+
+
+def write_params(directory: Path, overrides: dict | None = None) -> Path:
+    params = merged(merged(default_params(), TINY_OVERRIDES), overrides or {})
+    path = directory / "params.yaml"
+    path.write_text(yaml.safe_dump(params, sort_keys=False))
+    return path
+
+
+def run(command: list[str], cwd: Path, check: bool = True, timeout: int = 600) -> subprocess.CompletedProcess:
+    environment = {**os.environ, "PATH": f"{Path(sys.executable).parent}{os.pathsep}{os.environ['PATH']}"}
+    completed = subprocess.run(command, cwd=cwd, capture_output=True, text=True, env=environment, timeout=timeout)
+    if check and completed.returncode != 0:
+        raise AssertionError(
+            f"{' '.join(command)} exited {completed.returncode}\nstdout:\n{completed.stdout[-4000:]}"
+            f"\nstderr:\n{completed.stderr[-4000:]}"
+        )
+    return completed
+
+
+def stage(name: str, cwd: Path, check: bool = True) -> subprocess.CompletedProcess:
+    return run([sys.executable, "-m", "pipeline", "run", name], cwd, check=check)
+
+
+@pytest.fixture
+def workdir(tmp_path: Path, monkeypatch) -> Path:
+    """An empty folder with tiny params.yaml, as the current directory."""
+    write_params(tmp_path)
+    (tmp_path / "data" / "user").mkdir(parents=True)
+    monkeypatch.chdir(tmp_path)
+    return tmp_path
+
+
+@pytest.fixture
+def dvc_project(tmp_path: Path) -> Path:
+    """A git + DVC repository holding this project's pipeline (code, dvc.yaml) with tiny params."""
+    project = tmp_path / "project"
+    project.mkdir()
+    shutil.copytree(ROOT / "pipeline", project / "pipeline", ignore=shutil.ignore_patterns("__pycache__"))
+    shutil.copytree(ROOT / "data" / "user", project / "data" / "user")
+    for name in ("dvc.yaml", ".gitignore"):
+        shutil.copy(ROOT / name, project / name)
+    write_params(project)
+    run(["git", "init", "-q"], project)
+    run(["git", "config", "user.email", "tests@localhost"], project)
+    run(["git", "config", "user.name", "tests"], project)
+    run(["dvc", "init", "-q"], project)
+    run(["dvc", "config", "core.analytics", "false"], project)
+    run(["git", "add", "-A"], project)
+    run(["git", "commit", "-qm", "tiny pipeline"], project)
+    return project
