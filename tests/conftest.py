@@ -19,8 +19,8 @@ os.environ.setdefault("MLFLOW_DISABLE_TELEMETRY", "true")
 
 # Small enough to train in seconds on 2 cores, big enough to learn digits well above chance.
 TINY_OVERRIDES = {
-    "model": {"filters": [8], "hidden_units": [32], "dropout": 0.0},
-    "train": {"epochs": 3, "batch_size": 64, "early_stopping_patience": 3},
+    "model": {"filters": [16], "hidden_units": [32], "dropout": 0.0},
+    "train": {"epochs": 4, "batch_size": 32, "learning_rate": 0.003, "early_stopping_patience": 4},
     "export": {"version": 1},
 }
 
@@ -67,10 +67,9 @@ def workdir(tmp_path: Path, monkeypatch) -> Path:
     return tmp_path
 
 
-@pytest.fixture
-def dvc_project(tmp_path: Path) -> Path:
+def make_dvc_project(parent: Path) -> Path:
     """A git + DVC repository holding this project's pipeline (code, dvc.yaml) with tiny params."""
-    project = tmp_path / "project"
+    project = parent / "project"
     project.mkdir()
     shutil.copytree(ROOT / "pipeline", project / "pipeline", ignore=shutil.ignore_patterns("__pycache__"))
     shutil.copytree(ROOT / "data" / "user", project / "data" / "user")
@@ -85,3 +84,8 @@ def dvc_project(tmp_path: Path) -> Path:
     run(["git", "add", "-A"], project)
     run(["git", "commit", "-qm", "tiny pipeline"], project)
     return project
+
+
+@pytest.fixture
+def dvc_project(tmp_path: Path) -> Path:
+    return make_dvc_project(tmp_path)

@@ -1,0 +1,127 @@
+"""The real pipeline end to end: `dvc repro` in a temporary git repository, a real SQLite MLflow store."""
+
+from __future__ import annotations
+
+import json
+import sys
+from pathlib import Path
+
+import pytest
+
+from tests.conftest import make_dvc_project, run
+
+pytestmark = pytest.mark.e2e
+
+
+def mlflow_runs(project: Path) -> list:
+    import mlflow
+
+    mlflow.set_tracking_uri(f"sqlite:///{project / 'mlflow.db'}")
+    return mlflow.search_runs(experiment_names=["keras-pipeline"], output_format="list")
+
+
+@pytest.fixture(scope="module")
+def reproduced(tmp_path_factory):
+    """The tiny digits pipeline, reproduced once for the tests of this module."""
+    project = make_dvc_project(tmp_path_factory.mktemp("repro"))
+    completed = run(["dvc", "repro"], project)
+    return project, completed
+
+
+def test_every_stage_runs_and_reports(reproduced):
+    project, completed = reproduced
+    for stage in ("ingest", "preprocess", "train", "evaluate", "export"):
+        assert f"[{stage}]" in completed.stdout, completed.stdout[-3000:]
+    metrics = json.loads((project / "reports/evaluate/metrics.json").read_text())
+    assert {"accuracy", "precision", "recall", "f1", "roc_auc", "loss"} <= set(metrics)
+    assert metrics["accuracy"] > 0.8  # 4 tiny epochs: far above the 0.1 of chance
+    history = (project / "reports/train/history.csv").read_text().splitlines()
+    assert history[0].startswith("epoch,") and len(history) == 5
+    for figure in ("reports/evaluate/figures/confusion_matrix.png", "reports/evaluate/figures/roc.png",
+                   "reports/train/learning_curves.png"):
+        assert (project / figure).stat().st_size > 1000
+
+
+def test_metrics_are_readable_by_dvc(reproduced):
+    project, _ = reproduced
+    shown = json.loads(run(["dvc", "metrics", "show", "--json"], project).stdout)
+    (workspace,) = shown.values() if "workspace" not in shown else [shown["workspace"]]
+    text = json.dumps(workspace)
+    assert '"accuracy"' in text and '"best_val_loss"' in text
+
+
+def test_a_second_repro_reruns_nothing(reproduced):
+    project, _ = reproduced
+    completed = run(["dvc", "repro"], project)
+    assert "Running stage" not in completed.stdout
+    assert "up to date" in completed.stdout
+
+
+def test_one_mlflow_run_holds_params_metrics_tags_and_a_loadable_model(reproduced):
+    project, _ = reproduced
+    (mlflow_run,) = mlflow_runs(project)
+    assert mlflow_run.info.status == "FINISHED"
+    assert mlflow_run.data.params["train.learning_rate"] == "0.003"
+    assert mlflow_run.data.params["data.source"] == "digits"
+    assert mlflow_run.data.metrics["test_accuracy"] > 0.8
+    assert "val_loss" in mlflow_run.data.metrics
+    assert len(mlflow_run.data.tags["git.commit"]) == 40
+    for stage in ("preprocess", "train", "evaluate", "export"):
+        assert mlflow_run.data.tags[f"pipeline.stage.{stage}"] == "done"
+
+    import mlflow
+    import numpy as np
+
+    report = json.loads((project / "reports/export/export.json").read_text())
+    model = mlflow.pyfunc.load_model(report["mlflow_model_uri"])
+    assert np.asarray(model.predict(np.zeros((2, 8, 8, 1), dtype="float32"))).shape == (2, 10)
+
+
+def test_saved_model_serves_raw_pixels_in_a_process_with_only_tensorflow(reproduced):
+    project, _ = reproduced
+    version_dir = project / "models/serving/digits/1"
+    assert (version_dir / "saved_model.pb").is_file() and (version_dir / "variables").is_dir()
+    script = (
+        "import sys, numpy as np, tensorflow as tf\n"
+        f"signature = tf.saved_model.load({str(version_dir)!r}).signatures['serving_default']\n"
+        "print(sorted(signature.structured_input_signature[1]))\n"
+        "out = signature(image=tf.constant(np.full((3, 8, 8, 1), 255.0, np.float32)))['output_0']\n"
+        "print(out.shape, round(float(out.numpy().sum()), 3))\n"
+        "print(any(name.startswith('pipeline') for name in sys.modules))\n"
+    )
+    lines = run([sys.executable, "-c", script], project).stdout.strip().splitlines()
+    assert lines == ["['image']", "(3, 10) 3.0", "False"]
+
+
+def test_saved_model_cli_shows_the_raw_input_signature(reproduced):
+    project, _ = reproduced
+    saved_model_cli = Path(sys.executable).parent / "saved_model_cli"
+    shown = run([str(saved_model_cli), "show", "--dir", "models/serving/digits/1", "--all"], project).stdout
+    assert "signature_def['serving_default']" in shown
+    assert "inputs['image'] tensor_info" in shown and "shape: (-1, 8, 8, 1)" in shown
+
+
+def test_predict_command_on_an_image_folder(reproduced):
+    project, _ = reproduced
+    completed = run(
+        [sys.executable, "-m", "pipeline", "predict", "--model", "models/serving", "--input", "data/ingested/images/3"],
+        project,
+    )
+    lines = completed.stdout.strip().splitlines()
+    assert lines[0] == "example,prediction,probability"
+    predictions = [line.split(",")[1] for line in lines[1:]]
+    assert len(predictions) > 150 and predictions.count("3") / len(predictions) > 0.8
+
+
+def test_an_experiment_variant_on_penguins_appears_beside_the_first_run(reproduced):
+    project, _ = reproduced
+    completed = run(["dvc", "exp", "run", "-S", "data.source=penguins", "-S", "train.epochs=5"], project)
+    assert "[export] SavedModel penguins" in completed.stdout
+    runs = {mlflow_run.data.params["data.source"]: mlflow_run for mlflow_run in mlflow_runs(project)}
+    assert set(runs) == {"digits", "penguins"}
+    penguins = runs["penguins"]
+    assert penguins.data.params["train.epochs"] == "5"
+    assert penguins.data.tags.get("dvc.experiment") or penguins.data.tags.get("dvc.baseline_rev")
+    assert penguins.data.metrics["test_accuracy"] > 0.8
+    shown = json.loads(run(["dvc", "exp", "show", "--json"], project).stdout)
+    assert "penguins" in json.dumps(shown)
