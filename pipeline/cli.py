@@ -29,7 +29,9 @@ def build_parser() -> argparse.ArgumentParser:
 
     predict = commands.add_parser("predict", help="print predictions of an exported model for a CSV or image folder")
     predict.add_argument(
-        "--model", required=True, help="a .keras file, a SavedModel version folder, or a serving folder (latest version)"
+        "--model",
+        required=True,
+        help="a .keras file, a SavedModel version folder, or a serving folder (latest version)",
     )
     predict.add_argument("--input", required=True, help="a CSV file (one example per row) or a folder of images")
     predict.add_argument("--output", help="write the predictions as CSV here instead of printing them")

@@ -10,8 +10,9 @@ import dataclasses
 import os
 import types
 import typing
+from collections.abc import Mapping
 from pathlib import Path
-from typing import Any, Literal, Mapping, Optional, Union
+from typing import Any, Literal, Optional, Union
 
 import yaml
 
@@ -62,9 +63,7 @@ class DataConfig:
     color_mode: Literal["grayscale", "rgb"] = "grayscale"
 
     def _validate(self, section: str) -> None:
-        if self.image_size is not None and (
-            len(self.image_size) != 2 or any(side < 1 for side in self.image_size)
-        ):
+        if self.image_size is not None and (len(self.image_size) != 2 or any(side < 1 for side in self.image_size)):
             _fail(f"{section}.image_size", self.image_size, "null or [height, width] with positive sides")
         if self.source in ("csv", "parquet") and not self.label:
             _fail(f"{section}.label", self.label, f"the name of the target column of your {self.source} file")
@@ -220,8 +219,7 @@ class Config:
             _fail(
                 "model.family",
                 family,
-                f"mlp or auto for table data (data.source={self.data.source});"
-                " cnn, rnn and transformer read images",
+                f"mlp or auto for table data (data.source={self.data.source}); cnn, rnn and transformer read images",
             )
 
     @property
@@ -333,9 +331,7 @@ def config_from_dict(raw: Mapping[str, Any]) -> Config:
     sections = {field.name: field for field in dataclasses.fields(Config)}
     unknown = sorted(set(raw) - set(sections))
     if unknown:
-        raise ConfigError(
-            f"params.yaml: unknown section {unknown[0]!r}; sections are: {', '.join(sections)}."
-        )
+        raise ConfigError(f"params.yaml: unknown section {unknown[0]!r}; sections are: {', '.join(sections)}.")
     hints = typing.get_type_hints(Config)
     built = {name: _build_section(name, hints[name], raw.get(name)) for name in sections}
     config = Config(**built)

@@ -32,7 +32,7 @@ def write_digits_images(output_dir: Path) -> Path:
 
     digits = load_digits()
     pixels = np.rint(digits.images * (255.0 / 16.0)).astype(np.uint8)
-    for index, (image, target) in enumerate(zip(pixels, digits.target)):
+    for index, (image, target) in enumerate(zip(pixels, digits.target, strict=True)):
         class_dir = output_dir / str(target)
         class_dir.mkdir(parents=True, exist_ok=True)
         Image.fromarray(image, mode="L").save(class_dir / f"{index:04d}.png")

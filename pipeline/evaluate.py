@@ -84,7 +84,7 @@ def roc_points(labels: np.ndarray, probabilities: np.ndarray, classes: list[str]
         if positives.all() or not positives.any():
             continue
         fpr, tpr, _ = roc_curve(positives, probabilities[:, index])
-        for x, y in zip(grid, np.interp(grid, fpr, tpr)):
+        for x, y in zip(grid, np.interp(grid, fpr, tpr), strict=True):
             rows.append({"class": name, "fpr": round(float(x), 6), "tpr": round(float(y), 6)})
     return rows
 
@@ -159,7 +159,8 @@ def _stage(config: Config) -> StageResult:
     figures.mkdir(parents=True, exist_ok=True)
     if spec["task"] == "regression":
         results = regression_metrics(labels, outputs)
-        rows = [{"actual": float(a), "predicted": float(p)} for a, p in zip(labels.reshape(-1), outputs.reshape(-1))]
+        pairs = zip(labels.reshape(-1), outputs.reshape(-1), strict=True)
+        rows = [{"actual": float(actual), "predicted": float(predicted)} for actual, predicted in pairs]
         _write_csv(reports / "predictions.csv", rows)
         write_json_atomic(reports / "per_class.json", {})
         _write_csv(reports / "roc.csv", [])
@@ -172,7 +173,7 @@ def _stage(config: Config) -> StageResult:
         labels = labels.reshape(-1).astype(int)
         _write_csv(
             reports / "predictions.csv",
-            [{"actual": classes[a], "predicted": classes[p]} for a, p in zip(labels, predicted)],
+            [{"actual": classes[a], "predicted": classes[p]} for a, p in zip(labels, predicted, strict=True)],
         )
         roc = roc_points(labels, probabilities, classes, config.evaluate.roc_curve_points)
         _write_csv(reports / "roc.csv", roc)

@@ -129,7 +129,9 @@ def preprocess_inputs(spec: dict, inputs) -> keras.KerasTensor:
             # Missing and unseen categories share the out-of-vocabulary slot.
             encoded.append(
                 keras.layers.StringLookup(
-                    vocabulary=feature["vocabulary"] or ["<none>"], output_mode="one_hot", name=f"lookup_{feature['name']}"
+                    vocabulary=feature["vocabulary"] or ["<none>"],
+                    output_mode="one_hot",
+                    name=f"lookup_{feature['name']}",
                 )(raw)
             )
     return keras.layers.Concatenate(name="features")(encoded) if len(encoded) > 1 else encoded[0]

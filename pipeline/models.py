@@ -7,7 +7,8 @@ Images are read row by row as sequences by the RNN and Transformer families.
 
 from __future__ import annotations
 
-from typing import Any, Mapping
+from collections.abc import Mapping
+from typing import Any
 
 import keras
 
@@ -107,13 +108,15 @@ def _transformer_body(features, hyperparameters: Mapping[str, Any]):
     sequence = PositionEmbedding(sequence.shape[1], width, name="position_embedding")(sequence)
     for index in range(hyperparameters["transformer_blocks"]):
         attended = keras.layers.MultiHeadAttention(
-            hyperparameters["num_heads"], hyperparameters["key_dim"], dropout=hyperparameters["dropout"],
+            hyperparameters["num_heads"],
+            hyperparameters["key_dim"],
+            dropout=hyperparameters["dropout"],
             name=f"block_{index}_attention",
         )(sequence, sequence)
         sequence = keras.layers.LayerNormalization(name=f"block_{index}_norm_1")(sequence + attended)
-        feed_forward = keras.layers.Dense(width * 2, activation=hyperparameters["activation"], name=f"block_{index}_ff_1")(
-            sequence
-        )
+        feed_forward = keras.layers.Dense(
+            width * 2, activation=hyperparameters["activation"], name=f"block_{index}_ff_1"
+        )(sequence)
         feed_forward = keras.layers.Dense(width, name=f"block_{index}_ff_2")(feed_forward)
         sequence = keras.layers.LayerNormalization(name=f"block_{index}_norm_2")(sequence + feed_forward)
     return keras.layers.GlobalAveragePooling1D(name="pool")(sequence)

@@ -20,8 +20,8 @@ def resolve_model_dir(path: Path) -> Path:
     if (path / "saved_model.pb").is_file() or path.suffix == ".keras":
         return path
     versions = sorted(
-        (candidate for candidate in path.rglob("saved_model.pb")), key=lambda file: int(file.parent.name)
-        if file.parent.name.isdigit() else -1
+        (candidate for candidate in path.rglob("saved_model.pb")),
+        key=lambda file: int(file.parent.name) if file.parent.name.isdigit() else -1,
     )
     if not versions:
         raise StageError(f"{path}: no SavedModel (saved_model.pb) or .keras model here; run `dvc repro` first.")
@@ -51,7 +51,9 @@ def read_inputs(input_path: Path, spec: dict) -> tuple[list[str], object]:
             raise DataError(f"{input_path}: missing column {feature['column']!r}, which the model needs.")
         values = table[feature["column"]]
         if feature["type"] == "numeric":
-            inputs[feature["name"]] = values.astype("float64").to_numpy(dtype=np.float32, na_value=np.nan).reshape(-1, 1)
+            inputs[feature["name"]] = (
+                values.astype("float64").to_numpy(dtype=np.float32, na_value=np.nan).reshape(-1, 1)
+            )
         else:
             inputs[feature["name"]] = np.array(
                 [[("" if pd.isna(value) else str(value))] for value in values], dtype=object

@@ -57,7 +57,11 @@ def clean_table(
             features[column]
         )
         specs.append(
-            {"column": str(column), "name": input_name(column, taken), "type": "numeric" if is_numeric else "categorical"}
+            {
+                "column": str(column),
+                "name": input_name(column, taken),
+                "type": "numeric" if is_numeric else "categorical",
+            }
         )
     if missing_values == "drop":
         keep = features.notna().all(axis=1)

@@ -14,8 +14,9 @@ import json
 import logging
 import os
 import subprocess
+from collections.abc import Iterator
 from pathlib import Path
-from typing import Iterator, Optional
+from typing import Optional
 
 from pipeline.config import Config
 
@@ -53,9 +54,7 @@ def run_key(config: Config) -> str:
 
 def git_commit() -> Optional[str]:
     try:
-        completed = subprocess.run(
-            ["git", "rev-parse", "HEAD"], capture_output=True, text=True, check=True, timeout=10
-        )
+        completed = subprocess.run(["git", "rev-parse", "HEAD"], capture_output=True, text=True, check=True, timeout=10)
     except (OSError, subprocess.SubprocessError):
         return None
     return completed.stdout.strip() or None
@@ -97,9 +96,7 @@ def pipeline_run(config: Config, stage: str) -> Iterator[object]:
 
     configure(config)
     key = run_key(config)
-    existing = mlflow.search_runs(
-        filter_string=f"tags.`{KEY_TAG}` = '{key}'", max_results=1, output_format="list"
-    )
+    existing = mlflow.search_runs(filter_string=f"tags.`{KEY_TAG}` = '{key}'", max_results=1, output_format="list")
     if existing:
         run_id = existing[0].info.run_id
         log.info("MLflow: continuing run %s (%s)", run_id, key)

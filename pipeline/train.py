@@ -14,8 +14,9 @@ import logging
 import shutil
 import sys
 import time
+from collections.abc import Mapping
 from pathlib import Path
-from typing import Any, Mapping
+from typing import Any
 
 from pipeline.config import Config
 from pipeline.files import write_json_atomic
@@ -89,11 +90,11 @@ def train_model(
     monitor: str,
     work_dir: Path,
     extra_callbacks: list | None = None,
-) -> tuple[list[dict], float]:
+) -> tuple[list[dict], int, float]:
     """Fits `model` with early stopping, checkpoints and backup/restore in `work_dir`.
 
-    Returns the per-epoch history rows (including epochs done before a resume) and the
-    seconds spent in `fit`.
+    Returns the per-epoch history rows (including epochs done before a resume), the number
+    of epochs run by this call, and the seconds it spent in `fit`.
     """
     import keras
 
@@ -101,7 +102,8 @@ def train_model(
     history_path = work_dir / HISTORY_FILE
     mode = "max" if "accuracy" in monitor else "min"
     recorder = history_recorder(history_path)
-    if recorder.rows:
+    resumed_epochs = len(recorder.rows)
+    if resumed_epochs:
         log.info("resuming an interrupted training run after epoch %d", int(recorder.rows[-1]["epoch"]))
     callbacks = [
         keras.callbacks.BackupAndRestore(str(work_dir / "backup")),
@@ -118,7 +120,7 @@ def train_model(
         callbacks=callbacks,
         verbose=1 if sys.stdout.isatty() else 2,
     )
-    return recorder.rows, time.perf_counter() - started
+    return recorder.rows, len(recorder.rows) - resumed_epochs, time.perf_counter() - started
 
 
 def summarise_history(rows: list[dict], monitor: str) -> dict[str, float]:
@@ -140,7 +142,7 @@ def plot_learning_curves(rows: list[dict], path: Path) -> Path:
     names = [key for key in rows[0] if key != "epoch" and not key.startswith("val_") and key != "learning_rate"]
     figure, axes = plt.subplots(1, len(names), figsize=(5 * len(names), 4), squeeze=False)
     epochs = [int(row["epoch"]) + 1 for row in rows]
-    for axis, name in zip(axes[0], names):
+    for axis, name in zip(axes[0], names, strict=True):
         axis.plot(epochs, [row[name] for row in rows], label=f"train {name}")
         if f"val_{name}" in rows[0]:
             axis.plot(epochs, [row[f"val_{name}"] for row in rows], label=f"validation {name}")
@@ -162,16 +164,14 @@ def _stage(config: Config) -> StageResult:
     spec = load_spec(config.paths.prepared)
     hyperparameters = hyperparameters_from_config(config)
     batch_size = config.train.batch_size * strategy.num_replicas_in_sync
-    train_dataset = make_dataset(
-        config.paths.prepared, spec, "train", batch_size, shuffle=True, seed=config.base.seed
-    )
+    train_dataset = make_dataset(config.paths.prepared, spec, "train", batch_size, shuffle=True, seed=config.base.seed)
     validation_dataset = make_dataset(config.paths.prepared, spec, "validation", batch_size)
     with strategy.scope():
         model = build_model(hyperparameters, spec)
     model.summary(print_fn=log.info)
 
     work_dir = Path(config.paths.work) / "train" / training_key(hyperparameters, config, spec)
-    rows, fit_seconds = train_model(
+    rows, epochs_this_run, fit_seconds = train_model(
         model,
         train_dataset,
         validation_dataset,
@@ -193,10 +193,9 @@ def _stage(config: Config) -> StageResult:
     write_history(reports / HISTORY_FILE, rows)
     plot = plot_learning_curves(rows, reports / "learning_curves.png")
     summary = summarise_history(rows, config.train.monitor)
-    epochs_this_run = max(1, len(rows))
     summary["train_seconds"] = round(fit_seconds, 3)
     summary["train_examples_per_second"] = round(
-        spec["splits"]["train"]["num_examples"] * epochs_this_run / max(fit_seconds, 1e-9), 1
+        spec["splits"]["train"]["num_examples"] * max(epochs_this_run, 1) / max(fit_seconds, 1e-9), 1
     )
     summary["parameters"] = int(model.count_params())
     write_json_atomic(reports / "metrics.json", summary)

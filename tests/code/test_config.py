@@ -17,7 +17,10 @@ def test_the_shipped_params_file_is_valid():
 @pytest.mark.parametrize(
     ("overrides", "expected"),
     [
-        ({"train": {"optimizer": "adamw"}}, "train.optimizer = 'adamw' is not valid; expected one of: sgd, adam, rmsprop"),
+        (
+            {"train": {"optimizer": "adamw"}},
+            "train.optimizer = 'adamw' is not valid; expected one of: sgd, adam, rmsprop",
+        ),
         ({"model": {"dropout": 1.5}}, "model.dropout = 1.5 is not valid; expected a rate in [0, 1)"),
         ({"train": {"learnin_rate": 0.1}}, "unknown key train.learnin_rate; the train section accepts: optimizer"),
         ({"trian": {}}, "unknown section 'trian'"),
@@ -56,7 +59,9 @@ def test_flat_params_for_mlflow():
 
 
 def test_a_bad_setting_stops_the_stage_before_tensorflow_is_imported(tmp_path):
-    (tmp_path / "params.yaml").write_text((ROOT / "params.yaml").read_text().replace("optimizer: adam", "optimizer: adamw"))
+    (tmp_path / "params.yaml").write_text(
+        (ROOT / "params.yaml").read_text().replace("optimizer: adam", "optimizer: adamw")
+    )
     script = (
         "import sys\n"
         "from pipeline.cli import main\n"

@@ -23,9 +23,23 @@ TABLE_SPEC = {
     ],
 }
 HYPERPARAMETERS = {
-    "family": "cnn", "hidden_units": [16], "filters": [4, 8], "kernel_size": 3, "rnn_cell": "lstm", "rnn_units": 8,
-    "num_heads": 2, "key_dim": 4, "transformer_blocks": 1, "activation": "relu", "dropout": 0.1, "l1": 0.0,
-    "l2": 1e-4, "batch_norm": False, "optimizer": "adam", "learning_rate": 1e-3, "momentum": 0.9,
+    "family": "cnn",
+    "hidden_units": [16],
+    "filters": [4, 8],
+    "kernel_size": 3,
+    "rnn_cell": "lstm",
+    "rnn_units": 8,
+    "num_heads": 2,
+    "key_dim": 4,
+    "transformer_blocks": 1,
+    "activation": "relu",
+    "dropout": 0.1,
+    "l1": 0.0,
+    "l2": 1e-4,
+    "batch_norm": False,
+    "optimizer": "adam",
+    "learning_rate": 1e-3,
+    "momentum": 0.9,
 }
 
 

@@ -25,7 +25,9 @@ def test_input_names_are_stable_and_unique():
 
 
 def test_impute_keeps_rows_with_missing_features_and_drops_unlabelled_rows():
-    features, labels, specs = clean_table(penguin_like_table(), "species", "classification", ["Adelie", "Gentoo"], "impute")
+    features, labels, specs = clean_table(
+        penguin_like_table(), "species", "classification", ["Adelie", "Gentoo"], "impute"
+    )
     assert len(features) == 5
     assert labels.tolist() == [0, 1, 0, 1, 0]
     assert [spec["type"] for spec in specs] == ["numeric", "categorical"]

@@ -37,8 +37,11 @@ def test_every_stage_runs_and_reports(reproduced):
     assert metrics["accuracy"] > 0.8  # 4 tiny epochs: far above the 0.1 of chance
     history = (project / "reports/train/history.csv").read_text().splitlines()
     assert history[0].startswith("epoch,") and len(history) == 5
-    for figure in ("reports/evaluate/figures/confusion_matrix.png", "reports/evaluate/figures/roc.png",
-                   "reports/train/learning_curves.png"):
+    for figure in (
+        "reports/evaluate/figures/confusion_matrix.png",
+        "reports/evaluate/figures/roc.png",
+        "reports/train/learning_curves.png",
+    ):
         assert (project / figure).stat().st_size > 1000
 
 
