@@ -156,8 +156,11 @@ class TrainConfig:
     epochs: int = 30
     early_stopping_patience: int = 5
     monitor: Literal["val_loss", "val_accuracy"] = "val_loss"
+    cache_limit_mb: float = 512.0
 
     def _validate(self, section: str) -> None:
+        if self.cache_limit_mb < 0:
+            _fail(f"{section}.cache_limit_mb", self.cache_limit_mb, "0 (never cache) or a size in MiB")
         if not 0.0 < self.learning_rate <= 10.0:
             _fail(f"{section}.learning_rate", self.learning_rate, "a positive number (typically 1e-4 to 1e-1)")
         if not 0.0 <= self.momentum < 1.0:

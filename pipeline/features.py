@@ -62,18 +62,26 @@ def make_dataset(
     batch_size: int,
     shuffle: bool = False,
     seed: int | None = None,
+    cache_limit_mb: float = 0,
 ) -> tf.data.Dataset:
     """Streams a split from its shards: (shuffle) -> batch -> parse -> prefetch.
 
-    Batching before parsing parses a whole batch of records in one op, which is much faster
-    than parsing example by example.
+    A split whose shards are smaller than `cache_limit_mb` is parsed once and kept in memory
+    (then shuffled and batched every epoch); larger splits stream from disk every epoch.
+    Parsing a whole batch of records in one op is much faster than example by example.
     """
     files = [str(Path(prepared_dir) / name) for name in spec["splits"][split]["files"]]
     dataset = tf.data.TFRecordDataset(files, num_parallel_reads=tf.data.AUTOTUNE if len(files) > 1 else None)
+    parse = _parse_batch(spec)
+    cached = sum(Path(file).stat().st_size for file in files) <= cache_limit_mb * 2**20
+    if cached:
+        dataset = dataset.batch(1024).map(parse, num_parallel_calls=tf.data.AUTOTUNE).unbatch().cache()
     if shuffle:
         buffer = min(spec["splits"][split]["num_examples"], 10_000)
         dataset = dataset.shuffle(buffer, seed=seed, reshuffle_each_iteration=True)
-    dataset = dataset.batch(batch_size).map(_parse_batch(spec), num_parallel_calls=tf.data.AUTOTUNE)
+    dataset = dataset.batch(batch_size)
+    if not cached:
+        dataset = dataset.map(parse, num_parallel_calls=tf.data.AUTOTUNE)
     options = tf.data.Options()
     options.deterministic = True
     options.experimental_distribute.auto_shard_policy = tf.data.experimental.AutoShardPolicy.DATA
