@@ -10,7 +10,7 @@ import argparse
 import importlib
 import sys
 
-STAGES = ("ingest", "preprocess", "train", "evaluate", "export")
+STAGES = ("ingest", "validate", "preprocess", "train", "evaluate", "export")
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -26,6 +26,16 @@ def build_parser() -> argparse.ArgumentParser:
 
     check = commands.add_parser("check-config", help="validate params.yaml and exit")
     check.add_argument("--params", default="params.yaml", help="the params file (default: params.yaml)")
+
+    validate = commands.add_parser(
+        "validate", help="validate the data (the validate stage), or --profile: derive a suite from trusted data"
+    )
+    validate.add_argument("--params", default="params.yaml", help="the params file (default: params.yaml)")
+    validate.add_argument(
+        "--profile", action="store_true", help="write a starting expectation suite from the configured data"
+    )
+    validate.add_argument("--output", help="with --profile: the suite file (default: validate.suite's path)")
+    validate.add_argument("--force", action="store_true", help="with --profile: overwrite an existing suite")
 
     predict = commands.add_parser("predict", help="print predictions of an exported model for a CSV or image folder")
     predict.add_argument(
@@ -44,6 +54,8 @@ def main(argv: list[str] | None = None) -> int:
         module = importlib.import_module(f"pipeline.{args.stage}")
         module.main(args.params)
         return 0
+    if args.command == "validate":
+        return _validate_command(args)
     if args.command == "check-config":
         from pipeline.config import ConfigError, load_config
 
@@ -57,3 +69,21 @@ def main(argv: list[str] | None = None) -> int:
     from pipeline.predict import main as predict_main
 
     return predict_main(args.model, args.input, args.output)
+
+
+def _validate_command(args: argparse.Namespace) -> int:
+    from pipeline import validate
+
+    if not args.profile:
+        validate.main(args.params)
+        return 0
+    from pipeline.config import load_config
+    from pipeline.runtime import user_errors
+
+    try:
+        written = validate.profile(load_config(args.params), args.output, force=args.force)
+    except user_errors() as error:
+        print(f"pipeline validate: error: {error}", file=sys.stderr)
+        return 2
+    print(f"wrote {written}: review every bound, then commit it")
+    return 0

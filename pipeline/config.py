@@ -39,6 +39,8 @@ class BaseConfig:
 @dataclasses.dataclass(frozen=True)
 class PathsConfig:
     ingested: str = "data/ingested"
+    validated: str = "data/validated"
+    expectations: str = "expectations"
     prepared: str = "data/prepared"
     model: str = "models/model.keras"
     serving: str = "models/serving"
@@ -95,6 +97,19 @@ class DataConfig:
     @property
     def task_name(self) -> str:
         return self.task or "classification"
+
+
+@dataclasses.dataclass(frozen=True)
+class ValidateConfig:
+    suite: str = "auto"
+    extra_columns: Literal["error", "warning", "ignore"] = "error"
+    max_examples: int = 5
+
+    def _validate(self, section: str) -> None:
+        if self.suite != "auto" and not self.suite.endswith((".yaml", ".yml")):
+            _fail(f"{section}.suite", self.suite, "auto, or the path of a suite file (.yaml)")
+        if self.max_examples < 0:
+            _fail(f"{section}.max_examples", self.max_examples, "0 or more example rows per failed expectation")
 
 
 @dataclasses.dataclass(frozen=True)
@@ -209,6 +224,7 @@ class Config:
     base: BaseConfig = dataclasses.field(default_factory=BaseConfig)
     paths: PathsConfig = dataclasses.field(default_factory=PathsConfig)
     data: DataConfig = dataclasses.field(default_factory=DataConfig)
+    validate: ValidateConfig = dataclasses.field(default_factory=ValidateConfig)
     preprocess: PreprocessConfig = dataclasses.field(default_factory=PreprocessConfig)
     model: ModelConfig = dataclasses.field(default_factory=ModelConfig)
     train: TrainConfig = dataclasses.field(default_factory=TrainConfig)

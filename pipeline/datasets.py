@@ -7,6 +7,7 @@ same loaders as user data. No TensorFlow here: ingestion and validation stay fas
 
 from __future__ import annotations
 
+import csv
 import hashlib
 import importlib.resources
 import shutil
@@ -74,33 +75,53 @@ def load_table(path: Path, file_format: str) -> pd.DataFrame:
         raise DataError(f"{path}: cannot be read as {file_format}: {error}") from error
     if table.empty:
         raise DataError(f"{path}: no data rows (only a header?); add examples to the file.")
+    if file_format == "csv":
+        check_csv_field_counts(path)
     return table
 
 
-def scan_image_dir(root: Path) -> pd.DataFrame:
-    """Lists `root/<class>/<image>` files as a manifest with `path` and `label` columns.
+def check_csv_field_counts(path: Path) -> None:
+    """Rejects rows with fewer fields than the header: pandas would silently fill them with NaN.
+
+    A short last line with no final newline is the mark of a truncated file (an interrupted
+    copy or download).
+    """
+    with open(path, newline="", encoding="utf-8") as handle:
+        reader = csv.reader(handle)
+        header = next(reader)
+        for row in reader:
+            if row and len(row) < len(header):
+                truncated = reader.line_num > 1 and not path.read_bytes().endswith((b"\n", b"\r"))
+                hint = " and the file does not end with a newline: it looks truncated" if truncated else ""
+                raise DataError(
+                    f"{path}: line {reader.line_num} has {len(row)} of the header's {len(header)} fields{hint};"
+                    " fix or remove that line."
+                )
+
+
+def scan_image_dir(root: Path) -> tuple[pd.DataFrame, list[str]]:
+    """Lists every file under `root/<class>/` as a manifest with `path` and `label` columns.
 
     Follows the Keras `image_dataset_from_directory` convention: one sub-folder per class,
-    classes sorted by name. Files are not decoded here (validation does that).
+    classes sorted by name. Returns (manifest, class folder names, empty ones included). Every
+    non-hidden file is listed, images or not, and nothing is decoded: validation judges them.
 
     Raises:
-        DataError: if the folder does not exist or holds no class folders with images.
+        DataError: if the folder does not exist or holds no class folders with files.
     """
     root = Path(root)
     if not root.is_dir():
         raise DataError(f"{root}: no such folder; set data.path to a folder with one sub-folder per class.")
-    rows = []
     class_dirs = sorted(child for child in root.iterdir() if child.is_dir() and not child.name.startswith("."))
-    for class_dir in class_dirs:
-        for file in sorted(class_dir.rglob("*")):
-            if file.is_file() and file.suffix.lower() in IMAGE_EXTENSIONS:
-                rows.append({"path": str(file), "label": class_dir.name})
+    rows = [
+        {"path": str(file), "label": class_dir.name}
+        for class_dir in class_dirs
+        for file in sorted(class_dir.rglob("*"))
+        if file.is_file() and not any(part.startswith(".") for part in file.relative_to(class_dir).parts)
+    ]
     if not rows:
-        raise DataError(
-            f"{root}: found no images ({', '.join(IMAGE_EXTENSIONS)}) in class sub-folders;"
-            " expected <folder>/<class name>/<image files>."
-        )
-    return pd.DataFrame(rows, columns=["path", "label"])
+        raise DataError(f"{root}: found no files in class sub-folders; expected <folder>/<class name>/<image files>.")
+    return pd.DataFrame(rows, columns=["path", "label"]), [class_dir.name for class_dir in class_dirs]
 
 
 def fingerprint_table(table: pd.DataFrame) -> str:
@@ -110,9 +131,10 @@ def fingerprint_table(table: pd.DataFrame) -> str:
     return digest.hexdigest()[:16]
 
 
-def fingerprint_files(paths: list[str]) -> str:
-    """A content hash of a list of files (their relative order and bytes)."""
+def fingerprint_files(paths: list[str], labels: list[str] | None = None) -> str:
+    """A content hash of a list of files: their order, labels and bytes."""
     digest = hashlib.sha256()
-    for path in paths:
+    for index, path in enumerate(paths):
+        digest.update((labels[index] if labels else "").encode())
         digest.update(Path(path).read_bytes())
     return digest.hexdigest()[:16]

@@ -1,98 +1,90 @@
-"""Stage 1a, `ingest`: bring the configured data source into one canonical form.
+"""Stage 1, `ingest`: bring the configured data source into the project, as it is.
 
 Output (`paths.ingested`):
-- `dataset.json`: source, kind (table or image), task, label column, classes, row count, fingerprint;
-- `table.parquet` for table sources, or `manifest.parquet` (path, label) for image sources;
-- `images/` (digits only) and `source.csv` (penguins only): the built-in data written as a user's would be.
+- `source.json`: source, kind (table or image), task, label column, format, fingerprint;
+- tables: `source.csv` / `source.parquet`, a byte-for-byte snapshot of the file (the built-in
+  penguins are written there from the `palmerpenguins` package);
+- images: `manifest.parquet` listing every file under the class folders (path, label); the
+  built-in digits are first written as PNG class folders under `images/`.
+
+Nothing is parsed or decoded here: the `validate` stage reads the data and judges it, so a
+file that cannot be read stops the pipeline at validation, with the reason.
 """
 
 from __future__ import annotations
 
 import json
 import logging
+import shutil
 import tempfile
 from pathlib import Path
 
 import pandas as pd
 
 from pipeline import datasets
-from pipeline.config import Config, DataConfig
+from pipeline.config import BUILTIN_SOURCES, Config, DataConfig
 from pipeline.files import replace_directory
 from pipeline.runtime import StageResult, run_stage
 
 log = logging.getLogger(__name__)
 
-DATASET_FILE = "dataset.json"
-TABLE_FILE = "table.parquet"
+SOURCE_FILE = "source.json"
 MANIFEST_FILE = "manifest.parquet"
 
 
-def materialise_builtin(data: DataConfig, output_dir: Path) -> Path:
-    """Writes a built-in dataset under `output_dir` as user data; returns the path to read it from."""
-    if data.source == "digits":
-        return datasets.write_digits_images(output_dir / "images")
-    if data.source == "penguins":
-        return datasets.write_penguins_csv(output_dir / "source.csv")
-    raise ValueError(f"{data.source!r} is not a built-in source")
+def ingest(data: DataConfig, output_dir: Path, final_dir: Path | None = None) -> dict:
+    """Snapshots the configured source into `output_dir`; returns the `source.json` description.
 
-
-def read_source(data: DataConfig, path: Path) -> pd.DataFrame:
-    """Reads `path` with the loader for `data.source`: a table, or an image manifest."""
+    `final_dir` is where `output_dir` will be moved once complete: manifest paths of images
+    written inside it (the built-in digits) are recorded at their final place.
+    """
+    final_dir = Path(final_dir or output_dir)
+    description = {"source": data.source, "kind": data.kind, "task": data.task_name}
     if data.kind == "image":
-        return datasets.scan_image_dir(path)
-    file_format = "parquet" if data.source == "parquet" else "csv"
-    table = datasets.load_table(path, file_format)
-    if data.label_column not in table.columns:
-        raise datasets.DataError(
-            f"{path}: no label column {data.label_column!r} (columns: {', '.join(map(str, table.columns))});"
-            " set data.label to the target column."
+        if data.source == "digits":
+            root = datasets.write_digits_images(output_dir / "images")
+        else:
+            root = Path(data.path)
+        manifest, class_folders = datasets.scan_image_dir(root)
+        description["fingerprint"] = datasets.fingerprint_files(manifest["path"].tolist(), manifest["label"].tolist())
+        if data.source in BUILTIN_SOURCES:
+            manifest["path"] = [str(final_dir / Path(path).relative_to(output_dir)) for path in manifest["path"]]
+        manifest.to_parquet(output_dir / MANIFEST_FILE, index=False)
+        description.update(
+            label="label", format="images", file=MANIFEST_FILE, class_folders=class_folders, num_files=len(manifest)
         )
-    return table
-
-
-def describe_dataset(data: DataConfig, table: pd.DataFrame) -> dict:
-    """The metadata every later stage reads: kind, task, label, classes and a content fingerprint."""
-    label_column = "label" if data.kind == "image" else data.label_column
-    labels = table[label_column].dropna()
-    description = {
-        "source": data.source,
-        "kind": data.kind,
-        "task": data.task_name,
-        "label": label_column,
-        "num_examples": len(table),
-        "columns": [str(column) for column in table.columns],
-    }
-    if data.task_name == "classification":
-        description["classes"] = sorted(str(value) for value in labels.unique())
-    if data.kind == "image":
-        description["fingerprint"] = datasets.fingerprint_files(table["path"].tolist())
     else:
-        description["fingerprint"] = datasets.fingerprint_table(table)
+        file_format = "parquet" if data.source == "parquet" else "csv"
+        target = output_dir / f"source.{file_format}"
+        if data.source == "penguins":
+            datasets.write_penguins_csv(target)
+        else:
+            shutil.copyfile(data.path, target)
+        description.update(
+            label=data.label_column,
+            format=file_format,
+            file=target.name,
+            fingerprint=datasets.fingerprint_files([str(target)]),
+        )
+    (output_dir / SOURCE_FILE).write_text(json.dumps(description, indent=2) + "\n")
     return description
 
 
-def ingest(data: DataConfig, output_dir: Path) -> dict:
-    """Reads the configured source and writes its canonical form into `output_dir` (which must be empty)."""
-    path = materialise_builtin(data, output_dir) if data.source in ("digits", "penguins") else Path(data.path)
-    table = read_source(data, path)
-    if data.kind == "image":
-        table.to_parquet(output_dir / MANIFEST_FILE, index=False)
-    else:
-        table.to_parquet(output_dir / TABLE_FILE, index=False)
-    description = describe_dataset(data, table)
-    (output_dir / DATASET_FILE).write_text(json.dumps(description, indent=2) + "\n")
-    return description
-
-
-def load_ingested(ingested_dir: Path) -> tuple[dict, pd.DataFrame]:
-    """Reads `dataset.json` and the table or manifest written by `ingest`."""
+def load_source(ingested_dir: Path) -> tuple[dict, Path]:
+    """(the `source.json` description, the path of the snapshot file) written by `ingest`."""
     ingested_dir = Path(ingested_dir)
-    description_path = ingested_dir / DATASET_FILE
+    description_path = ingested_dir / SOURCE_FILE
     if not description_path.is_file():
         raise datasets.DataError(f"{description_path}: missing; run the ingest stage first (dvc repro ingest).")
     description = json.loads(description_path.read_text())
-    file_name = MANIFEST_FILE if description["kind"] == "image" else TABLE_FILE
-    return description, pd.read_parquet(ingested_dir / file_name)
+    return description, ingested_dir / description["file"]
+
+
+def read_ingested(description: dict, path: Path) -> pd.DataFrame:
+    """The ingested table (parsed), or the image manifest (path, label)."""
+    if description["kind"] == "image":
+        return pd.read_parquet(path)
+    return datasets.load_table(path, description["format"])
 
 
 def _stage(config: Config) -> StageResult:
@@ -101,18 +93,13 @@ def _stage(config: Config) -> StageResult:
     with tempfile.TemporaryDirectory(dir=target.parent, prefix=f".{target.name}-") as scratch:
         staging = Path(scratch) / "out"
         staging.mkdir()
-        description = ingest(config.data, staging)
-        if description["kind"] == "image":
-            # The manifest names files inside the staging folder; point it at the final place.
-            manifest = pd.read_parquet(staging / MANIFEST_FILE)
-            manifest["path"] = manifest["path"].str.replace(str(staging), str(target), regex=False)
-            manifest.to_parquet(staging / MANIFEST_FILE, index=False)
+        description = ingest(config.data, staging, final_dir=target)
         replace_directory(staging, target)
-    classes = description.get("classes")
-    what = f"{description['num_examples']} {'images' if description['kind'] == 'image' else 'rows'}"
-    if classes:
-        what += f", {len(classes)} classes"
-    return StageResult(summary=f"read {config.data.source} ({what}) -> {target}")
+    if description["kind"] == "image":
+        what = f"{description['num_files']} files in {len(description['class_folders'])} class folders"
+    else:
+        what = f"{description['format']} file"
+    return StageResult(summary=f"snapshot of {config.data.source} ({what}) -> {target}")
 
 
 def main(params_file: str = "params.yaml") -> None:

@@ -19,8 +19,8 @@ import pandas as pd
 from pipeline.config import Config, DataConfig, PreprocessConfig
 from pipeline.datasets import DataError
 from pipeline.files import replace_directory, write_json_atomic
-from pipeline.ingest import load_ingested
 from pipeline.runtime import StageResult, run_stage
+from pipeline.validate import load_validated
 
 log = logging.getLogger(__name__)
 
@@ -191,7 +191,13 @@ def write_tfrecords(
 
 
 def preprocess(
-    description: dict, table: pd.DataFrame, data: DataConfig, settings: PreprocessConfig, seed: int, output_dir: Path
+    description: dict,
+    table: pd.DataFrame,
+    data: DataConfig,
+    settings: PreprocessConfig,
+    seed: int,
+    output_dir: Path,
+    schema: dict | None = None,
 ) -> dict:
     """Cleans, splits and writes the dataset; returns the spec (also written as spec.json)."""
     task, classes = description["task"], description.get("classes")
@@ -201,6 +207,7 @@ def preprocess(
         "label": description["label"],
         "classes": classes,
         "fingerprint": description["fingerprint"],
+        "schema": schema,
     }
     if description["kind"] == "image":
         labels = encode_labels(table["label"], task, classes)
@@ -239,13 +246,13 @@ def preprocess(
 
 
 def _stage(config: Config) -> StageResult:
-    description, table = load_ingested(Path(config.paths.ingested))
+    description, table, schema = load_validated(Path(config.paths.validated))
     target = Path(config.paths.prepared)
     target.parent.mkdir(parents=True, exist_ok=True)
     with tempfile.TemporaryDirectory(dir=target.parent, prefix=f".{target.name}-") as scratch:
         staging = Path(scratch) / "out"
         staging.mkdir()
-        spec = preprocess(description, table, config.data, config.preprocess, config.base.seed, staging)
+        spec = preprocess(description, table, config.data, config.preprocess, config.base.seed, staging, schema)
         replace_directory(staging, target)
     counts = {split: spec["splits"][split]["num_examples"] for split in SPLITS}
     return StageResult(

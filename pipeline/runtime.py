@@ -36,8 +36,10 @@ def configure_logging(level: str = "INFO") -> None:
     logging.basicConfig(
         level=level, format="%(asctime)s %(levelname)s %(name)s: %(message)s", datefmt="%H:%M:%S", force=True
     )
-    # TensorFlow's C++ start-up chatter hides the pipeline's own output.
+    # Libraries' start-up chatter hides the pipeline's own output.
     os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
+    for noisy in ("great_expectations", "mlflow", "alembic"):
+        logging.getLogger(noisy).setLevel(max(logging.WARNING, logging.getLogger().level))
 
 
 def user_errors() -> tuple[type[Exception], ...]:

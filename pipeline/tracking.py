@@ -36,7 +36,7 @@ def code_fingerprint() -> str:
 
 
 def data_fingerprint(config: Config) -> str:
-    description = Path(config.paths.ingested) / "dataset.json"
+    description = Path(config.paths.ingested) / "source.json"
     if not description.is_file():
         return "none"
     return json.loads(description.read_text()).get("fingerprint", "none")

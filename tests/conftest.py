@@ -73,6 +73,7 @@ def make_dvc_project(parent: Path) -> Path:
     project.mkdir()
     shutil.copytree(ROOT / "pipeline", project / "pipeline", ignore=shutil.ignore_patterns("__pycache__"))
     shutil.copytree(ROOT / "data" / "user", project / "data" / "user")
+    shutil.copytree(ROOT / "expectations", project / "expectations")
     for name in ("dvc.yaml", ".gitignore"):
         shutil.copy(ROOT / name, project / name)
     write_params(project)

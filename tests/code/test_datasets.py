@@ -7,7 +7,7 @@ from PIL import Image
 
 from pipeline import datasets
 from pipeline.config import DataConfig
-from pipeline.ingest import ingest, load_ingested
+from pipeline.ingest import ingest, load_source
 
 
 def make_image_dir(root: Path, classes=("cat", "dog"), per_class=6, size=(8, 8)) -> Path:
@@ -37,12 +37,15 @@ def test_penguins_csv_has_real_missing_values(tmp_path):
     assert table["sex"].isna().sum() > 0
 
 
-def test_image_manifest_follows_the_keras_folder_convention(tmp_path):
+def test_image_listing_follows_the_keras_folder_convention(tmp_path):
     root = make_image_dir(tmp_path / "images")
-    (root / "cat" / "notes.txt").write_text("not an image")
-    manifest = datasets.scan_image_dir(root)
+    (root / "cat" / "notes.txt").write_text("not an image: listed, for validation to reject")
+    (root / "cat" / ".DS_Store").write_text("hidden files are skipped")
+    (root / "empty_class").mkdir()
+    manifest, class_folders = datasets.scan_image_dir(root)
     assert list(manifest.columns) == ["path", "label"]
-    assert manifest["label"].value_counts().to_dict() == {"cat": 6, "dog": 6}
+    assert manifest["label"].value_counts().to_dict() == {"cat": 7, "dog": 6}
+    assert class_folders == ["cat", "dog", "empty_class"]
 
 
 @pytest.mark.parametrize(
@@ -66,30 +69,32 @@ def test_missing_paths_give_a_clear_error(tmp_path):
     with pytest.raises(datasets.DataError, match="no such folder"):
         datasets.scan_image_dir(tmp_path / "absent")
     (tmp_path / "empty" / "class_a").mkdir(parents=True)
-    with pytest.raises(datasets.DataError, match="found no images"):
+    with pytest.raises(datasets.DataError, match="found no files in class sub-folders"):
         datasets.scan_image_dir(tmp_path / "empty")
 
 
-def test_ingest_a_user_csv(tmp_path):
+def test_ingest_snapshots_a_user_csv_byte_for_byte(tmp_path):
     source = tmp_path / "houses.csv"
     pd.DataFrame({"rooms": [1, 2, 3], "city": ["a", "b", None], "price": [1.0, 2.0, 3.5]}).to_csv(source, index=False)
     data = DataConfig(source="csv", path=str(source), label="price", task="regression")
     output = tmp_path / "ingested"
     output.mkdir()
     description = ingest(data, output)
-    assert description["kind"] == "table" and description["task"] == "regression"
-    assert "classes" not in description
-    loaded_description, table = load_ingested(output)
-    assert loaded_description == description
-    assert len(table) == 3
+    assert description["kind"] == "table" and description["task"] == "regression" and description["label"] == "price"
+    loaded, snapshot = load_source(output)
+    assert loaded == description
+    assert snapshot.read_bytes() == source.read_bytes()
 
 
-def test_ingest_a_csv_without_the_label_column(tmp_path):
-    source = tmp_path / "data.csv"
-    pd.DataFrame({"x": [1, 2]}).to_csv(source, index=False)
-    data = DataConfig(source="csv", path=str(source), label="target")
-    with pytest.raises(datasets.DataError, match="no label column 'target'"):
-        ingest(data, tmp_path)
+def test_ingest_lists_an_image_folder_without_copying_it(tmp_path):
+    root = make_image_dir(tmp_path / "images")
+    output = tmp_path / "ingested"
+    output.mkdir()
+    description = ingest(DataConfig(source="image_dir", path=str(root)), output)
+    assert description["class_folders"] == ["cat", "dog"] and description["num_files"] == 12
+    manifest = pd.read_parquet(output / description["file"])
+    assert manifest["path"].str.startswith(str(root)).all()
+    assert not (output / "images").exists()
 
 
 def test_fingerprints_follow_content(tmp_path):

@@ -18,7 +18,7 @@ def test_run_key_follows_settings_and_data(config, workdir):
     changed = dataclasses.replace(config, train=dataclasses.replace(config.train, learning_rate=0.01))
     assert tracking.run_key(changed) != key
     (workdir / "data" / "ingested").mkdir(parents=True)
-    (workdir / "data" / "ingested" / "dataset.json").write_text('{"fingerprint": "abc"}')
+    (workdir / "data" / "ingested" / "source.json").write_text('{"fingerprint": "abc"}')
     assert tracking.run_key(config) != key
 
 
