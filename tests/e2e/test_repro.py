@@ -7,7 +7,9 @@ import sys
 from pathlib import Path
 
 import pytest
+import yaml
 
+from pipeline.datasets import write_digits_images
 from tests.conftest import make_dvc_project, run
 
 pytestmark = pytest.mark.e2e
@@ -30,7 +32,7 @@ def reproduced(tmp_path_factory):
 
 def test_every_stage_runs_and_reports(reproduced):
     project, completed = reproduced
-    for stage in ("ingest", "preprocess", "train", "evaluate", "export"):
+    for stage in ("ingest", "validate", "preprocess", "train", "evaluate", "export"):
         assert f"[{stage}]" in completed.stdout, completed.stdout[-3000:]
     metrics = json.loads((project / "reports/evaluate/metrics.json").read_text())
     assert {"accuracy", "precision", "recall", "f1", "roc_auc", "loss"} <= set(metrics)
@@ -53,6 +55,19 @@ def test_metrics_are_readable_by_dvc(reproduced):
     assert '"accuracy"' in text and '"best_val_loss"' in text
 
 
+def test_data_docs_are_complete_html(reproduced):
+    project, _ = reproduced
+    docs = project / "reports/validate/data_docs"
+    index = (docs / "index.html").read_text()
+    assert index.rstrip().endswith("</html>")
+    (page,) = (docs / "validations").rglob("*.html")
+    text = page.read_text()
+    assert text.rstrip().endswith("</html>")
+    assert "decodable" in text and "values must belong to this set" in text  # the rendered expectations
+    summary = json.loads((project / "reports/validate/summary.json").read_text())
+    assert summary["success"] and summary["rows"] == 1797
+
+
 def test_a_second_repro_reruns_nothing(reproduced):
     project, _ = reproduced
     completed = run(["dvc", "repro"], project)
@@ -69,8 +84,9 @@ def test_one_mlflow_run_holds_params_metrics_tags_and_a_loadable_model(reproduce
     assert mlflow_run.data.metrics["test_accuracy"] > 0.8
     assert "val_loss" in mlflow_run.data.metrics
     assert len(mlflow_run.data.tags["git.commit"]) == 40
-    for stage in ("preprocess", "train", "evaluate", "export"):
+    for stage in ("validate", "preprocess", "train", "evaluate", "export"):
         assert mlflow_run.data.tags[f"pipeline.stage.{stage}"] == "done"
+    assert mlflow_run.data.metrics["validate_errors"] == 0
 
     import mlflow
     import numpy as np
@@ -128,3 +144,24 @@ def test_an_experiment_variant_on_penguins_appears_beside_the_first_run(reproduc
     assert penguins.data.metrics["test_accuracy"] > 0.8
     shown = json.loads(run(["dvc", "exp", "show", "--json"], project).stdout)
     assert "penguins" in json.dumps(shown)
+
+
+def test_bad_data_stops_at_validate_and_the_last_export_is_untouched(reproduced):
+    project, _ = reproduced
+    serving = {path: path.read_bytes() for path in (project / "models/serving").rglob("*") if path.is_file()}
+    images = write_digits_images(project / "data/user/digits")
+    corrupt = images / "6" / "broken.png"
+    corrupt.write_bytes(b"\x89PNG\r\n\x1a\n" + b"\x00" * 20)
+    params = yaml.safe_load((project / "params.yaml").read_text())
+    params["data"].update(source="image_dir", path="data/user/digits")
+    params["validate"]["suite"] = "expectations/digits.yaml"
+    (project / "params.yaml").write_text(yaml.safe_dump(params, sort_keys=False))
+    failed = run(["dvc", "repro"], project, check=False)
+    output = failed.stdout + failed.stderr
+    assert failed.returncode != 0
+    assert "data validation failed" in output
+    assert "[ERROR] expect_column_values_to_be_in_set decodable: 1 unexpected" in output
+    assert str(Path("data/user/digits/6/broken.png")) in output
+    assert "Running stage 'preprocess'" not in output
+    after = {path: path.read_bytes() for path in (project / "models/serving").rglob("*") if path.is_file()}
+    assert after == serving
