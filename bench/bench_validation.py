@@ -1,0 +1,109 @@
+"""Validation benchmark: time and peak memory of the validate stage's work on large inputs.
+
+- a 1,000,000-row, 20-column table (CSV, numbers and categories, a profiled suite);
+- 50,000 PNG images (the digits, re-encoded copies) in class folders.
+
+Each measurement runs in a fresh process so peak RSS is its own.
+Usage: python bench/bench_validation.py [--rows N] [--images N]
+"""
+
+from __future__ import annotations
+
+import argparse
+import subprocess
+import sys
+import tempfile
+import time
+from pathlib import Path
+
+import numpy as np
+import pandas as pd
+
+ROOT = Path(__file__).resolve().parents[1]
+
+
+def make_table(path: Path, rows: int) -> None:
+    generator = np.random.default_rng(0)
+    columns = {f"number_{index}": generator.normal(index, 1.0, rows).round(4) for index in range(15)}
+    columns.update({f"category_{index}": generator.choice(["a", "b", "c", "d"], rows) for index in range(4)})
+    columns["label"] = generator.choice(["yes", "no"], rows)
+    pd.DataFrame(columns).to_csv(path, index=False)
+
+
+def make_images(root: Path, count: int) -> None:
+    from PIL import Image
+    from sklearn.datasets import load_digits
+
+    digits = load_digits()
+    pixels = np.rint(digits.images * (255.0 / 16.0)).astype(np.uint8)
+    for index in range(count):
+        source = index % len(pixels)
+        folder = root / str(digits.target[source])
+        folder.mkdir(parents=True, exist_ok=True)
+        image = pixels[source].copy()
+        image[index % 8, (index // 8) % 8] ^= 1  # distinct content, so no duplicates
+        Image.fromarray(image, mode="L").save(folder / f"{index:06d}.png")
+
+
+WORKER = """
+import resource, sys, time
+from pathlib import Path
+sys.path.insert(0, {root!r})
+from pipeline import expectations
+from pipeline.validate import run_suite, validation_frame
+kind, path, manifest = sys.argv[1], Path(sys.argv[2]), sys.argv[3]
+started = time.perf_counter()
+if kind == "table":
+    description = {{"kind": "table", "format": "csv", "label": "label", "task": "classification"}}
+    frame = validation_frame(description, path)
+    suite = expectations.profile_table(frame, "label", "classification")
+else:
+    description = {{"kind": "image"}}
+    frame = validation_frame(description, Path(manifest))
+    suite = expectations.profile_images(frame)
+read = time.perf_counter() - started
+started = time.perf_counter()
+summary = run_suite(frame, suite, "error", 5)
+validate = time.perf_counter() - started
+assert summary["success"], summary["failures"]
+peak = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024
+print(f"{{read:.1f}} {{validate:.1f}} {{peak:.0f}} {{summary['expectations']}}")
+"""
+
+
+def measure(kind: str, path: Path, manifest: Path | None = None) -> list[str]:
+    script = WORKER.format(root=str(ROOT))
+    output = subprocess.run(
+        [sys.executable, "-c", script, kind, str(path), str(manifest)], capture_output=True, text=True, check=True
+    )
+    return output.stdout.split()
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument("--rows", type=int, default=1_000_000)
+    parser.add_argument("--images", type=int, default=50_000)
+    args = parser.parse_args()
+    sys.path.insert(0, str(ROOT))
+    from pipeline.datasets import scan_image_dir
+
+    with tempfile.TemporaryDirectory(prefix="bench-validation-") as scratch:
+        scratch = Path(scratch)
+        started = time.perf_counter()
+        make_table(scratch / "table.csv", args.rows)
+        make_images(scratch / "images", args.images)
+        listing, _ = scan_image_dir(scratch / "images")
+        listing.to_parquet(scratch / "manifest.parquet", index=False)
+        print(f"inputs made in {time.perf_counter() - started:.0f} s", file=sys.stderr)
+        size = (scratch / "table.csv").stat().st_size / 2**20
+        table = measure("table", scratch / "table.csv")
+        images = measure("image", scratch / "images", scratch / "manifest.parquet")
+    print("| input | read / decode (s) | GX validation (s) | peak RSS (MiB) | expectations |\n|---|---|---|---|---|")
+    print(
+        f"| {args.rows:,} rows x 20 columns CSV ({size:.0f} MiB) | {table[0]} | {table[1]} | {table[2]} | {table[3]} |"
+    )
+    print(f"| {args.images:,} PNG images (8x8) | {' | '.join(images)} |")
+
+
+if __name__ == "__main__":
+    main()
