@@ -63,6 +63,7 @@ def workdir(tmp_path: Path, monkeypatch) -> Path:
     """An empty folder with tiny params.yaml, as the current directory."""
     write_params(tmp_path)
     (tmp_path / "data" / "user").mkdir(parents=True)
+    shutil.copytree(ROOT / "expectations", tmp_path / "expectations")
     monkeypatch.chdir(tmp_path)
     return tmp_path
 

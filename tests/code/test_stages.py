@@ -1,15 +1,13 @@
 """Stage runner behaviour: clear errors, non-zero exits and no half-written outputs."""
 
 import json
-import shutil
 
 import pandas as pd
 
-from tests.conftest import ROOT, stage, write_params
+from tests.conftest import stage, write_params
 
 
 def test_bad_user_data_stops_at_validate_and_keeps_the_last_good_output(workdir):
-    shutil.copytree(ROOT / "expectations", workdir / "expectations")
     write_params(workdir, {"data": {"source": "penguins"}})
     stage("ingest", workdir)
     stage("validate", workdir)

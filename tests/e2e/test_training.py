@@ -20,8 +20,8 @@ pytestmark = pytest.mark.slow
 
 @pytest.fixture
 def prepared(workdir: Path) -> Path:
-    stage("ingest", workdir)
-    stage("preprocess", workdir)
+    for name in ("ingest", "validate", "preprocess"):
+        stage(name, workdir)
     return workdir
 
 
