@@ -86,7 +86,8 @@ def throughput(project: Path, epochs: int, rounds: int) -> tuple[float, float]:
 
     from pipeline.config import load_config
     from pipeline.features import load_spec, make_dataset
-    from pipeline.models import build_model, hyperparameters_from_config
+    from pipeline.hyperparameters import defaults_from_config
+    from pipeline.models import build_model
 
     config = load_config("params.yaml")
     spec = load_spec(config.paths.prepared)
@@ -123,7 +124,7 @@ def throughput(project: Path, epochs: int, rounds: int) -> tuple[float, float]:
     for _ in range(rounds):
         for name, dataset in (("streamed", streamed), ("in_memory", in_memory)):
             tf.keras.utils.set_random_seed(0)
-            model = build_model(hyperparameters_from_config(config), spec)
+            model = build_model(defaults_from_config(config), spec)
             timer = EpochTimer()
             timer.times = []
             model.fit(dataset, epochs=epochs, verbose=0, callbacks=[timer])

@@ -10,7 +10,7 @@ import argparse
 import importlib
 import sys
 
-STAGES = ("ingest", "validate", "preprocess", "train", "evaluate", "export")
+STAGES = ("ingest", "validate", "preprocess", "tune", "train", "evaluate", "export")
 
 
 def build_parser() -> argparse.ArgumentParser:

@@ -42,6 +42,7 @@ class PathsConfig:
     validated: str = "data/validated"
     expectations: str = "expectations"
     prepared: str = "data/prepared"
+    hyperparameters: str = "models/hyperparameters.json"
     model: str = "models/model.keras"
     serving: str = "models/serving"
     reports: str = "reports"
@@ -187,6 +188,106 @@ class TrainConfig:
             _fail(f"{section}.early_stopping_patience", self.early_stopping_patience, "0 or more epochs")
 
 
+TUNABLE = {
+    "num_layers": "int",
+    "units": "int",
+    "filters": "int",
+    "kernel_size": "int",
+    "rnn_units": "int",
+    "activation": ("relu", "leaky_relu", "tanh", "sigmoid", "gelu"),
+    "rnn_cell": ("lstm", "gru"),
+    "optimizer": ("sgd", "adam", "rmsprop"),
+    "batch_norm": "bool",
+    "dropout": "rate",
+    "l1": "float",
+    "l2": "float",
+    "learning_rate": "float",
+    "batch_size": "int",
+}
+
+
+@dataclasses.dataclass(frozen=True)
+class TuneConfig:
+    enabled: bool = True
+    algorithm: Literal["hyperband", "random", "bayesian", "grid"] = "hyperband"
+    objective: Literal["val_accuracy", "val_loss"] = "val_accuracy"
+    max_trials: int = 30
+    max_epochs: int = 9
+    hyperband_factor: int = 3
+    executions_per_trial: int = 1
+    max_seconds: Optional[int] = None
+    early_stopping_patience: int = 3
+    space: dict = dataclasses.field(default_factory=dict)
+
+    def _validate(self, section: str) -> None:
+        for name in ("max_trials", "max_epochs", "executions_per_trial"):
+            if getattr(self, name) < 1:
+                _fail(f"{section}.{name}", getattr(self, name), "a positive integer")
+        if self.hyperband_factor < 2:
+            _fail(f"{section}.hyperband_factor", self.hyperband_factor, "an integer of 2 or more")
+        if self.max_seconds is not None and self.max_seconds < 1:
+            _fail(f"{section}.max_seconds", self.max_seconds, "null (no limit) or a positive number of seconds")
+        if self.early_stopping_patience < 0:
+            _fail(f"{section}.early_stopping_patience", self.early_stopping_patience, "0 or more epochs")
+        for name, entry in self.space.items():
+            _validate_search_entry(f"{section}.space.{name}", name, entry, self.algorithm)
+
+
+def _validate_search_entry(key: str, name: str, entry: Any, algorithm: str) -> None:
+    """A search-space entry: `{choice: [...]}` or `{min: a, max: b, step: s, log: true|false}`."""
+    if name not in TUNABLE:
+        _fail(key, entry, f"a hyperparameter to search; tunable names: {', '.join(TUNABLE)}")
+    kind = TUNABLE[name]
+    if not isinstance(entry, Mapping):
+        _fail(key, entry, "{choice: [values]} or {min: low, max: high, step: s, log: true|false}")
+    if "choice" in entry:
+        if set(entry) != {"choice"} or not isinstance(entry["choice"], list) or not entry["choice"]:
+            _fail(key, entry, "{choice: [one or more values]} and no other keys")
+        for value in entry["choice"]:
+            if isinstance(kind, tuple):
+                ok = value in kind
+            elif kind == "bool":
+                ok = isinstance(value, bool)
+            elif kind == "int":
+                ok = isinstance(value, int) and not isinstance(value, bool) and value > 0
+            elif kind == "rate":
+                ok = isinstance(value, (int, float)) and not isinstance(value, bool) and 0 <= value < 1
+            else:
+                ok = isinstance(value, (int, float)) and not isinstance(value, bool) and value >= 0
+            if not ok:
+                allowed = (
+                    ", ".join(kind)
+                    if isinstance(kind, tuple)
+                    else {
+                        "bool": "true or false",
+                        "int": "positive integers",
+                        "rate": "rates in [0, 1)",
+                        "float": "non-negative numbers",
+                    }[kind]
+                )
+                _fail(key, entry, f"choices among {allowed}")
+        return
+    if isinstance(kind, tuple) or kind == "bool":
+        _fail(key, entry, "{choice: [...]} for a categorical hyperparameter")
+    unknown = set(entry) - {"min", "max", "step", "log"}
+    if unknown or "min" not in entry or "max" not in entry:
+        _fail(key, entry, "{min: low, max: high} with optional step and log")
+    low, high = entry["min"], entry["max"]
+    numbers = all(isinstance(value, (int, float)) and not isinstance(value, bool) for value in (low, high))
+    if not numbers or not low < high:
+        _fail(key, entry, "numbers with min < max")
+    if kind == "int" and not all(isinstance(value, int) for value in (low, high)):
+        _fail(key, entry, "integer bounds (this hyperparameter counts something)")
+    if kind == "rate" and not (0 <= low and high < 1):
+        _fail(key, entry, "bounds in [0, 1)")
+    if entry.get("log") and low <= 0:
+        _fail(key, entry, "a positive min when log: true (log-scale sampling)")
+    if "step" in entry and not (isinstance(entry["step"], (int, float)) and entry["step"] > 0):
+        _fail(key, entry, "a positive step")
+    if algorithm == "grid" and kind != "int" and "step" not in entry:
+        _fail(key, entry, "a step or a choice list: tune.algorithm=grid needs a finite set of values")
+
+
 @dataclasses.dataclass(frozen=True)
 class EvaluateConfig:
     roc_curve_points: int = 101
@@ -227,12 +328,17 @@ class Config:
     validate: ValidateConfig = dataclasses.field(default_factory=ValidateConfig)
     preprocess: PreprocessConfig = dataclasses.field(default_factory=PreprocessConfig)
     model: ModelConfig = dataclasses.field(default_factory=ModelConfig)
+    tune: TuneConfig = dataclasses.field(default_factory=TuneConfig)
     train: TrainConfig = dataclasses.field(default_factory=TrainConfig)
     evaluate: EvaluateConfig = dataclasses.field(default_factory=EvaluateConfig)
     export: ExportConfig = dataclasses.field(default_factory=ExportConfig)
     tracking: TrackingConfig = dataclasses.field(default_factory=TrackingConfig)
 
     def _validate(self, section: str) -> None:
+        if self.data.task_name == "regression":
+            for key, value in (("train.monitor", self.train.monitor), ("tune.objective", self.tune.objective)):
+                if value == "val_accuracy":
+                    _fail(key, value, "val_loss for a regression task (accuracy is for classification)")
         family = self.model.family
         if self.data.kind == "table" and family in ("cnn", "rnn", "transformer"):
             _fail(
@@ -276,7 +382,7 @@ def _describe(annotation: Any) -> str:
         return " or ".join("null" if arg is type(None) else _describe(arg) for arg in typing.get_args(annotation))
     if origin is list:
         return f"a list of {_describe(typing.get_args(annotation)[0])}"
-    return {bool: "true or false", int: "an integer", float: "a number", str: "a string"}.get(
+    return {bool: "true or false", int: "an integer", float: "a number", str: "a string", dict: "a mapping"}.get(
         annotation, str(annotation)
     )
 
@@ -315,6 +421,9 @@ def _coerce(key: str, value: Any, annotation: Any) -> Any:
     elif annotation is str:
         if isinstance(value, str):
             return value
+    elif annotation is dict:
+        if isinstance(value, Mapping):
+            return dict(value)
     else:  # pragma: no cover - a programming error in this module, not a user error
         raise TypeError(f"unsupported annotation {annotation!r} for {key}")
     _fail(key, value, _describe(annotation))

@@ -12,22 +12,7 @@ from typing import Any
 
 import keras
 
-from pipeline.config import Config
 from pipeline.features import build_inputs, is_binary, preprocess_inputs
-
-MODEL_KEYS = (
-    "family hidden_units filters kernel_size rnn_cell rnn_units num_heads key_dim transformer_blocks"
-    " activation dropout l1 l2 batch_norm"
-).split()
-OPTIMIZER_KEYS = ("optimizer", "learning_rate", "momentum")
-
-
-def hyperparameters_from_config(config: Config) -> dict[str, Any]:
-    """The default hyperparameters: the `model` section plus the optimizer settings of `train`."""
-    values = {key: getattr(config.model, key) for key in MODEL_KEYS}
-    values["family"] = config.model_family
-    values.update({key: getattr(config.train, key) for key in OPTIMIZER_KEYS})
-    return values
 
 
 @keras.saving.register_keras_serializable(package="pipeline")

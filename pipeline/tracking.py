@@ -140,3 +140,20 @@ def epoch_logging_callback():
                 mlflow.log_metrics({name: float(value) for name, value in logs.items()}, step=epoch)
 
     return MlflowEpochLogger()
+
+
+def log_hyperparameters(hyperparameters: dict) -> None:
+    """The hyperparameters a model was trained with, as `hp.<name>` params of the active run.
+
+    A rerun in the same run that found other values (a search with a wall-clock budget) cannot
+    overwrite MLflow params: those values go to `hp.<name>` tags instead.
+    """
+    import mlflow
+    from mlflow.exceptions import MlflowException
+
+    values = {f"hp.{name}": _param_value(value) for name, value in hyperparameters.items()}
+    try:
+        mlflow.log_params(values)
+    except MlflowException:
+        log.warning("MLflow: this run already holds other hyperparameters; recording these as hp.* tags")
+        mlflow.set_tags(values)

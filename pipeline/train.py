@@ -157,13 +157,15 @@ def plot_learning_curves(rows: list[dict], path: Path) -> Path:
 
 def _stage(config: Config) -> StageResult:
     strategy = setup_tensorflow(config)
+    from pipeline import hyperparameters as hyperparameter_file
     from pipeline import tracking
     from pipeline.features import load_spec, make_dataset
-    from pipeline.models import build_model, hyperparameters_from_config
+    from pipeline.models import build_model
 
     spec = load_spec(config.paths.prepared)
-    hyperparameters = hyperparameters_from_config(config)
-    batch_size = config.train.batch_size * strategy.num_replicas_in_sync
+    hyperparameters = hyperparameter_file.load(config.paths.hyperparameters)
+    tracking.log_hyperparameters(hyperparameters)
+    batch_size = int(hyperparameters["batch_size"]) * strategy.num_replicas_in_sync
     train_dataset = make_dataset(config.paths.prepared, spec, "train", batch_size, shuffle=True, seed=config.base.seed)
     validation_dataset = make_dataset(config.paths.prepared, spec, "validation", batch_size)
     with strategy.scope():

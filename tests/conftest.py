@@ -22,7 +22,9 @@ TINY_OVERRIDES = {
     "model": {"filters": [16], "hidden_units": [32], "dropout": 0.0},
     "train": {"epochs": 4, "batch_size": 32, "learning_rate": 0.003, "early_stopping_patience": 4},
     "export": {"version": 1},
+    "tune": {"enabled": False},  # the defaults above; tests of the search turn it on with a tiny budget
 }
+TINY_SEARCH = {"tune": {"enabled": True, "algorithm": "random", "max_trials": 2, "max_epochs": 2}}
 
 
 def default_params() -> dict:
@@ -68,7 +70,7 @@ def workdir(tmp_path: Path, monkeypatch) -> Path:
     return tmp_path
 
 
-def make_dvc_project(parent: Path) -> Path:
+def make_dvc_project(parent: Path, overrides: dict | None = None) -> Path:
     """A git + DVC repository holding this project's pipeline (code, dvc.yaml) with tiny params."""
     project = parent / "project"
     project.mkdir()
@@ -77,7 +79,7 @@ def make_dvc_project(parent: Path) -> Path:
     shutil.copytree(ROOT / "expectations", project / "expectations")
     for name in ("dvc.yaml", ".gitignore"):
         shutil.copy(ROOT / name, project / name)
-    write_params(project)
+    write_params(project, overrides)
     run(["git", "init", "-q"], project)
     run(["git", "config", "user.email", "tests@localhost"], project)
     run(["git", "config", "user.name", "tests"], project)

@@ -34,6 +34,29 @@ def test_the_shipped_params_file_is_valid():
         ({"preprocess": {"test_fraction": 0.7}}, "preprocess.test_fraction = 0.7 is not valid"),
         ({"base": {"strategy": "gpu"}}, "base.strategy = 'gpu' is not valid; expected one of: auto, cpu"),
         ({"export": {"version": "latest"}}, "export.version = 'latest' is not valid"),
+        (
+            {"tune": {"space": {"depth": {"choice": [1]}}}},
+            "tune.space.depth = {'choice': [1]} is not valid; expected a"
+            " hyperparameter to search; tunable names: num_layers, units",
+        ),
+        ({"tune": {"space": {"units": {"choice": []}}}}, "tune.space.units = {'choice': []} is not valid"),
+        ({"tune": {"space": {"optimizer": {"choice": ["adamw"]}}}}, "expected choices among sgd, adam, rmsprop"),
+        ({"tune": {"space": {"learning_rate": {"min": 0, "max": 0.1, "log": True}}}}, "a positive min when log: true"),
+        ({"tune": {"space": {"units": {"min": 8.5, "max": 64}}}}, "integer bounds"),
+        ({"tune": {"space": {"dropout": {"min": 0.5, "max": 0.1}}}}, "numbers with min < max"),
+        (
+            {"tune": {"algorithm": "grid", "space": {"l2": {"min": 0.0001, "max": 0.01}}}},
+            "needs a finite set of values",
+        ),
+        ({"tune": {"algorithm": "annealing"}}, "tune.algorithm = 'annealing' is not valid; expected one of: hyperband"),
+        (
+            {
+                "data": {"source": "penguins", "task": "regression"},
+                "tune": {"objective": "val_accuracy"},
+                "train": {"monitor": "val_loss"},
+            },
+            "tune.objective = 'val_accuracy' is not valid; expected val_loss",
+        ),
     ],
 )
 def test_bad_settings_name_the_key_the_value_and_what_is_allowed(overrides, expected):

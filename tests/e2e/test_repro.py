@@ -10,7 +10,7 @@ import pytest
 import yaml
 
 from pipeline.datasets import write_digits_images
-from tests.conftest import make_dvc_project, run
+from tests.conftest import TINY_SEARCH, make_dvc_project, run
 
 pytestmark = pytest.mark.e2e
 
@@ -25,14 +25,14 @@ def mlflow_runs(project: Path) -> list:
 @pytest.fixture(scope="module")
 def reproduced(tmp_path_factory):
     """The tiny digits pipeline, reproduced once for the tests of this module."""
-    project = make_dvc_project(tmp_path_factory.mktemp("repro"))
+    project = make_dvc_project(tmp_path_factory.mktemp("repro"), TINY_SEARCH)
     completed = run(["dvc", "repro"], project)
     return project, completed
 
 
 def test_every_stage_runs_and_reports(reproduced):
     project, completed = reproduced
-    for stage in ("ingest", "validate", "preprocess", "train", "evaluate", "export"):
+    for stage in ("ingest", "validate", "preprocess", "tune", "train", "evaluate", "export"):
         assert f"[{stage}]" in completed.stdout, completed.stdout[-3000:]
     metrics = json.loads((project / "reports/evaluate/metrics.json").read_text())
     assert {"accuracy", "precision", "recall", "f1", "roc_auc", "loss"} <= set(metrics)
@@ -77,14 +77,15 @@ def test_a_second_repro_reruns_nothing(reproduced):
 
 def test_one_mlflow_run_holds_params_metrics_tags_and_a_loadable_model(reproduced):
     project, _ = reproduced
-    (mlflow_run,) = mlflow_runs(project)
+    (mlflow_run,) = [run for run in mlflow_runs(project) if "mlflow.parentRunId" not in run.data.tags]
     assert mlflow_run.info.status == "FINISHED"
     assert mlflow_run.data.params["train.learning_rate"] == "0.003"
+    assert mlflow_run.data.params["hp.batch_size"] in ("32", "64", "128")  # the search's choice
     assert mlflow_run.data.params["data.source"] == "digits"
     assert mlflow_run.data.metrics["test_accuracy"] > 0.8
     assert "val_loss" in mlflow_run.data.metrics
     assert len(mlflow_run.data.tags["git.commit"]) == 40
-    for stage in ("validate", "preprocess", "train", "evaluate", "export"):
+    for stage in ("validate", "preprocess", "tune", "train", "evaluate", "export"):
         assert mlflow_run.data.tags[f"pipeline.stage.{stage}"] == "done"
     assert mlflow_run.data.metrics["validate_errors"] == 0
 
@@ -136,7 +137,11 @@ def test_an_experiment_variant_on_penguins_appears_beside_the_first_run(reproduc
     project, _ = reproduced
     completed = run(["dvc", "exp", "run", "-S", "data.source=penguins", "-S", "train.epochs=5"], project)
     assert "[export] SavedModel penguins" in completed.stdout
-    runs = {mlflow_run.data.params["data.source"]: mlflow_run for mlflow_run in mlflow_runs(project)}
+    runs = {
+        mlflow_run.data.params["data.source"]: mlflow_run
+        for mlflow_run in mlflow_runs(project)
+        if "mlflow.parentRunId" not in mlflow_run.data.tags
+    }
     assert set(runs) == {"digits", "penguins"}
     penguins = runs["penguins"]
     assert penguins.data.params["train.epochs"] == "5"
@@ -165,3 +170,19 @@ def test_bad_data_stops_at_validate_and_the_last_export_is_untouched(reproduced)
     assert "Running stage 'preprocess'" not in output
     after = {path: path.read_bytes() for path in (project / "models/serving").rglob("*") if path.is_file()}
     assert after == serving
+
+
+def test_the_search_is_a_parent_run_with_its_trials_nested(reproduced):
+    project, _ = reproduced
+    runs = mlflow_runs(project)
+    (parent,) = [run for run in runs if run.data.params.get("data.source") == "digits"]
+    trials = [run for run in runs if run.data.tags.get("mlflow.parentRunId") == parent.info.run_id]
+    assert len(trials) == 2
+    for trial in trials:
+        assert trial.info.status == "FINISHED"
+        assert {"learning_rate", "optimizer", "units"} <= set(trial.data.params)
+        assert 0 < trial.data.metrics["score"] <= 1 and "val_accuracy" in trial.data.metrics
+    assert parent.data.metrics["tune_best_score"] == max(trial.data.metrics["score"] for trial in trials)
+    assert "tune.best.learning_rate" in parent.data.tags
+    best = json.loads((project / "models/hyperparameters.json").read_text())
+    assert best["source"].startswith("random search")

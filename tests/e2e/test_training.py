@@ -20,7 +20,7 @@ pytestmark = pytest.mark.slow
 
 @pytest.fixture
 def prepared(workdir: Path) -> Path:
-    for name in ("ingest", "validate", "preprocess"):
+    for name in ("ingest", "validate", "preprocess", "tune"):
         stage(name, workdir)
     return workdir
 

@@ -1,0 +1,49 @@
+import dataclasses
+
+import pytest
+
+keras_tuner = pytest.importorskip("keras_tuner")
+
+from pipeline.config import load_config  # noqa: E402
+from pipeline.hyperparameters import apply_search_values, defaults_from_config, searched_names  # noqa: E402
+from pipeline.tune import declare, search_key  # noqa: E402
+from tests.conftest import ROOT  # noqa: E402
+
+
+@pytest.fixture
+def config():
+    return load_config(ROOT / "params.yaml")
+
+
+def test_entries_become_keras_tuner_hyperparameters_with_the_defaults():
+    hp = keras_tuner.HyperParameters()
+    assert declare(hp, "optimizer", {"choice": ["adam", "rmsprop"]}, "rmsprop") == "rmsprop"
+    assert declare(hp, "units", {"min": 16, "max": 256, "step": 16}, 64) == 64
+    assert declare(hp, "learning_rate", {"min": 1e-4, "max": 1e-2, "log": True}, 1e-3) == pytest.approx(1e-3)
+    assert declare(hp, "dropout", {"min": 0.0, "max": 0.5, "step": 0.1}, 0.9) == 0.0  # out of range: range start
+    kinds = {item.name: type(item).__name__ for item in hp.space}
+    assert kinds == {"optimizer": "Choice", "units": "Int", "learning_rate": "Float", "dropout": "Float"}
+    assert hp.space[2].sampling == "log"
+
+
+def test_search_values_replace_the_defaults(config):
+    defaults = defaults_from_config(config)
+    values = apply_search_values(defaults, {"num_layers": 2, "units": 32, "filters": 16, "learning_rate": 0.01})
+    assert values["hidden_units"] == [32, 32]
+    assert values["filters"] == [16, 32]  # doubling per block, as many blocks as the defaults
+    assert values["learning_rate"] == 0.01 and values["optimizer"] == defaults["optimizer"]
+
+
+def test_only_entries_the_family_reads_are_searched(config):
+    assert "filters" in searched_names(config.tune.space, "cnn")
+    assert "filters" not in searched_names(config.tune.space, "mlp")
+
+
+def test_the_search_folder_changes_with_the_space_or_budget_only(config):
+    defaults = defaults_from_config(config)
+    key = search_key(config.tune, defaults, "data", 42)
+    assert key == search_key(dataclasses.replace(config.tune, max_seconds=5), defaults, "data", 42)
+    assert key != search_key(dataclasses.replace(config.tune, max_trials=3), defaults, "data", 42)
+    smaller = {**config.tune.space, "units": {"choice": [8]}}
+    assert key != search_key(dataclasses.replace(config.tune, space=smaller), defaults, "data", 42)
+    assert key != search_key(config.tune, defaults, "other data", 42)

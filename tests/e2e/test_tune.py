@@ -1,0 +1,69 @@
+"""The search as a process: every trial is a nested MLflow run; killed midway, it resumes."""
+
+from __future__ import annotations
+
+import json
+import os
+import signal
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import pytest
+
+from tests.conftest import stage, write_params
+
+pytestmark = pytest.mark.slow
+
+SEARCH = {"enabled": True, "algorithm": "random", "max_trials": 4, "max_epochs": 3}
+
+
+def finished_trials(directory: Path) -> int:
+    files = list((directory / ".pipeline" / "tune").glob("*/epochs_per_trial.json"))
+    return len(json.loads(files[0].read_text())) if files else 0
+
+
+def trial_runs(directory: Path) -> list:
+    import mlflow
+
+    mlflow.set_tracking_uri(f"sqlite:///{directory / 'mlflow.db'}")
+    runs = mlflow.search_runs(experiment_names=["keras-pipeline"], output_format="list")
+    return [run for run in runs if "pipeline.trial_id" in run.data.tags]
+
+
+def test_a_killed_search_resumes_without_repeating_finished_trials(workdir):
+    write_params(workdir, {"tune": SEARCH})
+    for name in ("ingest", "validate", "preprocess"):
+        stage(name, workdir)
+    process = subprocess.Popen(
+        [sys.executable, "-m", "pipeline", "run", "tune"],
+        cwd=workdir,
+        stdout=subprocess.DEVNULL,
+        stderr=subprocess.DEVNULL,
+        start_new_session=True,
+    )
+    deadline = time.monotonic() + 300
+    while finished_trials(workdir) < 2 and process.poll() is None and time.monotonic() < deadline:
+        time.sleep(0.05)
+    os.killpg(process.pid, signal.SIGKILL)
+    process.wait()
+    done_before_kill = finished_trials(workdir)
+    assert 2 <= done_before_kill < 4, "the search must be interrupted midway for this test to mean anything"
+    assert not (workdir / "models/hyperparameters.json").exists()
+
+    resumed = stage("tune", workdir)
+    assert "resuming the search" in resumed.stderr
+    summary = json.loads((workdir / "reports/tune/metrics.json").read_text())
+    assert summary["trials_completed"] == 4 and summary["resumed"] is True
+
+    runs = trial_runs(workdir)
+    finished = [run.data.tags["pipeline.trial_id"] for run in runs if run.info.status == "FINISHED"]
+    assert sorted(finished) == ["0", "1", "2", "3"], "each trial finished exactly once in MLflow"
+    assert all(run.info.status in ("FINISHED", "KILLED") for run in runs)
+    best = json.loads((workdir / "models/hyperparameters.json").read_text())["hyperparameters"]
+    assert best["family"] == "cnn" and best["batch_size"] in (32, 64, 128)
+
+    again = stage("tune", workdir)
+    assert "4 trials" in again.stdout
+    assert len(trial_runs(workdir)) == len(runs), "a finished search reruns no trial"
