@@ -23,7 +23,7 @@ from pathlib import Path
 import yaml
 
 ROOT = Path(__file__).resolve().parents[1]
-STAGES = ("ingest", "preprocess", "train", "evaluate", "export")
+STAGES = ("ingest", "validate", "preprocess", "tune", "train", "evaluate", "export")
 ENVIRONMENT = {
     **os.environ,
     "PATH": f"{Path(sys.executable).parent}{os.pathsep}{os.environ['PATH']}",
@@ -42,6 +42,7 @@ def make_project(parent: Path, source: str) -> Path:
     project.mkdir()
     shutil.copytree(ROOT / "pipeline", project / "pipeline", ignore=shutil.ignore_patterns("__pycache__"))
     shutil.copytree(ROOT / "data" / "user", project / "data" / "user")
+    shutil.copytree(ROOT / "expectations", project / "expectations")
     for name in ("dvc.yaml", ".gitignore"):
         shutil.copy(ROOT / name, project / name)
     params = yaml.safe_load((ROOT / "params.yaml").read_text())

@@ -37,6 +37,13 @@ def build_parser() -> argparse.ArgumentParser:
     validate.add_argument("--output", help="with --profile: the suite file (default: validate.suite's path)")
     validate.add_argument("--force", action="store_true", help="with --profile: overwrite an existing suite")
 
+    tune = commands.add_parser(
+        "tune", help="the tune stage; --workers N runs Keras Tuner's chief and N workers on this machine"
+    )
+    tune.add_argument("--params", default="params.yaml", help="the params file (default: params.yaml)")
+    tune.add_argument("--workers", type=int, default=0, help="worker processes (0: one process, no chief)")
+    tune.add_argument("--port", type=int, help="the chief oracle's port (default: a free one)")
+
     predict = commands.add_parser("predict", help="print predictions of an exported model for a CSV or image folder")
     predict.add_argument(
         "--model",
@@ -56,6 +63,13 @@ def main(argv: list[str] | None = None) -> int:
         return 0
     if args.command == "validate":
         return _validate_command(args)
+    if args.command == "tune":
+        from pipeline import tune
+
+        if args.workers < 1:
+            tune.main(args.params)
+            return 0
+        return tune.launch_distributed(args.params, args.workers, port=args.port)
     if args.command == "check-config":
         from pipeline.config import ConfigError, load_config
 

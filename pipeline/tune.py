@@ -16,6 +16,9 @@ import csv
 import hashlib
 import json
 import logging
+import os
+import socket
+import subprocess
 import sys
 import time
 from collections.abc import Callable
@@ -123,7 +126,8 @@ def make_tuner(
                 ),
                 epoch_logging_callback(),
             ]
-            with mlflow.start_run(run_name=f"trial {trial.trial_id}", nested=True, tags={TRIAL_TAG: trial.trial_id}):
+            tags = {TRIAL_TAG: trial.trial_id, "pipeline.tuner_id": tuner_id() or "local"}
+            with mlflow.start_run(run_name=f"trial {trial.trial_id}", nested=True, tags=tags):
                 mlflow.log_params({name: value for name, value in values.items()})
                 results = super().run_trial(
                     trial, train, *args, validation_data=validation, callbacks=callbacks, **kwargs
@@ -158,15 +162,29 @@ def make_tuner(
     return tuner_class(hypermodel=hypermodel, **arguments, **common)
 
 
-EPOCHS_FILE = "epochs_per_trial.json"
+EPOCHS_DIR = "epochs"
 
 
 def record_epochs(directory: Path, trial_id: str, epochs: int) -> None:
-    """Keeps each finished trial's epoch count beside the tuner's state (it survives a resume)."""
-    path = Path(directory) / EPOCHS_FILE
-    counts = json.loads(path.read_text()) if path.is_file() else {}
-    counts[trial_id] = epochs
-    write_json_atomic(path, counts)
+    """Keeps each finished trial's epoch count beside the tuner's state (it survives a resume).
+
+    One file per trial: in a distributed search several workers finish trials at once.
+    """
+    write_json_atomic(Path(directory) / EPOCHS_DIR / f"{trial_id}.json", {"epochs": epochs})
+
+
+def recorded_epochs(directory: Path) -> dict[str, int]:
+    files = (Path(directory) / EPOCHS_DIR).glob("*.json")
+    return {file.stem: json.loads(file.read_text())["epochs"] for file in files}
+
+
+def tuner_id() -> str | None:
+    """This process's Keras Tuner id in a distributed search (`chief`, `tuner0`, ...), else None."""
+    return os.environ.get("KERASTUNER_TUNER_ID") if os.environ.get("KERASTUNER_ORACLE_IP") else None
+
+
+def is_worker() -> bool:
+    return tuner_id() is not None and "chief" not in tuner_id()
 
 
 def mark_interrupted_trials(parent_run_id: str) -> int:
@@ -186,8 +204,7 @@ def mark_interrupted_trials(parent_run_id: str) -> int:
 
 def trial_rows(tuner, directory: Path) -> list[dict]:
     """One row per trial: id, status, score, epochs run, and its hyperparameter values."""
-    path = Path(directory) / EPOCHS_FILE
-    epochs = json.loads(path.read_text()) if path.is_file() else {}
+    epochs = recorded_epochs(directory)
     rows = []
     for trial in tuner.oracle.trials.values():
         rows.append(
@@ -224,7 +241,7 @@ def search(config: Config, spec: dict, defaults: dict[str, Any]) -> tuple[dict[s
     resumed = (directory / "search" / "oracle.json").is_file()
     if resumed:
         log.info("resuming the search in %s", directory)
-    if mlflow.active_run() is not None:
+    if mlflow.active_run() is not None and tuner_id() is None:  # `launch_distributed` does it for its processes
         killed = mark_interrupted_trials(mlflow.active_run().info.run_id)
         if killed:
             log.info("marked %d trial run(s) of an interrupted search as KILLED", killed)
@@ -246,6 +263,8 @@ def search(config: Config, spec: dict, defaults: dict[str, Any]) -> tuple[dict[s
     started = time.perf_counter()
     tuner.search(epochs=settings.max_epochs, verbose=1 if sys.stdout.isatty() else 2)
     seconds = time.perf_counter() - started
+    if is_worker():
+        return None, {"search_seconds": round(seconds, 1)}, []
     best = tuner.get_best_hyperparameters(1)[0].values
     names = hyperparameter_file.searched_names(settings.space, defaults["family"])
     best_hyperparameters = hyperparameter_file.apply_search_values(
@@ -278,6 +297,8 @@ def _stage(config: Config) -> StageResult:
     setup_tensorflow(config)
     spec = load_spec(config.paths.prepared)
     best, summary, rows = search(config, spec, defaults)
+    if best is None:
+        return StageResult(summary=f"worker {tuner_id()}: no trials left ({summary['search_seconds']} s)")
     hyperparameter_file.save(
         target, best, source=f"{config.tune.algorithm} search, {config.tune.objective} {summary['best_score']:.4f}"
     )
@@ -298,6 +319,38 @@ def _stage(config: Config) -> StageResult:
         },
         artifacts=[trials, metrics],
     )
+
+
+def free_port() -> int:
+    with socket.socket() as probe:
+        probe.bind(("127.0.0.1", 0))
+        return probe.getsockname()[1]
+
+
+def launch_distributed(params_file: str, workers: int, host: str = "127.0.0.1", port: int | None = None) -> int:
+    """Runs the tune stage as Keras Tuner's chief plus `workers` worker processes on this machine.
+
+    The chief serves the oracle on `host:port` and writes the stage's outputs; workers run trials.
+    Returns the first non-zero exit status, or 0.
+    """
+    from pipeline import tracking
+    from pipeline.config import load_config
+
+    config = load_config(params_file)
+    # Open the pipeline's MLflow run first, so that the processes find it rather than racing to create it.
+    with tracking.pipeline_run(config, "tune") as run:
+        killed = mark_interrupted_trials(run.info.run_id)
+    if killed:
+        log.info("marked %d trial run(s) of an interrupted search as KILLED", killed)
+    environment = {**os.environ, "KERASTUNER_ORACLE_IP": host, "KERASTUNER_ORACLE_PORT": str(port or free_port())}
+    command = [sys.executable, "-m", "pipeline", "run", "tune", "--params", str(params_file)]
+    chief = subprocess.Popen(command, env={**environment, "KERASTUNER_TUNER_ID": "chief"})
+    others = [
+        subprocess.Popen(command, env={**environment, "KERASTUNER_TUNER_ID": f"tuner{index}"})
+        for index in range(workers)
+    ]
+    statuses = [process.wait() for process in others] + [chief.wait()]
+    return next((status for status in statuses if status), 0)
 
 
 def main(params_file: str = "params.yaml") -> None:

@@ -93,3 +93,15 @@ def make_dvc_project(parent: Path, overrides: dict | None = None) -> Path:
 @pytest.fixture
 def dvc_project(tmp_path: Path) -> Path:
     return make_dvc_project(tmp_path)
+
+
+@pytest.fixture(autouse=True)
+def isolated_tracking_uri():
+    """`mlflow.set_tracking_uri` also exports MLFLOW_TRACKING_URI: undo it after each test, or the
+    next test's stage processes would write into this test's store."""
+    before = os.environ.get("MLFLOW_TRACKING_URI")
+    yield
+    if before is None:
+        os.environ.pop("MLFLOW_TRACKING_URI", None)
+    else:
+        os.environ["MLFLOW_TRACKING_URI"] = before

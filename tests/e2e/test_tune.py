@@ -12,7 +12,7 @@ from pathlib import Path
 
 import pytest
 
-from tests.conftest import stage, write_params
+from tests.conftest import run, stage, write_params
 
 pytestmark = pytest.mark.slow
 
@@ -20,8 +20,7 @@ SEARCH = {"enabled": True, "algorithm": "random", "max_trials": 4, "max_epochs":
 
 
 def finished_trials(directory: Path) -> int:
-    files = list((directory / ".pipeline" / "tune").glob("*/epochs_per_trial.json"))
-    return len(json.loads(files[0].read_text())) if files else 0
+    return len(list((directory / ".pipeline" / "tune").glob("*/epochs/*.json")))
 
 
 def trial_runs(directory: Path) -> list:
@@ -67,3 +66,18 @@ def test_a_killed_search_resumes_without_repeating_finished_trials(workdir):
     again = stage("tune", workdir)
     assert "4 trials" in again.stdout
     assert len(trial_runs(workdir)) == len(runs), "a finished search reruns no trial"
+
+
+def test_a_chief_and_two_workers_share_one_search(workdir):
+    write_params(workdir, {"tune": {**SEARCH, "max_trials": 4, "max_epochs": 2}})
+    for name in ("ingest", "validate", "preprocess"):
+        stage(name, workdir)
+    launched = run([sys.executable, "-m", "pipeline", "tune", "--workers", "2"], workdir, timeout=420)
+    assert "[tune] random: 4 trials" in launched.stdout
+    runs = trial_runs(workdir)
+    assert sorted(run.data.tags["pipeline.trial_id"] for run in runs) == ["0", "1", "2", "3"]
+    assert all(run.info.status == "FINISHED" for run in runs), "every trial in MLflow exactly once, finished"
+    assert {run.data.tags["pipeline.tuner_id"] for run in runs} <= {"tuner0", "tuner1"}
+    parents = {run.data.tags["mlflow.parentRunId"] for run in runs}
+    assert len(parents) == 1, "all trials nest under the one pipeline run"
+    assert (workdir / "models/hyperparameters.json").is_file()
