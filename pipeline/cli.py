@@ -9,6 +9,7 @@ from __future__ import annotations
 import argparse
 import importlib
 import sys
+from pathlib import Path
 
 STAGES = ("ingest", "validate", "preprocess", "tune", "train", "evaluate", "export")
 
@@ -44,6 +45,12 @@ def build_parser() -> argparse.ArgumentParser:
     tune.add_argument("--workers", type=int, default=0, help="worker processes (0: one process, no chief)")
     tune.add_argument("--port", type=int, help="the chief oracle's port (default: a free one)")
 
+    serve = commands.add_parser("serve", help="serve an exported model over HTTP (TF Serving's REST API)")
+    serve.add_argument("--model", required=True, help="a SavedModel version folder, a model folder or models/serving")
+    serve.add_argument("--params", default="params.yaml", help="the params file for the serve defaults")
+    serve.add_argument("--host", help="the address to listen on (default: serve.host)")
+    serve.add_argument("--port", type=int, help="the port (default: serve.port)")
+
     predict = commands.add_parser("predict", help="print predictions of an exported model for a CSV or image folder")
     predict.add_argument(
         "--model",
@@ -63,6 +70,8 @@ def main(argv: list[str] | None = None) -> int:
         return 0
     if args.command == "validate":
         return _validate_command(args)
+    if args.command == "serve":
+        return _serve_command(args)
     if args.command == "tune":
         from pipeline import tune
 
@@ -101,3 +110,23 @@ def _validate_command(args: argparse.Namespace) -> int:
         return 2
     print(f"wrote {written}: review every bound, then commit it")
     return 0
+
+
+def _serve_command(args: argparse.Namespace) -> int:
+    from pipeline.config import ServeConfig, load_config
+    from pipeline.runtime import user_errors
+
+    try:
+        settings = load_config(args.params).serve if Path(args.params).is_file() else ServeConfig()
+        from pipeline import serve
+
+        return serve.main(
+            args.model,
+            args.host or settings.host,
+            args.port or settings.port,
+            settings.max_batch_size,
+            settings.max_body_bytes,
+        )
+    except user_errors() as error:
+        print(f"pipeline serve: error: {error}", file=sys.stderr)
+        return 2

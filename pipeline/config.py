@@ -310,6 +310,21 @@ class ExportConfig:
 
 
 @dataclasses.dataclass(frozen=True)
+class ServeConfig:
+    host: str = "127.0.0.1"
+    port: int = 8501
+    max_batch_size: int = 256
+    max_body_bytes: int = 10_485_760
+
+    def _validate(self, section: str) -> None:
+        if not 0 < self.port < 65536:
+            _fail(f"{section}.port", self.port, "a TCP port between 1 and 65535")
+        for name in ("max_batch_size", "max_body_bytes"):
+            if getattr(self, name) < 1:
+                _fail(f"{section}.{name}", getattr(self, name), "a positive integer")
+
+
+@dataclasses.dataclass(frozen=True)
 class TrackingConfig:
     uri: str = "sqlite:///mlflow.db"
     experiment: str = "keras-pipeline"
@@ -332,6 +347,7 @@ class Config:
     train: TrainConfig = dataclasses.field(default_factory=TrainConfig)
     evaluate: EvaluateConfig = dataclasses.field(default_factory=EvaluateConfig)
     export: ExportConfig = dataclasses.field(default_factory=ExportConfig)
+    serve: ServeConfig = dataclasses.field(default_factory=ServeConfig)
     tracking: TrackingConfig = dataclasses.field(default_factory=TrackingConfig)
 
     def _validate(self, section: str) -> None:

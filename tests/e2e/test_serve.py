@@ -1,0 +1,140 @@
+"""The real HTTP server on a free localhost port, over a model exported by the real pipeline."""
+
+from __future__ import annotations
+
+import json
+import os
+import signal
+import socket
+import subprocess
+import sys
+import time
+import urllib.error
+import urllib.request
+
+import numpy as np
+import pytest
+
+from tests.conftest import stage, write_params
+
+pytestmark = pytest.mark.e2e
+
+
+def free_port() -> int:
+    with socket.socket() as probe:
+        probe.bind(("127.0.0.1", 0))
+        return probe.getsockname()[1]
+
+
+def call(url: str, body: bytes | None = None) -> tuple[int, dict]:
+    request = urllib.request.Request(url, data=body, headers={"Content-Type": "application/json"})
+    try:
+        with urllib.request.urlopen(request, timeout=30) as response:
+            return response.status, json.loads(response.read())
+    except urllib.error.HTTPError as error:
+        return error.code, json.loads(error.read())
+
+
+def declared_oversize_status(base: str) -> int:
+    """Sends only the headers of a 20 MB request: the server must refuse it without reading the body."""
+    host, port = base.removeprefix("http://").split(":")
+    with socket.create_connection((host, int(port)), timeout=30) as connection:
+        connection.sendall(
+            b"POST /v1/models/digits:predict HTTP/1.1\r\nHost: localhost\r\n"
+            b"Content-Type: application/json\r\nContent-Length: 20000000\r\n\r\n"
+        )
+        status_line = connection.recv(4096).split(b"\r\n", 1)[0]
+    return int(status_line.split()[1])
+
+
+@pytest.fixture(scope="module")
+def server(tmp_path_factory):
+    """A tiny digits model exported by the pipeline's stages, served by `pipeline serve`."""
+    directory = tmp_path_factory.mktemp("serve")
+    import shutil
+
+    from tests.conftest import ROOT
+
+    shutil.copytree(ROOT / "expectations", directory / "expectations")
+    (directory / "data" / "user").mkdir(parents=True)
+    write_params(directory)
+    for name in ("ingest", "validate", "preprocess", "tune", "train", "export"):
+        stage(name, directory)
+    port = free_port()
+    process = subprocess.Popen(
+        [sys.executable, "-m", "pipeline", "serve", "--model", "models/serving", "--port", str(port)],
+        cwd=directory,
+        stdout=subprocess.PIPE,
+        stderr=subprocess.STDOUT,
+        text=True,
+        start_new_session=True,
+    )
+    base = f"http://127.0.0.1:{port}"
+    deadline = time.monotonic() + 120
+    while time.monotonic() < deadline:
+        try:
+            if call(f"{base}/health")[0] == 200:
+                break
+        except OSError:
+            time.sleep(0.5)
+        assert process.poll() is None, process.stdout.read()
+    yield base, directory
+    os.killpg(process.pid, signal.SIGTERM)
+    process.wait(timeout=30)
+
+
+def test_test_examples_get_the_models_own_predictions(server):
+    base, directory = server
+    import tensorflow as tf
+
+    from pipeline.features import load_spec, make_dataset
+
+    spec = load_spec(directory / "data/prepared")
+    images, _ = next(iter(make_dataset(directory / "data/prepared", spec, "test", 32)))
+    (version_dir,) = (directory / "models/serving/digits").iterdir()
+    expected = tf.saved_model.load(str(version_dir)).signatures["serving_default"](image=images)["output_0"].numpy()
+    status, answer = call(
+        f"{base}/v1/models/digits:predict", json.dumps({"instances": images.numpy().tolist()}).encode()
+    )
+    assert status == 200
+    np.testing.assert_allclose(np.asarray(answer["predictions"]), expected, atol=1e-6)
+    status, columnar = call(
+        f"{base}/v1/models/digits:predict", json.dumps({"inputs": images.numpy().tolist()}).encode()
+    )
+    assert status == 200 and columnar["predictions"] == answer["predictions"]
+
+
+def test_status_and_metadata_answer_like_tf_serving(server):
+    base, _ = server
+    status, answer = call(f"{base}/v1/models/digits")
+    assert status == 200 and answer["model_version_status"][0]["state"] == "AVAILABLE"
+    status, answer = call(f"{base}/v1/models/digits/metadata")
+    signature = answer["metadata"]["signature_def"]["signature_def"]["serving_default"]
+    assert signature["inputs"]["image"]["dtype"] == "DT_FLOAT"
+    assert [dim["size"] for dim in signature["inputs"]["image"]["tensor_shape"]["dim"]] == ["-1", "8", "8", "1"]
+    assert answer["metadata"]["pipeline_spec"]["schema"]["channels"] == [1]
+
+
+def test_bad_requests_get_a_4xx_with_a_reason_and_the_server_keeps_serving(server):
+    base, _ = server
+    good = json.dumps({"instances": [np.full((8, 8, 1), 128.0).tolist()]}).encode()
+    nan = json.dumps({"instances": [np.full((8, 8, 1), np.nan).tolist()]}).encode()  # json.dumps writes NaN
+    cases = {
+        "malformed JSON": (b'{"instances": [', 400, "malformed JSON"),
+        "wrong shape": (json.dumps({"instances": [[[1, 2], [3, 4]]]}).encode(), 400, "expected shape [8, 8, 1]"),
+        "wrong type": (json.dumps({"instances": [[["a"] * 8] * 8]}).encode(), 400, "expected nested lists of numbers"),
+        "NaN": (nan, 400, "finite numbers"),
+        "oversized batch": (json.dumps({"instances": [np.zeros((8, 8)).tolist()] * 257}).encode(), 413, "exceeds"),
+        "no examples": (json.dumps({"instances": []}).encode(), 400, "no examples"),
+        "not an object": (b"[1, 2]", 400, '"instances"'),
+    }
+    for name, (body, expected_status, reason) in cases.items():
+        status, answer = call(f"{base}/v1/models/digits:predict", body)
+        assert (status, reason in answer.get("error", "")) == (expected_status, True), (name, answer)
+    status, answer = call(f"{base}/v1/models/cats:predict", good)
+    assert status == 404 and "unknown model 'cats'" in answer["error"]
+    status, answer = call(f"{base}/v1/models/digits:classify", good)
+    assert status == 404 and ":predict" in answer["error"]
+    assert declared_oversize_status(base) == 413
+    status, answer = call(f"{base}/v1/models/digits:predict", good)
+    assert status == 200 and len(answer["predictions"][0]) == 10
