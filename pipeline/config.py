@@ -45,6 +45,7 @@ class PathsConfig:
     hyperparameters: str = "models/hyperparameters.json"
     model: str = "models/model.keras"
     serving: str = "models/serving"
+    edge: str = "models/edge"
     reports: str = "reports"
     work: str = ".pipeline"
 
@@ -301,12 +302,17 @@ class EvaluateConfig:
 class ExportConfig:
     version: Union[int, str] = "auto"
     tolerance: float = 1e-5
+    tflite: bool = True
+    infra_validation: bool = True
+    warmup_examples: int = 16
 
     def _validate(self, section: str) -> None:
         if self.version != "auto" and not (isinstance(self.version, int) and self.version >= 1):
             _fail(f"{section}.version", self.version, "auto, or a positive integer")
         if not self.tolerance > 0:
             _fail(f"{section}.tolerance", self.tolerance, "a positive number")
+        if self.warmup_examples < 1:
+            _fail(f"{section}.warmup_examples", self.warmup_examples, "a positive number of examples per request")
 
 
 @dataclasses.dataclass(frozen=True)

@@ -56,7 +56,7 @@ def saved_model_predictions(version_dir: Path, batches: list) -> np.ndarray:
 
 
 def check_parity(model, version_dir: Path, dataset, tolerance: float) -> float:
-    """Max |SavedModel - Keras| over `dataset`; raises StageError beyond `tolerance`."""
+    """Max |SavedModel - Keras| over `dataset` ((inputs, labels) batches); raises StageError beyond `tolerance`."""
     batches = [inputs for inputs, _ in dataset]
     expected = np.concatenate([np.asarray(model(inputs, training=False)) for inputs in batches])
     actual = saved_model_predictions(version_dir, batches)
@@ -111,23 +111,42 @@ def _version(package: str) -> str:
 
 def _stage(config: Config) -> StageResult:
     setup_tensorflow(config)
+    from pipeline import deploy
     from pipeline.features import load_spec, make_dataset
     from pipeline.models import load_trained_model
 
     spec = load_spec(config.paths.prepared)
     model = load_trained_model(config.paths.model)
     version = resolve_version(config.export.version)
-    target = Path(config.paths.serving)
+    settings = config.export
+    target, edge_target = Path(config.paths.serving), Path(config.paths.edge)
     target.parent.mkdir(parents=True, exist_ok=True)
+    test_split = list(make_dataset(config.paths.prepared, spec, "test", 256))
+    batches = [inputs for inputs, _ in test_split]
+    labels = np.concatenate([np.asarray(batch_labels) for _, batch_labels in test_split])
+    expected = np.concatenate([np.asarray(model(inputs, training=False)) for inputs in batches])
+    warmup = [
+        inputs for inputs, _ in make_dataset(config.paths.prepared, spec, "test", settings.warmup_examples).take(2)
+    ]
     with tempfile.TemporaryDirectory(dir=target.parent, prefix=f".{target.name}-") as scratch:
         staging = Path(scratch) / "out"
         version_dir = staging / config.model_name / str(version)
         export_saved_model(model, spec, version_dir)
-        difference = check_parity(
-            model, version_dir, make_dataset(config.paths.prepared, spec, "test", 256), config.export.tolerance
-        )
+        difference = check_parity(model, version_dir, test_split, settings.tolerance)
         description = signature_description(version_dir)
+        deploy.write_warmup_requests(version_dir, config.model_name, warmup)
+        edge = {"skipped": "export.tflite is false"}
+        if settings.tflite:
+            edge = deploy.export_tflite(version_dir, Path(scratch) / "edge", spec, batches, labels, expected)
+        infra = {"servable": None, "skipped": "export.infra_validation is false"}
+        if settings.infra_validation:
+            warmup_expected = np.concatenate([np.asarray(model(inputs, training=False)) for inputs in warmup])
+            infra = deploy.infra_validate(
+                version_dir, config.model_name, spec, warmup, warmup_expected, settings.tolerance
+            )
         replace_directory(staging, target)
+        if (Path(scratch) / "edge").is_dir():
+            replace_directory(Path(scratch) / "edge", edge_target)
     published = target / config.model_name / str(version)
     model_uri = log_model_to_mlflow(model, spec)
     report = {
@@ -137,11 +156,28 @@ def _stage(config: Config) -> StageResult:
         "max_abs_difference": difference,
         "signature": description,
         "mlflow_model_uri": model_uri,
+        "infra_validation": infra,
+        "tflite": edge,
+        "warmup_requests": str(published / deploy.WARMUP_FILE),
     }
     report_path = write_json_atomic(Path(config.paths.reports) / "export" / "export.json", report)
+    edge_summary = ""
+    if "float" in edge:
+        edge_summary = (
+            f", TFLite {edge['float']['size_bytes'] / 1024:.0f} KiB acc {edge['float']['accuracy']:.4f}"
+            f" / quantised {edge['dynamic_range_quantized']['size_bytes'] / 1024:.0f} KiB"
+            f" acc {edge['dynamic_range_quantized']['accuracy']:.4f}"
+        )
+    servable = ", infra-validated" if infra.get("servable") else ""
+    metrics = {"export_max_abs_difference": difference}
+    for variant in ("float", "dynamic_range_quantized"):
+        if variant in edge and edge[variant]["accuracy"] is not None:
+            metrics[f"tflite_{variant}_accuracy"] = edge[variant]["accuracy"]
+            metrics[f"tflite_{variant}_bytes"] = edge[variant]["size_bytes"]
     return StageResult(
-        summary=f"SavedModel {config.model_name} v{version} (parity max diff {difference:.1e}) -> {published}",
-        metrics={"export_max_abs_difference": difference},
+        summary=f"SavedModel {config.model_name} v{version} (parity max diff {difference:.1e}{servable}{edge_summary})"
+        f" -> {published}",
+        metrics=metrics,
         artifacts=[report_path],
     )
 

@@ -34,8 +34,15 @@ def write_text_atomic(path: Path, text: str) -> Path:
     with tempfile.NamedTemporaryFile("w", dir=path.parent, prefix=f".{path.name}-", delete=False) as handle:
         handle.write(text)
         temporary = Path(handle.name)
+    os.chmod(temporary, 0o666 & ~_umask())  # NamedTemporaryFile makes 0600 files; give the usual mode
     os.replace(temporary, path)
     return path
+
+
+def _umask() -> int:
+    current = os.umask(0)
+    os.umask(current)
+    return current
 
 
 def write_json_atomic(path: Path, data: Any) -> Path:

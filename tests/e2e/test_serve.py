@@ -138,3 +138,55 @@ def test_bad_requests_get_a_4xx_with_a_reason_and_the_server_keeps_serving(serve
     assert declared_oversize_status(base) == 413
     status, answer = call(f"{base}/v1/models/digits:predict", good)
     assert status == 200 and len(answer["predictions"][0]) == 10
+
+
+def read_fields(data: bytes) -> list[tuple[int, bytes]]:
+    """A generic protobuf wire-format reader (length-delimited and varint fields only)."""
+    fields, position = [], 0
+    while position < len(data):
+        key, position = _varint(data, position)
+        number, wire_type = key >> 3, key & 7
+        if wire_type == 2:
+            length, position = _varint(data, position)
+            fields.append((number, data[position : position + length]))
+            position += length
+        else:
+            value, position = _varint(data, position)
+            fields.append((number, value))
+    return fields
+
+
+def _varint(data: bytes, position: int) -> tuple[int, int]:
+    value, shift = 0, 0
+    while True:
+        byte = data[position]
+        value |= (byte & 0x7F) << shift
+        position, shift = position + 1, shift + 7
+        if not byte & 0x80:
+            return value, position
+
+
+def test_the_export_was_infra_validated_and_carries_warmup_requests_and_tflite(server):
+    _, directory = server
+    import tensorflow as tf
+
+    report = json.loads((directory / "reports/export/export.json").read_text())
+    assert report["infra_validation"]["servable"] is True and report["infra_validation"]["examples"] == 32
+    assert report["tflite"]["float"]["max_abs_difference"] < 1e-5
+    assert report["tflite"]["float"]["accuracy"] == report["tflite"]["keras_accuracy"]
+    quantized = report["tflite"]["dynamic_range_quantized"]
+    assert quantized["size_bytes"] < report["tflite"]["float"]["size_bytes"]
+    assert abs(quantized["accuracy"] - report["tflite"]["keras_accuracy"]) < 0.05
+    assert (directory / "models/edge/model_quantized.tflite").stat().st_size == quantized["size_bytes"]
+
+    records = list(tf.data.TFRecordDataset(str(directory / report["warmup_requests"])).as_numpy_iterator())
+    assert len(records) == 2
+    ((log_field, predict_log),) = read_fields(records[0])
+    ((request_field, request),) = read_fields(predict_log)
+    assert (log_field, request_field) == (6, 1)  # PredictionLog.predict_log, PredictLog.request
+    parts = dict(read_fields(request))
+    assert dict(read_fields(parts[1])) == {1: b"digits", 3: b"serving_default"}  # ModelSpec
+    entry = dict(read_fields(parts[2]))  # map<string, TensorProto> entry
+    assert entry[1] == b"image"
+    tensor = tf.make_ndarray(tf.make_tensor_proto(0).FromString(entry[2]))
+    assert tensor.shape == (16, 8, 8, 1) and tensor.max() <= 255
