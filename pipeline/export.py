@@ -135,9 +135,11 @@ def _stage(config: Config) -> StageResult:
         difference = check_parity(model, version_dir, test_split, settings.tolerance)
         description = signature_description(version_dir)
         deploy.write_warmup_requests(version_dir, config.model_name, warmup)
+        edge_dir = Path(scratch) / "edge"
         edge = {"skipped": "export.tflite is false"}
         if settings.tflite:
-            edge = deploy.export_tflite(version_dir, Path(scratch) / "edge", spec, batches, labels, expected)
+            edge = deploy.export_tflite(version_dir, edge_dir, spec, batches, labels, expected)
+        write_json_atomic(edge_dir / "tflite.json", edge)  # also says why nothing was converted
         infra = {"servable": None, "skipped": "export.infra_validation is false"}
         if settings.infra_validation:
             warmup_expected = np.concatenate([np.asarray(model(inputs, training=False)) for inputs in warmup])
@@ -145,8 +147,7 @@ def _stage(config: Config) -> StageResult:
                 version_dir, config.model_name, spec, warmup, warmup_expected, settings.tolerance
             )
         replace_directory(staging, target)
-        if (Path(scratch) / "edge").is_dir():
-            replace_directory(Path(scratch) / "edge", edge_target)
+        replace_directory(edge_dir, edge_target)
     published = target / config.model_name / str(version)
     model_uri = log_model_to_mlflow(model, spec)
     report = {
