@@ -106,12 +106,15 @@ class ValidateConfig:
     suite: str = "auto"
     extra_columns: Literal["error", "warning", "ignore"] = "error"
     max_examples: int = 5
+    chunk_rows: int = 250_000
 
     def _validate(self, section: str) -> None:
         if self.suite != "auto" and not self.suite.endswith((".yaml", ".yml")):
             _fail(f"{section}.suite", self.suite, "auto, or the path of a suite file (.yaml)")
         if self.max_examples < 0:
             _fail(f"{section}.max_examples", self.max_examples, "0 or more example rows per failed expectation")
+        if self.chunk_rows < 1:
+            _fail(f"{section}.chunk_rows", self.chunk_rows, "a positive number of rows")
 
 
 @dataclasses.dataclass(frozen=True)

@@ -13,17 +13,19 @@ path, label, extension, file size, decodable, width, height, channels, content h
 
 from __future__ import annotations
 
+import dataclasses
 import hashlib
 import json
 import logging
 import tempfile
+from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
 import numpy as np
 import pandas as pd
 
-from pipeline import expectations
+from pipeline import datasets, expectations
 from pipeline.config import BUILTIN_SOURCES, Config
 from pipeline.datasets import DataError
 from pipeline.files import replace_directory, write_json_atomic
@@ -116,14 +118,14 @@ def summarise_results(result, frame: pd.DataFrame, max_examples: int) -> dict:
             "severity": severity,
             "success": bool(item.success),
         }
+        if "unexpected_count" in outcome:
+            check["unexpected_count"] = int(outcome["unexpected_count"])
+            check["unexpected_percent"] = round(float(outcome.get("unexpected_percent") or 0.0), 3)
         if not item.success:
             if item.exception_info and item.exception_info.get("raised_exception"):
                 check["error"] = str(item.exception_info.get("exception_message"))
             if "observed_value" in outcome:
                 check["observed"] = outcome["observed_value"]
-            if "unexpected_count" in outcome:
-                check["unexpected_count"] = int(outcome["unexpected_count"])
-                check["unexpected_percent"] = round(float(outcome.get("unexpected_percent") or 0.0), 3)
             details = outcome.get("details") or {}
             if "mismatched" in details:
                 check["mismatched"] = details["mismatched"]
@@ -135,14 +137,20 @@ def summarise_results(result, frame: pd.DataFrame, max_examples: int) -> dict:
             if notes:
                 check["notes"] = notes if isinstance(notes, str) else " ".join(notes)
         checks.append(check)
+    return tally(checks, int(len(frame)))
+
+
+def tally(checks: list[dict], rows: int) -> dict:
+    """The summary of a list of checks: success, error and warning counts, the failures."""
     failures = [check for check in checks if not check["success"]]
     return {
         "success": not any(check["severity"] == "error" for check in failures),
         "errors": sum(check["severity"] == "error" for check in failures),
         "warnings": sum(check["severity"] == "warning" for check in failures),
         "expectations": len(checks),
-        "rows": int(len(frame)),
+        "rows": rows,
         "failures": failures,
+        "checks": checks,
     }
 
 
@@ -189,6 +197,155 @@ def run_suite(
     outcome = checkpoint.run(batch_parameters={"dataframe": frame})
     (result,) = outcome.run_results.values()
     return summarise_results(result, frame, max_examples)
+
+
+# Expectations about the whole table: in chunked validation they run once, on a narrow frame of
+# every row's label and content hash, rather than on each chunk.
+WHOLE_TABLE = (
+    "expect_table_row_count_to_be_between",
+    "expect_column_distinct_values_to_contain_set",
+    "expect_column_kl_divergence_to_be_less_than",
+    "expect_compound_columns_to_be_unique",
+)
+
+
+def table_chunks(path: Path, file_format: str, chunk_rows: int) -> Iterator[pd.DataFrame]:
+    """The table in chunks of `chunk_rows` rows, each indexed by its file line numbers."""
+    path = Path(path)
+    if path.stat().st_size == 0:
+        raise DataError(f"{path}: the file is empty; expected a {file_format} file with a header row and data rows.")
+    if file_format == "csv":
+        datasets.check_csv_field_counts(path)
+        chunks = pd.read_csv(path, chunksize=chunk_rows)
+    else:
+        import pyarrow.parquet as parquet
+
+        chunks = (batch.to_pandas() for batch in parquet.ParquetFile(path).iter_batches(batch_size=chunk_rows))
+    first_line = 2
+    try:
+        for chunk in chunks:
+            chunk.index = pd.Index(np.arange(len(chunk)) + first_line, name="line")
+            first_line += len(chunk)
+            yield chunk
+    except UnicodeDecodeError as error:
+        raise DataError(f"{path}: not UTF-8 text ({error.reason}); re-save the file as UTF-8.") from error
+
+
+def split_suite(suite: expectations.Suite) -> tuple[expectations.Suite, expectations.Suite]:
+    """(expectations judged chunk by chunk, expectations judged on the narrow whole-table frame)."""
+    per_chunk, whole = [], []
+    for item in suite.expectations:
+        if item["expectation"] not in WHOLE_TABLE:
+            per_chunk.append(item)
+        elif item["expectation"] == "expect_compound_columns_to_be_unique":
+            whole.append(
+                {
+                    "expectation": "expect_column_values_to_be_unique",
+                    "column": "row_hash",
+                    "severity": item["severity"],
+                    "notes": item.get("notes", "duplicate rows"),
+                }
+            )
+        else:
+            whole.append(item)
+    return dataclasses.replace(suite, expectations=per_chunk), dataclasses.replace(suite, expectations=whole)
+
+
+def merge_chunk_checks(chunk_summaries: list[dict], suite: expectations.Suite, rows: int, limit: int) -> list[dict]:
+    """One check per expectation over all chunks: counts added up, `mostly` judged on the totals.
+
+    Every chunk ran the same suite, so their checks line up position by position.
+    """
+    mostly = {
+        (item["expectation"], json.dumps(item.get("column"))): float(item["mostly"])
+        for item in suite.expectations
+        if "mostly" in item
+    }
+    merged = []
+    for parts in zip(*(summary["checks"] for summary in chunk_summaries), strict=True):
+        check = {**parts[0], "success": all(part["success"] for part in parts)}
+        if "unexpected_count" in parts[0]:
+            unexpected = sum(part.get("unexpected_count", 0) for part in parts)
+            check["unexpected_count"] = unexpected
+            check["unexpected_percent"] = round(100.0 * unexpected / max(rows, 1), 3)
+            allowed = mostly.get((check["expectation"], json.dumps(check["column"])))
+            if allowed is not None:
+                check["success"] = unexpected <= (1.0 - allowed) * rows + 1e-9
+        failed = [part for part in parts if not part["success"]]
+        if check["success"]:
+            for key in ("examples", "observed", "mismatched", "error"):
+                check.pop(key, None)
+        else:
+            check.update({key: value for key, value in (failed or parts)[0].items() if key not in check})
+            check["examples"] = [example for part in parts for example in part.get("examples", [])][:limit]
+        merged.append(check)
+    return merged
+
+
+def table_rows(path: Path, file_format: str) -> int:
+    """Data rows in a table file, counted without parsing it."""
+    if file_format == "parquet":
+        import pyarrow.parquet as parquet
+
+        return parquet.ParquetFile(path).metadata.num_rows
+    newlines, last = 0, b"\n"
+    with open(path, "rb") as handle:
+        while block := handle.read(1 << 20):
+            newlines += block.count(b"\n")
+            last = block[-1:]
+    return max(0, newlines + (last != b"\n") - 1)
+
+
+def validate_in_chunks(
+    path: Path,
+    description: dict,
+    suite: expectations.Suite,
+    extra_columns: str,
+    max_examples: int,
+    chunk_rows: int,
+    docs_dir: Path | None,
+    validated_file: Path | None = None,
+) -> tuple[dict, pd.DataFrame]:
+    """Validates a table chunk by chunk, holding one chunk plus a label and a hash per row.
+
+    Writes the rows to `validated_file` (Parquet) as it goes. Data Docs show the whole-table
+    expectations; the summary has every expectation. Returns (summary, the narrow frame).
+    """
+    import pyarrow as arrow
+    import pyarrow.parquet as parquet
+
+    per_chunk, whole = split_suite(suite)
+    label = description["label"]
+    summaries, narrow, writer = [], [], None
+    try:
+        for chunk in progress(table_chunks(path, description["format"], chunk_rows), "validating chunks"):
+            summaries.append(run_suite(chunk, per_chunk, extra_columns, max_examples))
+            narrow.append(
+                pd.DataFrame(
+                    {
+                        label: chunk[label] if label in chunk else pd.Series(np.nan, index=chunk.index),
+                        "row_hash": pd.util.hash_pandas_object(chunk, index=False).to_numpy(),
+                    },
+                    index=chunk.index,
+                )
+            )
+            if validated_file is not None:
+                table = arrow.Table.from_pandas(chunk.reset_index(drop=True), preserve_index=False)
+                writer = writer or parquet.ParquetWriter(validated_file, table.schema)
+                writer.write_table(table.cast(writer.schema))
+    finally:
+        if writer is not None:
+            writer.close()
+    frame = pd.concat(narrow)
+    whole_summary = run_suite(frame, whole, extra_columns, max_examples, docs_dir)
+    duplicates = suite.find("expect_compound_columns_to_be_unique")
+    for check in whole_summary["checks"]:
+        if check["column"] == "row_hash" and duplicates:  # report it as the suite names it
+            check.update(expectation=duplicates[0]["expectation"], column=duplicates[0]["column_list"])
+    checks = merge_chunk_checks(summaries, per_chunk, len(frame), max_examples) + whole_summary["checks"]
+    summary = tally(checks, len(frame))
+    summary["chunks"] = len(summaries)
+    return summary, frame
 
 
 def describe_failure(check: dict) -> str:
@@ -241,11 +398,15 @@ def validated_description(description: dict, frame: pd.DataFrame, suite: expecta
     return result
 
 
-def write_validated(description: dict, frame: pd.DataFrame, suite: expectations.Suite, output_dir: Path) -> dict:
+def write_validated(
+    description: dict, frame: pd.DataFrame, suite: expectations.Suite, output_dir: Path, table_written: bool = False
+) -> dict:
+    """Writes the dataset that passed (unless chunked validation already wrote the table), its description
+    and the per-example schema."""
     dataset = validated_description(description, frame, suite)
     if description["kind"] == "image":
         frame.reset_index().rename(columns={"file": "path"}).to_parquet(output_dir / MANIFEST_FILE, index=False)
-    else:
+    elif not table_written:
         frame.reset_index(drop=True).to_parquet(output_dir / TABLE_FILE, index=False)
     write_json_atomic(output_dir / DATASET_FILE, dataset)
     write_json_atomic(output_dir / SCHEMA_FILE, expectations.example_schema(suite))
@@ -271,29 +432,44 @@ def _stage(config: Config) -> StageResult:
         raise StageError(
             f"{suite_file} is a suite for {suite.kind} data, but {config.data.source} is {description['kind']} data."
         )
-    frame = validation_frame(description, snapshot)
+    settings = config.validate
+    chunked = description["kind"] == "table" and table_rows(snapshot, description["format"]) > settings.chunk_rows
     reports = Path(config.paths.reports) / "validate"
     reports.mkdir(parents=True, exist_ok=True)
-    with tempfile.TemporaryDirectory(dir=reports, prefix=".docs-") as scratch:
-        docs = Path(scratch) / DOCS_DIR
-        summary = run_suite(frame, suite, config.validate.extra_columns, config.validate.max_examples, docs)
-        replace_directory(docs, reports / DOCS_DIR)
-    summary["suite"] = str(suite_file)
-    summary_path = write_json_atomic(reports / "summary.json", summary)
-    pages = sorted((reports / DOCS_DIR).rglob("*.html"))
-    for check in summary["failures"]:
-        if check["severity"] == "warning":
-            log.warning("validation warning:%s", describe_failure(check))
-    if not summary["success"]:
-        _log_report(summary_path, pages)
-        raise StageError(failure_message(summary, summary_path, reports / DOCS_DIR))
-
     target = Path(config.paths.validated)
     target.parent.mkdir(parents=True, exist_ok=True)
-    with tempfile.TemporaryDirectory(dir=target.parent, prefix=f".{target.name}-") as scratch:
-        staging = Path(scratch) / "out"
+    with (
+        tempfile.TemporaryDirectory(dir=reports, prefix=".docs-") as docs_scratch,
+        tempfile.TemporaryDirectory(dir=target.parent, prefix=f".{target.name}-") as scratch,
+    ):
+        docs, staging = Path(docs_scratch) / DOCS_DIR, Path(scratch) / "out"
         staging.mkdir()
-        dataset = write_validated(description, frame, suite, staging)
+        if chunked:
+            log.info("validating in chunks of %d rows", settings.chunk_rows)
+            summary, frame = validate_in_chunks(
+                snapshot,
+                description,
+                suite,
+                settings.extra_columns,
+                settings.max_examples,
+                settings.chunk_rows,
+                docs,
+                validated_file=staging / TABLE_FILE,
+            )
+        else:
+            frame = validation_frame(description, snapshot)
+            summary = run_suite(frame, suite, settings.extra_columns, settings.max_examples, docs)
+        replace_directory(docs, reports / DOCS_DIR)
+        summary["suite"] = str(suite_file)
+        summary_path = write_json_atomic(reports / "summary.json", summary)
+        pages = sorted((reports / DOCS_DIR).rglob("*.html"))
+        for check in summary["failures"]:
+            if check["severity"] == "warning":
+                log.warning("validation warning:%s", describe_failure(check))
+        if not summary["success"]:
+            _log_report(summary_path, pages)
+            raise StageError(failure_message(summary, summary_path, reports / DOCS_DIR))
+        dataset = write_validated(description, frame, suite, staging, table_written=chunked)
         replace_directory(staging, target)
     return StageResult(
         summary=f"{summary['expectations']} expectations passed on {summary['rows']} rows"

@@ -17,7 +17,7 @@ from PIL import Image
 from pipeline import datasets
 from pipeline.config import ConfigError, config_from_dict
 from pipeline.expectations import load_suite
-from pipeline.validate import failure_message, run_suite, validation_frame
+from pipeline.validate import failure_message, run_suite, table_rows, validate_in_chunks, validation_frame
 from tests.conftest import ROOT, default_params, merged
 
 PENGUINS_SUITE = load_suite(ROOT / "expectations" / "penguins.yaml")
@@ -246,3 +246,54 @@ def test_empty_and_unknown_classes(image_folder):
     summary = validate_images(image_folder)
     assert failed(summary, "expect_column_distinct_values_to_contain_set", "label")
     assert "'eight' at file" in failed(summary, "expect_column_values_to_be_in_set", "label")["examples"][0]
+
+
+# ---- large tables: validated chunk by chunk -------------------------------------------------------
+
+
+def validate_csv_in_chunks(path: Path, chunk_rows: int = 50, validated: Path | None = None) -> dict:
+    description = {**table_description(), "format": "csv"}
+    summary, _ = validate_in_chunks(path, description, PENGUINS_SUITE, "error", 3, chunk_rows, None, validated)
+    return summary
+
+
+def test_chunked_validation_passes_good_data_and_writes_it(penguins_table, write_csv, tmp_path):
+    validated = tmp_path / "table.parquet"
+    summary = validate_csv_in_chunks(write_csv(penguins_table), validated=validated)
+    assert summary["success"] and summary["chunks"] == 7 and summary["rows"] == 344, message(summary)
+    assert summary["expectations"] == len(PENGUINS_SUITE.expectations)
+    pd.testing.assert_frame_equal(pd.read_parquet(validated), penguins_table, check_dtype=False)
+
+
+def test_chunked_validation_finds_what_whole_validation_finds(penguins_table, write_csv):
+    table = penguins_table.copy()
+    table.loc[[10, 320], "flipper_length_mm"] = [1500.0, -3.0]
+    table.loc[200, "island"] = "Atlantis"
+    table = pd.concat([table, table.iloc[[5]]])  # a duplicate row in another chunk than its original
+    path = write_csv(table)
+    whole, chunked = validate_csv(path), validate_csv_in_chunks(path)
+    summarise = lambda summary: sorted(  # noqa: E731
+        (check["expectation"], str(check["column"]), check.get("unexpected_count")) for check in summary["failures"]
+    )
+    assert summarise(chunked) == summarise(whole)
+    check = failed(chunked, "expect_column_values_to_be_between", "flipper_length_mm")
+    assert check["examples"] == ["1500.0 at line 12", "-3.0 at line 322"]
+    assert failed(chunked, "expect_compound_columns_to_be_unique")["severity"] == "warning"
+
+
+def test_chunked_null_fractions_are_judged_on_the_whole_table(penguins_table, write_csv):
+    table = penguins_table.copy()
+    table.loc[0:9, "bill_length_mm"] = np.nan  # 10 of the first 50 rows: 20 % of one chunk, 3.5 % overall
+    summary = validate_csv_in_chunks(write_csv(table))
+    assert summary["success"], message(summary)
+    table.loc[0:29, "bill_length_mm"] = np.nan  # 30 + 2 of 344 rows: above the 5.6 % allowed
+    summary = validate_csv_in_chunks(write_csv(table))
+    assert failed(summary, "expect_column_values_to_not_be_null", "bill_length_mm")["unexpected_count"] == 31
+
+
+def test_the_stage_switches_to_chunks_for_tables_longer_than_chunk_rows(penguins_table, tmp_path):
+    path = tmp_path / "data.csv"
+    penguins_table.to_csv(path, index=False)
+    assert table_rows(path, "csv") == 344
+    path.write_bytes(path.read_bytes().rstrip(b"\n"))
+    assert table_rows(path, "csv") == 344
