@@ -104,9 +104,8 @@ def main() -> None:
         table = measure("table", scratch / "table.csv", scratch / "suite.yaml")
         images = measure("image", scratch / "images", scratch / "manifest.parquet")
     print("| input | decode (s) | validation (s) | peak RSS (MiB) | expectations |\n|---|---|---|---|---|")
-    print(
-        f"| {args.rows:,} rows x 20 columns CSV ({size:.0f} MiB) | {table[0]} | {table[1]} | {table[2]} | {table[3]} |"
-    )
+    rows = f"{args.rows:,} rows x 20 columns CSV ({size:.0f} MiB), chunks of 250,000 rows"
+    print(f"| {rows} | - | {' | '.join(table[1:])} |")
     print(f"| {args.images:,} PNG images (8x8), file by file | {' | '.join(images)} |")
 
 
