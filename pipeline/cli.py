@@ -113,13 +113,17 @@ def _validate_command(args: argparse.Namespace) -> int:
 
 
 def _serve_command(args: argparse.Namespace) -> int:
-    from pipeline.config import ServeConfig, load_config
+    import os
+
+    from pipeline.config import Config, load_config
     from pipeline.runtime import user_errors
 
     try:
-        settings = load_config(args.params).serve if Path(args.params).is_file() else ServeConfig()
+        config = load_config(args.params) if Path(args.params).is_file() else Config()
+        os.environ.setdefault("MLFLOW_TRACKING_URI", config.tracking.resolved_uri)  # for models:/ URIs
         from pipeline import serve
 
+        settings = config.serve
         return serve.main(
             args.model,
             args.host or settings.host,

@@ -99,8 +99,18 @@ def log_model_to_mlflow(model, spec: dict) -> str:
         name="model",
         signature=signature,
         pip_requirements=[f"tensorflow=={_version('tensorflow')}", f"keras=={_version('keras')}"],
+        metadata={"pipeline_spec": serving_spec(spec)},  # what `pipeline serve` checks requests against
     )
     return info.model_uri
+
+
+def register_candidate(model_uri: str, name: str) -> int:
+    """Registers the logged model as a new version of `name` and points the `candidate` alias at it."""
+    import mlflow
+
+    version = mlflow.register_model(model_uri, name)
+    mlflow.tracking.MlflowClient().set_registered_model_alias(name, "candidate", version.version)
+    return int(version.version)
 
 
 def _version(package: str) -> str:
@@ -150,6 +160,7 @@ def _stage(config: Config) -> StageResult:
         replace_directory(edge_dir, edge_target)
     published = target / config.model_name / str(version)
     model_uri = log_model_to_mlflow(model, spec)
+    registered_version = register_candidate(model_uri, config.model_name)
     report = {
         "model_name": config.model_name,
         "version": version,
@@ -157,6 +168,7 @@ def _stage(config: Config) -> StageResult:
         "max_abs_difference": difference,
         "signature": description,
         "mlflow_model_uri": model_uri,
+        "registered_model": {"name": config.model_name, "version": registered_version, "alias": "candidate"},
         "infra_validation": infra,
         "tflite": edge,
         "warmup_requests": str(published / deploy.WARMUP_FILE),

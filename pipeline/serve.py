@@ -13,6 +13,7 @@ columns, types, ranges, categories, image shape) before the model sees it: a bad
 import json
 import logging
 import math
+from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -34,43 +35,87 @@ class RequestError(ValueError):
 
 @dataclass
 class ServedModel:
+    """A loaded model and what the API needs to know about it."""
+
     name: str
     version: int
-    path: Path
+    source: str
     spec: dict
-    signature: Any
+    predict: Callable[[dict[str, np.ndarray]], np.ndarray]
     input_specs: dict[str, tuple[str, list]]
-
-    def predict(self, inputs: dict[str, np.ndarray]) -> np.ndarray:
-        import tensorflow as tf
-
-        (outputs,) = self.signature(**{name: tf.constant(value) for name, value in inputs.items()}).values()
-        return outputs.numpy()
+    output_specs: dict[str, tuple[str, list]]
 
 
 def load_served_model(model: str | Path) -> ServedModel:
-    """Loads the SavedModel at a version folder, a model folder or a serving root (the highest version)."""
+    """Loads a SavedModel (a version folder, a model folder or a serving root: the highest version)
+    or a registered model (`models:/NAME@ALIAS` or `models:/NAME/VERSION`) from MLflow."""
+    if str(model).startswith("models:/"):
+        return _load_registered(str(model))
     import tensorflow as tf
 
     from pipeline.predict import resolve_model_dir
     from pipeline.runtime import StageError
 
-    if str(model).startswith("models:/"):
-        raise StageError(f"{model}: serving from the MLflow registry needs the registry stage; pass a SavedModel path.")
     version_dir = resolve_model_dir(Path(model))
     if version_dir.suffix == ".keras":
         raise StageError(f"{version_dir}: pass the exported SavedModel (models/serving/...), not the .keras file.")
     spec = json.loads((version_dir / SPEC_ASSET).read_text())
     signature = tf.saved_model.load(str(version_dir)).signatures[SIGNATURE]
     _, inputs = signature.structured_input_signature
-    input_specs = {name: (tensor.dtype.name, tensor.shape.as_list()) for name, tensor in inputs.items()}
+
+    def predict(arrays: dict[str, np.ndarray]) -> np.ndarray:
+        (outputs,) = signature(**{name: tf.constant(value) for name, value in arrays.items()}).values()
+        return outputs.numpy()
+
     return ServedModel(
         name=version_dir.parent.name,
         version=int(version_dir.name) if version_dir.name.isdigit() else 1,
-        path=version_dir,
+        source=str(version_dir),
         spec=spec,
-        signature=signature,
-        input_specs=input_specs,
+        predict=predict,
+        input_specs={name: (tensor.dtype.name, tensor.shape.as_list()) for name, tensor in inputs.items()},
+        output_specs={
+            name: (tensor.dtype.name, tensor.shape.as_list()) for name, tensor in signature.structured_outputs.items()
+        },
+    )
+
+
+def _load_registered(uri: str) -> ServedModel:
+    """A Keras model from the MLflow model registry, with the serving spec logged in its metadata."""
+    import mlflow
+
+    from pipeline import models  # noqa: F401 - registers the pipeline's custom layers for loading
+    from pipeline.runtime import StageError
+
+    name, _, reference = uri.removeprefix("models:/").partition("@")
+    client = mlflow.tracking.MlflowClient()
+    try:
+        if reference:
+            version = client.get_model_version_by_alias(name, reference)
+        else:
+            name, _, number = name.partition("/")
+            version = client.get_model_version(name, number)
+        info = mlflow.models.get_model_info(uri)
+        keras_model = mlflow.keras.load_model(uri)
+    except mlflow.exceptions.MlflowException as error:
+        raise StageError(f"{uri}: not found in the MLflow registry at {mlflow.get_tracking_uri()} ({error})") from None
+    spec = (info.metadata or {}).get("pipeline_spec")
+    if spec is None:
+        raise StageError(f"{uri}: this model has no pipeline_spec metadata; export it with `pipeline run export`.")
+    inputs = keras_model.inputs if isinstance(keras_model.inputs, list) else [keras_model.inputs]
+
+    def predict(arrays: dict[str, np.ndarray]) -> np.ndarray:
+        batch = arrays["image"] if spec["kind"] == "image" else arrays
+        return np.asarray(keras_model(batch, training=False))
+
+    return ServedModel(
+        name=name,
+        version=int(version.version),
+        source=uri,
+        spec=spec,
+        predict=predict,
+        input_specs={tensor.name: (str(tensor.dtype), list(tensor.shape)) for tensor in inputs},
+        output_specs={"output_0": (str(keras_model.outputs[0].dtype), list(keras_model.outputs[0].shape))},
     )
 
 
@@ -206,10 +251,7 @@ def metadata(model: ServedModel) -> dict:
             "tensor_shape": {"dim": [{"size": str(-1 if size is None else size)} for size in shape]},
         }
 
-    outputs = {
-        name: tensor_info(tensor.dtype.name, tensor.shape.as_list())
-        for name, tensor in model.signature.structured_outputs.items()
-    }
+    outputs = {name: tensor_info(*spec) for name, spec in model.output_specs.items()}
     return {
         "model_spec": {"name": model.name, "signature_name": "", "version": str(model.version)},
         "metadata": {
@@ -297,6 +339,6 @@ def main(model: str, host: str, port: int, max_batch_size: int, max_body_bytes: 
     import uvicorn
 
     served = load_served_model(model)
-    print(f"serving {served.name} v{served.version} from {served.path} on http://{host}:{port}", flush=True)
+    print(f"serving {served.name} v{served.version} from {served.source} on http://{host}:{port}", flush=True)
     uvicorn.run(create_app(served, max_batch_size, max_body_bytes), host=host, port=port, log_level="warning")
     return 0

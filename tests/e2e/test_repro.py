@@ -151,6 +151,69 @@ def test_an_experiment_variant_on_penguins_appears_beside_the_first_run(reproduc
     assert "penguins" in json.dumps(shown)
 
 
+def test_the_registered_candidate_is_served_from_the_registry(reproduced):
+    project, _ = reproduced
+    import socket
+    import subprocess
+    import time
+    import urllib.error
+    import urllib.request
+
+    import mlflow
+
+    mlflow.set_tracking_uri(f"sqlite:///{project / 'mlflow.db'}")
+    client = mlflow.tracking.MlflowClient()
+    assert int(client.get_model_version_by_alias("digits", "candidate").version) == 1
+    assert int(client.get_model_version_by_alias("penguins", "candidate").version) == 1
+    with socket.socket() as probe:
+        probe.bind(("127.0.0.1", 0))
+        port = probe.getsockname()[1]
+    server = subprocess.Popen(
+        [sys.executable, "-m", "pipeline", "serve", "--model", "models:/penguins@candidate", "--port", str(port)],
+        cwd=project,
+        stdout=subprocess.PIPE,
+        stderr=subprocess.STDOUT,
+        text=True,
+    )
+    base = f"http://127.0.0.1:{port}/v1/models/penguins"
+
+    def post(rows):
+        request = urllib.request.Request(f"{base}:predict", data=json.dumps({"instances": rows}).encode())
+        try:
+            with urllib.request.urlopen(request, timeout=30) as response:
+                return response.status, json.loads(response.read())
+        except urllib.error.HTTPError as error:
+            return error.code, json.loads(error.read())
+
+    try:
+        for _ in range(240):
+            assert server.poll() is None, server.stdout.read()
+            try:
+                urllib.request.urlopen(f"http://127.0.0.1:{port}/health", timeout=1).read()
+                break
+            except OSError:
+                time.sleep(0.5)
+        row = {
+            "island": "Biscoe",
+            "bill_length_mm": 46.1,
+            "bill_depth_mm": 13.2,
+            "flipper_length_mm": 211.0,
+            "body_mass_g": 4500.0,
+            "sex": "female",
+            "year": 2007,
+        }
+        status, answer = post([row, {**row, "sex": None}])
+        assert status == 200 and len(answer["predictions"]) == 2 and len(answer["predictions"][0]) == 3
+        assert max(answer["predictions"][0]) == answer["predictions"][0][2]  # a Gentoo's measurements
+        status, answer = post([{**row, "island": "Atlantis"}])
+        assert status == 400 and "'Atlantis' is not a known category" in answer["error"]
+        status, answer = post([{**row, "body_mass_g": 40000}])
+        assert status == 400 and "outside the trained range" in answer["error"]
+    finally:
+        server.terminate()
+        server.wait(timeout=30)
+
+
 def test_bad_data_stops_at_validate_and_the_last_export_is_untouched(reproduced):
     project, _ = reproduced
     serving = {path: path.read_bytes() for path in (project / "models/serving").rglob("*") if path.is_file()}
