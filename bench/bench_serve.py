@@ -13,7 +13,6 @@ import argparse
 import json
 import os
 import signal
-import socket
 import statistics
 import subprocess
 import sys
@@ -23,12 +22,6 @@ import urllib.request
 from pathlib import Path
 
 import numpy as np
-
-
-def free_port() -> int:
-    with socket.socket() as probe:
-        probe.bind(("127.0.0.1", 0))
-        return probe.getsockname()[1]
 
 
 def load(url: str, body: bytes, clients: int, seconds: float) -> tuple[list[float], float]:
@@ -70,6 +63,7 @@ def main() -> None:
     parser.add_argument("--batch", type=int, default=32)
     args = parser.parse_args()
     sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
+    from pipeline.deploy import free_port
     from pipeline.serve import load_served_model
 
     served = load_served_model(args.model)

@@ -152,7 +152,8 @@ def request_body(batch, spec: dict) -> bytes:
     return json.dumps({"instances": rows}).encode()
 
 
-def _free_port() -> int:
+def free_port() -> int:
+    """A TCP port on 127.0.0.1 that nothing listens on right now."""
     with socket.socket() as probe:
         probe.bind(("127.0.0.1", 0))
         return probe.getsockname()[1]
@@ -172,7 +173,7 @@ def infra_validate(
     Raises:
         StageError: if the server does not come up, refuses a request, or disagrees with the model.
     """
-    port = _free_port()
+    port = free_port()
     base = f"http://127.0.0.1:{port}"
     started = time.monotonic()
     server = subprocess.Popen(

@@ -17,7 +17,6 @@ import hashlib
 import json
 import logging
 import os
-import socket
 import subprocess
 import sys
 import time
@@ -321,12 +320,6 @@ def _stage(config: Config) -> StageResult:
     )
 
 
-def free_port() -> int:
-    with socket.socket() as probe:
-        probe.bind(("127.0.0.1", 0))
-        return probe.getsockname()[1]
-
-
 def launch_distributed(params_file: str, workers: int, host: str = "127.0.0.1", port: int | None = None) -> int:
     """Runs the tune stage as Keras Tuner's chief plus `workers` worker processes on this machine.
 
@@ -335,6 +328,7 @@ def launch_distributed(params_file: str, workers: int, host: str = "127.0.0.1", 
     """
     from pipeline import tracking
     from pipeline.config import load_config
+    from pipeline.deploy import free_port
 
     config = load_config(params_file)
     # Open the pipeline's MLflow run first, so that the processes find it rather than racing to create it.

@@ -10,6 +10,7 @@ import pytest
 import yaml
 
 from pipeline.datasets import write_digits_images
+from pipeline.deploy import free_port
 from tests.conftest import TINY_SEARCH, make_dvc_project, run
 
 pytestmark = pytest.mark.e2e
@@ -153,7 +154,6 @@ def test_an_experiment_variant_on_penguins_appears_beside_the_first_run(reproduc
 
 def test_the_registered_candidate_is_served_from_the_registry(reproduced):
     project, _ = reproduced
-    import socket
     import subprocess
     import time
     import urllib.error
@@ -165,9 +165,7 @@ def test_the_registered_candidate_is_served_from_the_registry(reproduced):
     client = mlflow.tracking.MlflowClient()
     assert int(client.get_model_version_by_alias("digits", "candidate").version) == 1
     assert int(client.get_model_version_by_alias("penguins", "candidate").version) == 1
-    with socket.socket() as probe:
-        probe.bind(("127.0.0.1", 0))
-        port = probe.getsockname()[1]
+    port = free_port()
     server = subprocess.Popen(
         [sys.executable, "-m", "pipeline", "serve", "--model", "models:/penguins@candidate", "--port", str(port)],
         cwd=project,

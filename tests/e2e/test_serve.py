@@ -15,15 +15,10 @@ import urllib.request
 import numpy as np
 import pytest
 
+from pipeline.deploy import free_port
 from tests.conftest import stage, write_params
 
 pytestmark = pytest.mark.e2e
-
-
-def free_port() -> int:
-    with socket.socket() as probe:
-        probe.bind(("127.0.0.1", 0))
-        return probe.getsockname()[1]
 
 
 def call(url: str, body: bytes | None = None) -> tuple[int, dict]:
