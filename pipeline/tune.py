@@ -219,7 +219,7 @@ def trial_rows(tuner, directory: Path) -> list[dict]:
 
 
 def write_trials_csv(path: Path, rows: list[dict]) -> Path:
-    fields = list(dict.fromkeys(key for row in rows for key in row))
+    fields = list(dict.fromkeys(key for row in rows for key in row)) or ["trial", "status", "score", "epochs"]
     path.parent.mkdir(parents=True, exist_ok=True)
     with open(path, "w", newline="") as handle:
         writer = csv.DictWriter(handle, fieldnames=fields)
@@ -286,8 +286,12 @@ def search(config: Config, spec: dict, defaults: dict[str, Any]) -> tuple[dict[s
 def _stage(config: Config) -> StageResult:
     defaults = hyperparameter_file.defaults_from_config(config)
     target = Path(config.paths.hyperparameters)
+    reports = Path(config.paths.reports) / "tune"
     if not config.tune.enabled:
         hyperparameter_file.save(target, defaults, source="params.yaml (tune.enabled: false)")
+        # The stage's DVC outputs exist either way: no trials, and a summary that says why.
+        write_trials_csv(reports / "trials.csv", [])
+        write_json_atomic(reports / "metrics.json", {"enabled": False, "trials_completed": 0})
         return StageResult(summary=f"search disabled: the defaults from params.yaml -> {target}")
 
     from pipeline.features import load_spec
@@ -301,7 +305,6 @@ def _stage(config: Config) -> StageResult:
     hyperparameter_file.save(
         target, best, source=f"{config.tune.algorithm} search, {config.tune.objective} {summary['best_score']:.4f}"
     )
-    reports = Path(config.paths.reports) / "tune"
     trials = write_trials_csv(reports / "trials.csv", rows)
     metrics = write_json_atomic(reports / "metrics.json", summary)
     import mlflow
