@@ -124,13 +124,6 @@ def scan_image_dir(root: Path) -> tuple[pd.DataFrame, list[str]]:
     return pd.DataFrame(rows, columns=["path", "label"]), [class_dir.name for class_dir in class_dirs]
 
 
-def fingerprint_table(table: pd.DataFrame) -> str:
-    """A content hash of a table (columns, order and values)."""
-    digest = hashlib.sha256(",".join(map(str, table.columns)).encode())
-    digest.update(pd.util.hash_pandas_object(table, index=False).to_numpy().tobytes())
-    return digest.hexdigest()[:16]
-
-
 def fingerprint_files(paths: list[str], labels: list[str] | None = None) -> str:
     """A content hash of a list of files: their order, labels and bytes."""
     digest = hashlib.sha256()

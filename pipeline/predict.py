@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import json
 import sys
 from pathlib import Path
 
@@ -10,7 +9,6 @@ import numpy as np
 import pandas as pd
 
 from pipeline.datasets import IMAGE_EXTENSIONS, DataError, load_table
-from pipeline.export import SIGNATURE, SPEC_ASSET
 from pipeline.runtime import StageError
 
 
@@ -63,8 +61,6 @@ def read_inputs(input_path: Path, spec: dict) -> tuple[list[str], object]:
 
 def predict(model_path: Path, input_path: Path, prepared_dir: Path = Path("data/prepared")) -> pd.DataFrame:
     """One row per example: the prediction (class name and probability, or the value)."""
-    import tensorflow as tf
-
     model_dir = resolve_model_dir(model_path)
     if model_dir.suffix == ".keras":
         from pipeline.features import load_spec
@@ -76,16 +72,13 @@ def predict(model_path: Path, input_path: Path, prepared_dir: Path = Path("data/
         def run(inputs):
             return np.asarray(keras_model(inputs, training=False))
     else:
-        spec = json.loads((model_dir / SPEC_ASSET).read_text())
-        signature = tf.saved_model.load(str(model_dir)).signatures[SIGNATURE]
+        from pipeline.serve import load_served_model
+
+        served = load_served_model(model_dir)
+        spec = served.spec
 
         def run(inputs):
-            if isinstance(inputs, dict):
-                kwargs = {name: tf.constant(value) for name, value in inputs.items()}
-            else:
-                kwargs = {"image": tf.constant(inputs)}
-            (result,) = signature(**kwargs).values()
-            return result.numpy()
+            return served.predict(inputs if isinstance(inputs, dict) else {"image": inputs})
 
     ids, inputs = read_inputs(input_path, spec)
     outputs = run(inputs)

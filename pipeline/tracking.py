@@ -96,6 +96,7 @@ def pipeline_run(config: Config, stage: str) -> Iterator[object]:
 
     configure(config)
     key = run_key(config)
+    tags = run_tags(config, key)
     existing = mlflow.search_runs(filter_string=f"tags.`{KEY_TAG}` = '{key}'", max_results=1, output_format="list")
     if existing:
         run_id = existing[0].info.run_id
@@ -103,9 +104,9 @@ def pipeline_run(config: Config, stage: str) -> Iterator[object]:
         context = mlflow.start_run(run_id=run_id)
     else:
         name = os.environ.get("DVC_EXP_NAME") or f"{config.data.source}-{config.model_family}-{key[:6]}"
-        context = mlflow.start_run(run_name=name, tags=run_tags(config, key))
+        context = mlflow.start_run(run_name=name, tags=tags)
     with context as run:
-        mlflow.set_tags(run_tags(config, key))
+        mlflow.set_tags(tags)  # a reopened run gets this execution's commit and experiment name
         mlflow.log_params({name: _param_value(value) for name, value in config.to_flat_dict().items()})
         mlflow.set_tag(f"pipeline.stage.{stage}", "running")
         yield run

@@ -97,7 +97,12 @@ def test_ingest_lists_an_image_folder_without_copying_it(tmp_path):
     assert not (output / "images").exists()
 
 
-def test_fingerprints_follow_content(tmp_path):
-    table = pd.DataFrame({"a": [1, 2]})
-    assert datasets.fingerprint_table(table) == datasets.fingerprint_table(table.copy())
-    assert datasets.fingerprint_table(table) != datasets.fingerprint_table(pd.DataFrame({"a": [1, 3]}))
+def test_fingerprints_follow_content_and_labels(tmp_path):
+    first, second = tmp_path / "a.png", tmp_path / "b.png"
+    first.write_bytes(b"one")
+    second.write_bytes(b"two")
+    fingerprint = datasets.fingerprint_files([str(first), str(second)], ["x", "y"])
+    assert fingerprint == datasets.fingerprint_files([str(first), str(second)], ["x", "y"])
+    assert fingerprint != datasets.fingerprint_files([str(first), str(second)], ["y", "x"])
+    second.write_bytes(b"three")
+    assert fingerprint != datasets.fingerprint_files([str(first), str(second)], ["x", "y"])
