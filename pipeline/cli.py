@@ -11,7 +11,7 @@ import importlib
 import sys
 from pathlib import Path
 
-STAGES = ("ingest", "validate", "preprocess", "tune", "train", "evaluate", "export")
+STAGES = ("ingest", "validate", "preprocess", "tune", "train", "evaluate", "export", "gate")
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -51,6 +51,11 @@ def build_parser() -> argparse.ArgumentParser:
     serve.add_argument("--host", help="the address to listen on (default: serve.host)")
     serve.add_argument("--port", type=int, help="the port (default: serve.port)")
 
+    gate = commands.add_parser("gate", help="the blessing gate; --force-bless --reason makes the candidate champion")
+    gate.add_argument("--params", default="params.yaml", help="the params file (default: params.yaml)")
+    gate.add_argument("--force-bless", action="store_true", help="make the candidate champion whatever the checks say")
+    gate.add_argument("--reason", help="with --force-bless: why (recorded on the model version)")
+
     predict = commands.add_parser("predict", help="print predictions of an exported model for a CSV or image folder")
     predict.add_argument(
         "--model",
@@ -70,6 +75,13 @@ def main(argv: list[str] | None = None) -> int:
         return 0
     if args.command == "validate":
         return _validate_command(args)
+    if args.command == "gate":
+        from pipeline import gate
+
+        if not args.force_bless:
+            gate.main(args.params)
+            return 0
+        return gate.force(args.params, args.reason or "")
     if args.command == "serve":
         return _serve_command(args)
     if args.command == "tune":

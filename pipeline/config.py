@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import dataclasses
 import os
+import re
 import types
 import typing
 from collections.abc import Mapping
@@ -22,6 +23,9 @@ IMAGE_SOURCES = ("digits", "image_dir")
 TABLE_SOURCES = ("penguins", "csv", "parquet")
 BUILTIN_SOURCES = ("digits", "penguins")
 BUILTIN_LABELS = {"penguins": "species", "digits": "label"}
+
+
+SCIENTIFIC = re.compile(r"[-+]?(\d+\.?\d*|\.\d+)[eE][-+]?\d+")
 
 
 class ConfigError(ValueError):
@@ -319,6 +323,27 @@ class ExportConfig:
 
 
 @dataclasses.dataclass(frozen=True)
+class GateConfig:
+    metric: Literal["accuracy", "f1", "roc_auc", "rmse", "mae"] = "accuracy"
+    min_improvement: float = 0.0
+    thresholds: dict = dataclasses.field(default_factory=lambda: {"accuracy": 0.9})
+
+    def _validate(self, section: str) -> None:
+        if self.min_improvement < 0:
+            _fail(f"{section}.min_improvement", self.min_improvement, "0 or a positive margin")
+        for name, value in self.thresholds.items():
+            if name not in ("accuracy", "precision", "recall", "f1", "roc_auc", "r2", "rmse", "mae", "loss"):
+                _fail(
+                    f"{section}.thresholds.{name}",
+                    value,
+                    "a holdout metric: accuracy, precision, recall, f1, roc_auc,"
+                    " r2 (minimums) or rmse, mae, loss (maximums)",
+                )
+            if isinstance(value, bool) or not isinstance(value, (int, float)):
+                _fail(f"{section}.thresholds.{name}", value, "a number")
+
+
+@dataclasses.dataclass(frozen=True)
 class ServeConfig:
     host: str = "127.0.0.1"
     port: int = 8501
@@ -356,14 +381,18 @@ class Config:
     train: TrainConfig = dataclasses.field(default_factory=TrainConfig)
     evaluate: EvaluateConfig = dataclasses.field(default_factory=EvaluateConfig)
     export: ExportConfig = dataclasses.field(default_factory=ExportConfig)
+    gate: GateConfig = dataclasses.field(default_factory=GateConfig)
     serve: ServeConfig = dataclasses.field(default_factory=ServeConfig)
     tracking: TrackingConfig = dataclasses.field(default_factory=TrackingConfig)
 
     def _validate(self, section: str) -> None:
         if self.data.task_name == "regression":
-            for key, value in (("train.monitor", self.train.monitor), ("tune.objective", self.tune.objective)):
+            checked = (("train.monitor", self.train.monitor), ("tune.objective", self.tune.objective))
+            for key, value in checked:
                 if value == "val_accuracy":
                     _fail(key, value, "val_loss for a regression task (accuracy is for classification)")
+            if self.gate.metric in ("accuracy", "f1", "roc_auc"):
+                _fail("gate.metric", self.gate.metric, "rmse or mae for a regression task")
         family = self.model.family
         if self.data.kind == "table" and family in ("cnn", "rnn", "transformer"):
             _fail(
@@ -442,6 +471,9 @@ def _coerce(key: str, value: Any, annotation: Any) -> Any:
             return value
     elif annotation is float:
         if isinstance(value, (int, float)) and not isinstance(value, bool):
+            return float(value)
+        if isinstance(value, str) and SCIENTIFIC.fullmatch(value.strip()):
+            # YAML 1.1 (PyYAML) reads 1e-05 as a string; `dvc exp run -S x=0.00001` writes exactly that.
             return float(value)
     elif annotation is str:
         if isinstance(value, str):

@@ -70,6 +70,12 @@ def test_integers_are_accepted_where_numbers_are_expected():
     assert config.train.learning_rate == 1.0 and isinstance(config.train.learning_rate, float)
 
 
+@pytest.mark.parametrize("written", ["1e-05", "1E-5", "2.5e-4"])
+def test_scientific_notation_that_yaml_reads_as_text_is_a_number(written):
+    config = config_from_dict(merged(default_params(), {"train": {"learning_rate": written}}))
+    assert config.train.learning_rate == float(written)
+
+
 def test_tracking_uri_environment_variable_wins(monkeypatch):
     monkeypatch.setenv("MLFLOW_TRACKING_URI", "http://127.0.0.1:5000")
     assert load_config(ROOT / "params.yaml").tracking.resolved_uri == "http://127.0.0.1:5000"
