@@ -2,10 +2,14 @@
 
 from __future__ import annotations
 
+import contextlib
 import os
 import shutil
+import signal
 import subprocess
 import sys
+import time
+import urllib.request
 from pathlib import Path
 
 import pytest
@@ -105,3 +109,54 @@ def isolated_tracking_uri():
         os.environ.pop("MLFLOW_TRACKING_URI", None)
     else:
         os.environ["MLFLOW_TRACKING_URI"] = before
+
+
+def interrupt_stage(name: str, cwd: Path, progress, at_least: int, timeout: float = 300) -> int:
+    """Starts stage `name`, kills it (SIGKILL, its whole process group) once `progress()` reaches
+    `at_least` (or it ends, or `timeout` passes), and returns the progress it had made."""
+    process = subprocess.Popen(
+        [sys.executable, "-m", "pipeline", "run", name],
+        cwd=cwd,
+        stdout=subprocess.DEVNULL,
+        stderr=subprocess.DEVNULL,
+        start_new_session=True,
+    )
+    deadline = time.monotonic() + timeout
+    while progress() < at_least and process.poll() is None and time.monotonic() < deadline:
+        time.sleep(0.02)
+    if process.poll() is None:
+        os.killpg(process.pid, signal.SIGKILL)
+    process.wait()
+    return progress()
+
+
+@contextlib.contextmanager
+def serving(model: str, cwd: Path, timeout: float = 120):
+    """`pipeline serve --model MODEL` on a free localhost port; yields its base URL once /health answers."""
+    from pipeline.deploy import free_port
+
+    port = free_port()
+    process = subprocess.Popen(
+        [sys.executable, "-m", "pipeline", "serve", "--model", model, "--port", str(port)],
+        cwd=cwd,
+        stdout=subprocess.PIPE,
+        stderr=subprocess.STDOUT,
+        text=True,
+        start_new_session=True,
+    )
+    base = f"http://127.0.0.1:{port}"
+    try:
+        deadline = time.monotonic() + timeout
+        while True:
+            assert process.poll() is None, f"the server exited:\n{process.stdout.read()[-3000:]}"
+            try:
+                with urllib.request.urlopen(f"{base}/health", timeout=2):
+                    break
+            except OSError:
+                assert time.monotonic() < deadline, f"the server did not answer /health within {timeout} s"
+                time.sleep(0.5)
+        yield base
+    finally:
+        if process.poll() is None:
+            os.killpg(process.pid, signal.SIGTERM)
+        process.wait(timeout=30)

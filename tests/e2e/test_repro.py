@@ -10,8 +10,7 @@ import pytest
 import yaml
 
 from pipeline.datasets import write_digits_images
-from pipeline.deploy import free_port
-from tests.conftest import TINY_SEARCH, make_dvc_project, run
+from tests.conftest import TINY_SEARCH, make_dvc_project, run, serving
 
 pytestmark = pytest.mark.e2e
 
@@ -154,8 +153,6 @@ def test_an_experiment_variant_on_penguins_appears_beside_the_first_run(reproduc
 
 def test_the_registered_candidate_is_served_from_the_registry(reproduced):
     project, _ = reproduced
-    import subprocess
-    import time
     import urllib.error
     import urllib.request
 
@@ -165,32 +162,19 @@ def test_the_registered_candidate_is_served_from_the_registry(reproduced):
     client = mlflow.tracking.MlflowClient()
     assert int(client.get_model_version_by_alias("digits", "candidate").version) == 1
     assert int(client.get_model_version_by_alias("penguins", "candidate").version) == 1
-    port = free_port()
-    server = subprocess.Popen(
-        [sys.executable, "-m", "pipeline", "serve", "--model", "models:/penguins@candidate", "--port", str(port)],
-        cwd=project,
-        stdout=subprocess.PIPE,
-        stderr=subprocess.STDOUT,
-        text=True,
-    )
-    base = f"http://127.0.0.1:{port}/v1/models/penguins"
 
-    def post(rows):
-        request = urllib.request.Request(f"{base}:predict", data=json.dumps({"instances": rows}).encode())
-        try:
-            with urllib.request.urlopen(request, timeout=30) as response:
-                return response.status, json.loads(response.read())
-        except urllib.error.HTTPError as error:
-            return error.code, json.loads(error.read())
+    with serving("models:/penguins@candidate", project) as server:
 
-    try:
-        for _ in range(240):
-            assert server.poll() is None, server.stdout.read()
+        def post(rows):
+            request = urllib.request.Request(
+                f"{server}/v1/models/penguins:predict", data=json.dumps({"instances": rows}).encode()
+            )
             try:
-                urllib.request.urlopen(f"http://127.0.0.1:{port}/health", timeout=1).read()
-                break
-            except OSError:
-                time.sleep(0.5)
+                with urllib.request.urlopen(request, timeout=30) as response:
+                    return response.status, json.loads(response.read())
+            except urllib.error.HTTPError as error:
+                return error.code, json.loads(error.read())
+
         row = {
             "island": "Biscoe",
             "bill_length_mm": 46.1,
@@ -207,9 +191,6 @@ def test_the_registered_candidate_is_served_from_the_registry(reproduced):
         assert status == 400 and "'Atlantis' is not a known category" in answer["error"]
         status, answer = post([{**row, "body_mass_g": 40000}])
         assert status == 400 and "outside the trained range" in answer["error"]
-    finally:
-        server.terminate()
-        server.wait(timeout=30)
 
 
 def test_bad_data_stops_at_validate_and_the_last_export_is_untouched(reproduced):

@@ -3,20 +3,14 @@
 from __future__ import annotations
 
 import json
-import os
-import signal
 import socket
-import subprocess
-import sys
-import time
 import urllib.error
 import urllib.request
 
 import numpy as np
 import pytest
 
-from pipeline.deploy import free_port
-from tests.conftest import stage, write_params
+from tests.conftest import serving, stage, write_params
 
 pytestmark = pytest.mark.e2e
 
@@ -55,27 +49,8 @@ def server(tmp_path_factory):
     write_params(directory)
     for name in ("ingest", "validate", "preprocess", "tune", "train", "export"):
         stage(name, directory)
-    port = free_port()
-    process = subprocess.Popen(
-        [sys.executable, "-m", "pipeline", "serve", "--model", "models/serving", "--port", str(port)],
-        cwd=directory,
-        stdout=subprocess.PIPE,
-        stderr=subprocess.STDOUT,
-        text=True,
-        start_new_session=True,
-    )
-    base = f"http://127.0.0.1:{port}"
-    deadline = time.monotonic() + 120
-    while time.monotonic() < deadline:
-        try:
-            if call(f"{base}/health")[0] == 200:
-                break
-        except OSError:
-            time.sleep(0.5)
-        assert process.poll() is None, process.stdout.read()
-    yield base, directory
-    os.killpg(process.pid, signal.SIGTERM)
-    process.wait(timeout=30)
+    with serving("models/serving", directory) as base:
+        yield base, directory
 
 
 def test_test_examples_get_the_models_own_predictions(server):

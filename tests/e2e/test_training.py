@@ -3,17 +3,12 @@
 from __future__ import annotations
 
 import json
-import os
 import re
-import signal
-import subprocess
-import sys
-import time
 from pathlib import Path
 
 import pytest
 
-from tests.conftest import stage, write_params
+from tests.conftest import interrupt_stage, stage, write_params
 
 pytestmark = pytest.mark.slow
 
@@ -33,19 +28,7 @@ def history_rows(directory: Path) -> int:
 def test_training_killed_mid_run_resumes_where_it_stopped(prepared):
     epochs = 12
     write_params(prepared, {"train": {"epochs": epochs, "early_stopping_patience": epochs}})
-    process = subprocess.Popen(
-        [sys.executable, "-m", "pipeline", "run", "train"],
-        cwd=prepared,
-        stdout=subprocess.DEVNULL,
-        stderr=subprocess.DEVNULL,
-        start_new_session=True,
-    )
-    deadline = time.monotonic() + 240
-    while history_rows(prepared) < 3 and process.poll() is None and time.monotonic() < deadline:
-        time.sleep(0.02)
-    os.killpg(process.pid, signal.SIGKILL)
-    process.wait()
-    done_before_kill = history_rows(prepared)
+    done_before_kill = interrupt_stage("train", prepared, lambda: history_rows(prepared), at_least=3)
     assert 3 <= done_before_kill < epochs, "training must be interrupted mid-run for this test to mean anything"
     assert not (prepared / "models" / "model.keras").exists(), "a killed run must not publish a model"
 

@@ -3,16 +3,12 @@
 from __future__ import annotations
 
 import json
-import os
-import signal
-import subprocess
 import sys
-import time
 from pathlib import Path
 
 import pytest
 
-from tests.conftest import run, stage, write_params
+from tests.conftest import interrupt_stage, run, stage, write_params
 
 pytestmark = pytest.mark.slow
 
@@ -35,19 +31,7 @@ def test_a_killed_search_resumes_without_repeating_finished_trials(workdir):
     write_params(workdir, {"tune": SEARCH})
     for name in ("ingest", "validate", "preprocess"):
         stage(name, workdir)
-    process = subprocess.Popen(
-        [sys.executable, "-m", "pipeline", "run", "tune"],
-        cwd=workdir,
-        stdout=subprocess.DEVNULL,
-        stderr=subprocess.DEVNULL,
-        start_new_session=True,
-    )
-    deadline = time.monotonic() + 300
-    while finished_trials(workdir) < 2 and process.poll() is None and time.monotonic() < deadline:
-        time.sleep(0.05)
-    os.killpg(process.pid, signal.SIGKILL)
-    process.wait()
-    done_before_kill = finished_trials(workdir)
+    done_before_kill = interrupt_stage("tune", workdir, lambda: finished_trials(workdir), at_least=2)
     assert 2 <= done_before_kill < 4, "the search must be interrupted midway for this test to mean anything"
     assert not (workdir / "models/hyperparameters.json").exists()
 
