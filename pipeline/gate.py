@@ -14,11 +14,12 @@ from __future__ import annotations
 
 import json
 import logging
+import sys
 from pathlib import Path
 
 from pipeline.config import Config, GateConfig
 from pipeline.files import write_json_atomic
-from pipeline.runtime import StageError, StageResult, run_stage
+from pipeline.runtime import StageResult, run_stage
 
 log = logging.getLogger(__name__)
 
@@ -148,7 +149,11 @@ def _stage(config: Config) -> StageResult:
 def force(params_file: str, reason: str) -> int:
     """`pipeline gate --force-bless --reason ...`: makes the candidate champion whatever the checks say."""
     if not reason or not reason.strip():
-        raise StageError('--force-bless needs --reason "why": it is recorded on the model version.')
+        print(
+            'pipeline gate: error: --force-bless needs --reason "why" (it is recorded on the model version).',
+            file=sys.stderr,
+        )
+        return 2
 
     def body(config: Config) -> StageResult:
         from pipeline.runtime import setup_tensorflow

@@ -25,3 +25,14 @@ def test_lower_is_better_for_errors_and_missing_metrics_are_named():
     assert decision["blessed"] is True
     assert "accuracy: not measured for this task, threshold ignored" in decision["reasons"]
     assert decide({"rmse": 6.0}, {"rmse": 5.0}, settings)["blessed"] is False
+
+
+def test_force_bless_without_a_reason_is_refused(tmp_path):
+    import subprocess
+    import sys
+
+    completed = subprocess.run(
+        [sys.executable, "-m", "pipeline", "gate", "--force-bless"], cwd=tmp_path, capture_output=True, text=True
+    )
+    assert completed.returncode == 2
+    assert 'needs --reason "why"' in completed.stderr and "Traceback" not in completed.stderr
