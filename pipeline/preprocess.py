@@ -97,7 +97,8 @@ def split_indices(
     if len(labels) < 10:
         raise DataError(f"only {len(labels)} usable examples after cleaning; at least 10 are needed to split.")
     stratify = labels if task == "classification" else None
-    if stratify is not None and np.bincount(labels).min(initial=minimum) < minimum:
+    counts = np.bincount(labels) if stratify is not None else np.array([minimum])
+    if counts[counts > 0].min() < minimum:  # classes absent from the data do not matter
         log.warning("a class has fewer than %d examples: splitting without stratification", minimum)
         stratify = None
     rest, test = train_test_split(indices, test_size=test_fraction, random_state=seed, stratify=stratify)

@@ -65,3 +65,10 @@ def test_split_is_stratified_disjoint_complete_and_seeded():
 def test_too_few_examples_is_a_data_error():
     with pytest.raises(DataError, match="at least 10"):
         split_indices(np.array([0, 1, 0]), "classification", 0.2, 0.2, seed=0)
+
+
+def test_a_class_too_small_to_stratify_still_splits(caplog):
+    labels = np.array([0] * 30 + [1] * 2)
+    splits = split_indices(labels, "classification", 0.2, 0.2, seed=1)
+    assert sorted(np.concatenate(list(splits.values())).tolist()) == list(range(32))
+    assert "splitting without stratification" in caplog.text
