@@ -33,4 +33,4 @@ bench: install  ## benchmarks (minutes); results go to docs/benchmarks.md by han
 	PATH="$(CURDIR)/$(BIN):$$PATH" $(BIN)/python bench/bench_pipeline.py
 
 clean:
-	rm -rf data/ingested data/prepared models reports .pipeline mlflow.db mlruns
+	rm -rf data/ingested data/validated data/prepared data/finetune models reports .pipeline mlflow.db mlruns

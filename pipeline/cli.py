@@ -11,7 +11,20 @@ import importlib
 import sys
 from pathlib import Path
 
-STAGES = ("ingest", "validate", "preprocess", "tune", "train", "evaluate", "export", "gate")
+# stage -> (module, its entry point), in pipeline order
+STAGES = {
+    "ingest": ("pipeline.ingest", "main"),
+    "validate": ("pipeline.validate", "main"),
+    "preprocess": ("pipeline.preprocess", "main"),
+    "tune": ("pipeline.tune", "main"),
+    "train": ("pipeline.train", "main"),
+    "evaluate": ("pipeline.evaluate", "main"),
+    "prepare_target": ("pipeline.finetune", "prepare_target_main"),
+    "finetune": ("pipeline.finetune", "main"),
+    "export": ("pipeline.export", "main"),
+    "gate": ("pipeline.gate", "main"),
+    "monitor": ("pipeline.monitor", "main"),
+}
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -45,6 +58,12 @@ def build_parser() -> argparse.ArgumentParser:
     tune.add_argument("--workers", type=int, default=0, help="worker processes (0: one process, no chief)")
     tune.add_argument("--port", type=int, help="the chief oracle's port (default: a free one)")
 
+    train = commands.add_parser(
+        "train", help="the train stage; --workers N runs it on N local workers (MultiWorkerMirroredStrategy)"
+    )
+    train.add_argument("--params", default="params.yaml", help="the params file (default: params.yaml)")
+    train.add_argument("--workers", type=int, default=0, help="worker processes (0: one process)")
+
     serve = commands.add_parser("serve", help="serve an exported model over HTTP (TF Serving's REST API)")
     serve.add_argument("--model", required=True, help="a SavedModel version folder, a model folder or models/serving")
     serve.add_argument("--params", default="params.yaml", help="the params file for the serve defaults")
@@ -55,6 +74,30 @@ def build_parser() -> argparse.ArgumentParser:
     gate.add_argument("--params", default="params.yaml", help="the params file (default: params.yaml)")
     gate.add_argument("--force-bless", action="store_true", help="make the candidate champion whatever the checks say")
     gate.add_argument("--reason", help="with --force-bless: why (recorded on the model version)")
+
+    monitor = commands.add_parser(
+        "monitor", help="compare new data (and the model's predictions on it) with the training data: drift, feedback"
+    )
+    monitor.add_argument("--params", default="params.yaml", help="the params file (default: params.yaml)")
+    monitor.add_argument("--data", help="an image folder or a CSV/Parquet file (default: monitor.data)")
+    monitor.add_argument("--output", help="the report folder (default: <paths.reports>/monitor)")
+    monitor.add_argument("--fail-on-drift", action="store_true", help="exit 1 when retraining is due (for CI)")
+
+    feedback = commands.add_parser("feedback", help="add newly labelled production data to the training data")
+    feedback_commands = feedback.add_subparsers(dest="action", required=True, metavar="ACTION")
+    add = feedback_commands.add_parser("add", help="validate PATH and add it as a new DVC-tracked feedback batch")
+    add.add_argument("path", help="an image folder with class sub-folders, or a CSV/Parquet file with the label")
+    add.add_argument("--params", default="params.yaml", help="the params file (default: params.yaml)")
+    add.add_argument("--name", help="the batch name (default: feedback-<UTC time>)")
+
+    retrain = commands.add_parser(
+        "retrain", help="the CI retraining job: pull, monitor, retrain if due, gate, push, Markdown report"
+    )
+    retrain.add_argument("--params", default="params.yaml", help="the params file (default: params.yaml)")
+    retrain.add_argument("--data", help="recent production data to monitor (and, if labelled, add as feedback)")
+    retrain.add_argument("--base-rev", default="main", help="the git revision metrics are compared with")
+    retrain.add_argument("--summary", help="also write the Markdown report here (e.g. $GITHUB_STEP_SUMMARY)")
+    retrain.add_argument("--force", action="store_true", help="retrain even if nothing calls for it")
 
     predict = commands.add_parser("predict", help="print predictions of an exported model for a CSV or image folder")
     predict.add_argument(
@@ -70,8 +113,8 @@ def build_parser() -> argparse.ArgumentParser:
 def main(argv: list[str] | None = None) -> int:
     args = build_parser().parse_args(argv)
     if args.command == "run":
-        module = importlib.import_module(f"pipeline.{args.stage}")
-        module.main(args.params)
+        module, entry_point = STAGES[args.stage]
+        getattr(importlib.import_module(module), entry_point)(args.params)
         return 0
     if args.command == "validate":
         return _validate_command(args)
@@ -91,6 +134,25 @@ def main(argv: list[str] | None = None) -> int:
             tune.main(args.params)
             return 0
         return tune.launch_distributed(args.params, args.workers, port=args.port)
+    if args.command == "train":
+        from pipeline import train
+
+        if args.workers < 2:
+            train.main(args.params)
+            return 0
+        return train.launch_workers(args.params, args.workers)
+    if args.command == "monitor":
+        from pipeline import monitor
+
+        return monitor.command(args.params, args.data, args.output, args.fail_on_drift)
+    if args.command == "feedback":
+        from pipeline import feedback
+
+        return feedback.command(args.params, args.path, args.name)
+    if args.command == "retrain":
+        from pipeline import retrain
+
+        return retrain.command(args.params, args.data, args.base_rev, args.summary, args.force)
     if args.command == "check-config":
         from pipeline.config import ConfigError, load_config
 

@@ -19,10 +19,13 @@ import yaml
 
 DEFAULT_PARAMS_FILE = "params.yaml"
 
-IMAGE_SOURCES = ("digits", "image_dir")
+IMAGE_SOURCES = ("digits", "digits_noisy", "image_dir")
 TABLE_SOURCES = ("penguins", "csv", "parquet")
-BUILTIN_SOURCES = ("digits", "penguins")
-BUILTIN_LABELS = {"penguins": "species", "digits": "label"}
+BUILTIN_SOURCES = ("digits", "digits_noisy", "penguins")
+BUILTIN_LABELS = {"penguins": "species", "digits": "label", "digits_noisy": "label"}
+FinetuneBase = Literal[
+    "trained", "mobilenet_v2", "mobilenet_v3_small", "mobilenet_v3_large", "efficientnet_b0", "resnet50"
+]
 
 
 SCIENTIFIC = re.compile(r"[-+]?(\d+\.?\d*|\.\d+)[eE][-+]?\d+")
@@ -37,7 +40,12 @@ class BaseConfig:
     seed: int = 42
     deterministic: bool = True
     strategy: Literal["auto", "cpu", "one_device", "mirrored", "multi_worker", "tpu"] = "auto"
+    logical_cpus: Optional[int] = None
     log_level: Literal["DEBUG", "INFO", "WARNING", "ERROR"] = "INFO"
+
+    def _validate(self, section: str) -> None:
+        if self.logical_cpus is not None and not 1 <= self.logical_cpus <= 64:
+            _fail(f"{section}.logical_cpus", self.logical_cpus, "null, or 1 to 64 logical CPU devices")
 
 
 @dataclasses.dataclass(frozen=True)
@@ -45,9 +53,12 @@ class PathsConfig:
     ingested: str = "data/ingested"
     validated: str = "data/validated"
     expectations: str = "expectations"
+    feedback: str = "data/feedback"
     prepared: str = "data/prepared"
     hyperparameters: str = "models/hyperparameters.json"
     model: str = "models/model.keras"
+    finetune_data: str = "data/finetune"
+    finetuned: str = "models/finetuned"
     serving: str = "models/serving"
     edge: str = "models/edge"
     reports: str = "reports"
@@ -63,7 +74,7 @@ class PathsConfig:
 
 @dataclasses.dataclass(frozen=True)
 class DataConfig:
-    source: Literal["digits", "penguins", "image_dir", "csv", "parquet"] = "digits"
+    source: Literal["digits", "digits_noisy", "penguins", "image_dir", "csv", "parquet"] = "digits"
     path: str = "data/user"
     label: Optional[str] = None
     task: Optional[Literal["classification", "regression"]] = None
@@ -181,6 +192,8 @@ class TrainConfig:
     early_stopping_patience: int = 5
     monitor: Literal["val_loss", "val_accuracy"] = "val_loss"
     cache_limit_mb: float = 512.0
+    mixed_precision: Literal["auto", "off", "mixed_float16", "mixed_bfloat16"] = "auto"
+    jit_compile: bool = False
 
     def _validate(self, section: str) -> None:
         if self.cache_limit_mb < 0:
@@ -344,6 +357,74 @@ class GateConfig:
 
 
 @dataclasses.dataclass(frozen=True)
+class FinetuneConfig:
+    enabled: Union[bool, Literal["auto"]] = "auto"
+    base: FinetuneBase = "trained"
+    weights: Optional[str] = "imagenet"
+    backbone_input_size: int = 32
+    data: dict = dataclasses.field(default_factory=lambda: {"source": "digits_noisy"})
+    labelled_per_class: Optional[int] = 10
+    unfreeze_layers: int = 2
+    head_dropout: float = 0.2
+    batch_size: int = 32
+    head_epochs: int = 20
+    head_learning_rate: float = 0.003
+    fine_tune_epochs: int = 30
+    fine_tune_learning_rate: float = 0.0003
+    early_stopping_patience: int = 5
+
+    def _validate(self, section: str) -> None:
+        self.target_data  # noqa: B018 - builds and validates the nested data section
+        if self.weights not in (None, "imagenet") and self.base != "trained" and not Path(self.weights).is_file():
+            _fail(
+                f"{section}.weights",
+                self.weights,
+                f"imagenet (downloads), null (random), or an existing weights file (no such file: {self.weights})",
+            )
+        if self.backbone_input_size < 32:
+            _fail(f"{section}.backbone_input_size", self.backbone_input_size, "32 or more pixels (keras.applications)")
+        if self.labelled_per_class is not None and self.labelled_per_class < 1:
+            _fail(f"{section}.labelled_per_class", self.labelled_per_class, "null (all) or a positive number")
+        if not 0.0 <= self.head_dropout < 1.0:
+            _fail(f"{section}.head_dropout", self.head_dropout, "a rate in [0, 1)")
+        for name in ("batch_size", "head_epochs"):
+            if getattr(self, name) < 1:
+                _fail(f"{section}.{name}", getattr(self, name), "a positive integer")
+        for name in ("unfreeze_layers", "fine_tune_epochs", "early_stopping_patience"):
+            if getattr(self, name) < 0:
+                _fail(f"{section}.{name}", getattr(self, name), "0 or a positive integer")
+        for name in ("head_learning_rate", "fine_tune_learning_rate"):
+            if not 0.0 < getattr(self, name) <= 10.0:
+                _fail(f"{section}.{name}", getattr(self, name), "a positive learning rate")
+
+    @property
+    def target_data(self) -> DataConfig:
+        """`finetune.data`: the target dataset, in the same form as the `data` section."""
+        return _build_section("finetune.data", DataConfig, self.data)
+
+
+@dataclasses.dataclass(frozen=True)
+class MonitorConfig:
+    data: Optional[str] = None
+    p_value: float = 0.01
+    psi_threshold: float = 0.25
+    missing_rate_tolerance: float = 0.1
+    max_accuracy_drop: float = 0.05
+    embedding_components: int = 5
+    min_examples: int = 30
+
+    def _validate(self, section: str) -> None:
+        if not 0.0 < self.p_value < 0.5:
+            _fail(f"{section}.p_value", self.p_value, "a significance level such as 0.01")
+        for name in ("psi_threshold", "missing_rate_tolerance", "max_accuracy_drop"):
+            if getattr(self, name) < 0:
+                _fail(f"{section}.{name}", getattr(self, name), "0 or a positive number")
+        for name in ("embedding_components", "min_examples"):
+            if getattr(self, name) < 1:
+                _fail(f"{section}.{name}", getattr(self, name), "a positive integer")
+
+
+@dataclasses.dataclass(frozen=True)
 class ServeConfig:
     host: str = "127.0.0.1"
     port: int = 8501
@@ -382,6 +463,8 @@ class Config:
     evaluate: EvaluateConfig = dataclasses.field(default_factory=EvaluateConfig)
     export: ExportConfig = dataclasses.field(default_factory=ExportConfig)
     gate: GateConfig = dataclasses.field(default_factory=GateConfig)
+    finetune: FinetuneConfig = dataclasses.field(default_factory=FinetuneConfig)
+    monitor: MonitorConfig = dataclasses.field(default_factory=MonitorConfig)
     serve: ServeConfig = dataclasses.field(default_factory=ServeConfig)
     tracking: TrackingConfig = dataclasses.field(default_factory=TrackingConfig)
 
@@ -393,6 +476,8 @@ class Config:
                     _fail(key, value, "val_loss for a regression task (accuracy is for classification)")
             if self.gate.metric in ("accuracy", "f1", "roc_auc"):
                 _fail("gate.metric", self.gate.metric, "rmse or mae for a regression task")
+        if self.finetune.enabled is True and self.finetune_mismatch:
+            _fail("finetune.data", self.finetune.data, self.finetune_mismatch)
         family = self.model.family
         if self.data.kind == "table" and family in ("cnn", "rnn", "transformer"):
             _fail(
@@ -414,6 +499,48 @@ class Config:
         if self.data.source in BUILTIN_SOURCES:
             return self.data.source
         return Path(self.data.path).stem.replace(" ", "_") or "model"
+
+    @property
+    def finetune_mismatch(self) -> Optional[str]:
+        """Why the configured base cannot read the fine-tuning target, or None."""
+        target = self.finetune.target_data
+        if self.finetune.base == "trained" and target.kind != self.data.kind:
+            return (
+                f"{self.data.kind} data like data.source={self.data.source}: finetune.base=trained reuses the trained"
+                f" model, which reads {self.data.kind} inputs (or set finetune.enabled: false)"
+            )
+        if self.finetune.base != "trained" and target.kind != "image":
+            return "image data: keras.applications bases read images (use finetune.base: trained for tables)"
+        return None
+
+    @property
+    def finetune_skip_reason(self) -> Optional[str]:
+        """Why the fine-tuning stages do nothing this run, or None when they run."""
+        if self.finetune.enabled is False:
+            return "finetune.enabled is false"
+        if self.finetune_mismatch:  # only reachable with enabled: auto
+            return (
+                f"finetune.enabled is auto and finetune.data ({self.finetune.target_data.source}) is not "
+                + (self.finetune_mismatch.split(" (or set")[0])
+            )
+        return None
+
+    def target_config(self) -> Config:
+        """This config with `data` = `finetune.data` and the data paths under `paths.finetune_data`:
+        the ingest, validate and preprocess functions then prepare the fine-tuning target as they
+        prepare the main dataset (the target's validation reports go to <reports>/finetune/data; its
+        suite is <paths.expectations>/<target source or file name>.yaml)."""
+        root = self.paths.finetune_data
+        paths = dataclasses.replace(
+            self.paths,
+            ingested=f"{root}/ingested",
+            validated=f"{root}/validated",
+            prepared=f"{root}/prepared",
+            feedback=f"{root}/feedback",  # the main data's feedback batches are not the target's
+            reports=f"{self.paths.reports}/finetune/data",
+        )
+        validate = dataclasses.replace(self.validate, suite="auto")
+        return dataclasses.replace(self, data=self.finetune.target_data, paths=paths, validate=validate)
 
     def to_flat_dict(self) -> dict[str, Any]:
         """`{"train.learning_rate": 0.001, ...}`: the form MLflow params take."""

@@ -23,16 +23,27 @@ class DataError(ValueError):
     """The input data cannot be read as configured."""
 
 
-def write_digits_images(output_dir: Path) -> Path:
+NOISY_DIGITS_SIGMA = 60.0  # grey levels (of 255)
+NOISY_DIGITS_SEED = 20261123
+
+
+def write_digits_images(output_dir: Path, noisy: bool = False) -> Path:
     """Writes scikit-learn's bundled 8x8 digits as `output_dir/<digit>/<index>.png` files.
 
     Pixel intensities 0-16 are scaled to 0-255 greyscale, as a scanned image would be.
+    `noisy` adds fixed Gaussian noise (sigma 60 grey levels), as from a worse scanner: `digits_noisy`,
+    a shifted domain of the same digits (the default fine-tuning target). File names and order are
+    those of `digits`, so the seeded split puts each noisy image in the split its clean twin is in:
+    its test images were never seen by the model trained on `digits`.
     """
     from PIL import Image
     from sklearn.datasets import load_digits
 
     digits = load_digits()
-    pixels = np.rint(digits.images * (255.0 / 16.0)).astype(np.uint8)
+    pixels = digits.images * (255.0 / 16.0)
+    if noisy:
+        pixels = pixels + np.random.default_rng(NOISY_DIGITS_SEED).normal(0.0, NOISY_DIGITS_SIGMA, pixels.shape)
+    pixels = np.rint(np.clip(pixels, 0, 255)).astype(np.uint8)
     for index, (image, target) in enumerate(zip(pixels, digits.target, strict=True)):
         class_dir = output_dir / str(target)
         class_dir.mkdir(parents=True, exist_ok=True)

@@ -146,15 +146,22 @@ def predict_split(model, dataset) -> tuple[np.ndarray, np.ndarray]:
     return np.concatenate(labels), np.concatenate(outputs)
 
 
-def _stage(config: Config) -> StageResult:
-    setup_tensorflow(config)
-    from pipeline.features import load_spec, make_dataset
-    from pipeline.models import load_trained_model
+def test_metrics(model, prepared_dir: Path, spec: dict) -> dict:
+    """Holdout metrics of `model` on the test split, without writing anything."""
+    from pipeline.features import make_dataset
 
-    spec = load_spec(config.paths.prepared)
-    model = load_trained_model(config.paths.model)
-    labels, outputs = predict_split(model, make_dataset(config.paths.prepared, spec, "test", 256))
-    reports = Path(config.paths.reports) / "evaluate"
+    labels, outputs = predict_split(model, make_dataset(prepared_dir, spec, "test", 256))
+    if spec["task"] == "regression":
+        return regression_metrics(labels, outputs)
+    return classification_metrics(labels, class_probabilities(outputs), spec["classes"])[0]
+
+
+def evaluate_model(model, prepared_dir: Path, spec: dict, reports: Path, roc_curve_points: int) -> tuple[dict, list]:
+    """Scores `model` on the test split and writes metrics.json, per_class.json, predictions.csv,
+    roc.csv and figures/ under `reports`. Returns (metrics, the names worth printing)."""
+    from pipeline.features import make_dataset
+
+    labels, outputs = predict_split(model, make_dataset(prepared_dir, spec, "test", 256))
     figures = reports / "figures"
     figures.mkdir(parents=True, exist_ok=True)
     if spec["task"] == "regression":
@@ -175,18 +182,30 @@ def _stage(config: Config) -> StageResult:
             reports / "predictions.csv",
             [{"actual": classes[a], "predicted": classes[p]} for a, p in zip(labels, predicted, strict=True)],
         )
-        roc = roc_points(labels, probabilities, classes, config.evaluate.roc_curve_points)
+        roc = roc_points(labels, probabilities, classes, roc_curve_points)
         _write_csv(reports / "roc.csv", roc)
         write_json_atomic(reports / "per_class.json", report)
         plot_confusion_matrix(labels, predicted, classes, figures / "confusion_matrix.png")
         plot_roc_curves(roc, figures / "roc.png")
         key = ["accuracy", "f1", "roc_auc"]
     write_json_atomic(reports / "metrics.json", results)
+    return results, key
+
+
+def _stage(config: Config) -> StageResult:
+    setup_tensorflow(config)
+    from pipeline.features import load_spec
+    from pipeline.models import load_trained_model
+
+    spec = load_spec(config.paths.prepared)
+    model = load_trained_model(config.paths.model)
+    reports = Path(config.paths.reports) / "evaluate"
+    results, key = evaluate_model(model, config.paths.prepared, spec, reports, config.evaluate.roc_curve_points)
     return StageResult(
         summary=f"test split ({results['num_examples']} examples): {format_metrics(results, key)}"
         f" -> {reports / 'metrics.json'}",
         metrics={f"test_{name}": value for name, value in results.items()},
-        artifacts=[reports / "metrics.json", reports / "per_class.json", figures],
+        artifacts=[reports / "metrics.json", reports / "per_class.json", reports / "figures"],
     )
 
 

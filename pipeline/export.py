@@ -104,11 +104,12 @@ def log_model_to_mlflow(model, spec: dict) -> str:
     return info.model_uri
 
 
-def register_candidate(model_uri: str, name: str) -> int:
-    """Registers the logged model as a new version of `name` and points the `candidate` alias at it."""
+def register_candidate(model_uri: str, name: str, tags: dict[str, str] | None = None) -> int:
+    """Registers the logged model as a new version of `name` (with `tags`: the data version) and
+    points the `candidate` alias at it. The run and its metrics come with the logged model."""
     import mlflow
 
-    version = mlflow.register_model(model_uri, name)
+    version = mlflow.register_model(model_uri, name, tags=tags)
     mlflow.tracking.MlflowClient().set_registered_model_alias(name, "candidate", version.version)
     return int(version.version)
 
@@ -160,7 +161,10 @@ def _stage(config: Config) -> StageResult:
         replace_directory(edge_dir, edge_target)
     published = target / config.model_name / str(version)
     model_uri = log_model_to_mlflow(model, spec)
-    registered_version = register_candidate(model_uri, config.model_name)
+    from pipeline.tracking import data_version, git_commit
+
+    tags = {**data_version(config), "git.commit": git_commit() or "unknown"}
+    registered_version = register_candidate(model_uri, config.model_name, tags)
     report = {
         "model_name": config.model_name,
         "version": version,

@@ -60,18 +60,14 @@ def evaluate_registered(model_uri: str, config: Config, spec: dict) -> dict | No
     import mlflow
 
     from pipeline import models  # noqa: F401 - registers the pipeline's custom layers for loading
-    from pipeline.evaluate import class_probabilities, classification_metrics, predict_split, regression_metrics
-    from pipeline.features import make_dataset
+    from pipeline.evaluate import test_metrics
 
     model = mlflow.keras.load_model(model_uri)
     try:
-        labels, outputs = predict_split(model, make_dataset(config.paths.prepared, spec, "test", 256))
+        return test_metrics(model, config.paths.prepared, spec)
     except (ValueError, KeyError, TypeError) as error:
         log.warning("%s cannot read the current test split (%s)", model_uri, error)
         return None
-    if spec["task"] == "regression":
-        return regression_metrics(labels, outputs)
-    return classification_metrics(labels, class_probabilities(outputs), spec["classes"])[0]
 
 
 def record(client, name: str, version: int, decision: dict, forced_reason: str | None = None) -> None:

@@ -32,23 +32,59 @@ SOURCE_FILE = "source.json"
 MANIFEST_FILE = "manifest.parquet"
 
 
-def ingest(data: DataConfig, output_dir: Path, final_dir: Path | None = None) -> dict:
+FEEDBACK_TABLE = "rows"  # <feedback>/<batch>/rows.csv or rows.parquet
+
+
+def feedback_batches(feedback_dir: Path | None) -> list[Path]:
+    """The labelled feedback batches added by `pipeline feedback add`, oldest name first.
+
+    Raises:
+        DataError: if a batch is tracked by DVC (`<batch>.dvc`) but absent: it was not pulled, and
+            training without it would silently drop data.
+    """
+    if feedback_dir is None or not Path(feedback_dir).is_dir():
+        return []
+    feedback_dir = Path(feedback_dir)
+    missing = sorted(
+        pointer.with_suffix("").name for pointer in feedback_dir.glob("*.dvc") if not pointer.with_suffix("").exists()
+    )
+    if missing:
+        raise datasets.DataError(
+            f"{feedback_dir}: feedback batches {missing} are tracked by DVC but not here; run `dvc pull` first."
+        )
+    return sorted(child for child in feedback_dir.iterdir() if child.is_dir() and not child.name.startswith("."))
+
+
+def feedback_table(batch: Path) -> Path:
+    files = sorted(batch.glob(f"{FEEDBACK_TABLE}.*"))
+    if not files:
+        raise datasets.DataError(f"{batch}: a feedback batch of a table holds {FEEDBACK_TABLE}.csv or .parquet.")
+    return files[0]
+
+
+def ingest(data: DataConfig, output_dir: Path, final_dir: Path | None = None, feedback_dir: Path | None = None) -> dict:
     """Snapshots the configured source into `output_dir`; returns the `source.json` description.
 
     `final_dir` is where `output_dir` will be moved once complete: manifest paths of images
-    written inside it (the built-in digits) are recorded at their final place.
+    written inside it (the built-in digits) are recorded at their final place. The batches
+    under `feedback_dir` (labelled production data) are appended to the source.
     """
+    batches = feedback_batches(feedback_dir)
     final_dir = Path(final_dir or output_dir)
     description = {"source": data.source, "kind": data.kind, "task": data.task_name}
     if data.kind == "image":
-        if data.source == "digits":
-            root = datasets.write_digits_images(output_dir / "images")
+        if data.source in ("digits", "digits_noisy"):
+            root = datasets.write_digits_images(output_dir / "images", noisy=data.source == "digits_noisy")
         else:
             root = Path(data.path)
         manifest, class_folders = datasets.scan_image_dir(root)
-        description["fingerprint"] = datasets.fingerprint_files(manifest["path"].tolist(), manifest["label"].tolist())
         if data.source in BUILTIN_SOURCES:
             manifest["path"] = [str(final_dir / Path(path).relative_to(output_dir)) for path in manifest["path"]]
+        extra = [datasets.scan_image_dir(batch)[0] for batch in batches]
+        manifest = pd.concat([manifest, *extra], ignore_index=True)
+        description["fingerprint"] = datasets.fingerprint_files(
+            [_written(path, output_dir, final_dir) for path in manifest["path"]], manifest["label"].tolist()
+        )
         manifest.to_parquet(output_dir / MANIFEST_FILE, index=False)
         description.update(
             label="label", format="images", file=MANIFEST_FILE, class_folders=class_folders, num_files=len(manifest)
@@ -60,14 +96,30 @@ def ingest(data: DataConfig, output_dir: Path, final_dir: Path | None = None) ->
             datasets.write_penguins_csv(target)
         else:
             shutil.copyfile(data.path, target)
+        if batches:  # the source and every feedback batch, as one Parquet table
+            tables = [datasets.load_table(target, file_format)]
+            for batch in batches:
+                rows = feedback_table(batch)
+                tables.append(datasets.load_table(rows, "parquet" if rows.suffix == ".parquet" else "csv"))
+            target.unlink()
+            file_format, target = "parquet", output_dir / "source.parquet"
+            pd.concat(tables, ignore_index=True).to_parquet(target, index=False)
         description.update(
             label=data.label_column,
             format=file_format,
             file=target.name,
             fingerprint=datasets.fingerprint_files([str(target)]),
         )
+    if batches:
+        description["feedback_batches"] = [batch.name for batch in batches]
     (output_dir / SOURCE_FILE).write_text(json.dumps(description, indent=2) + "\n")
     return description
+
+
+def _written(path: str, output_dir: Path, final_dir: Path) -> str:
+    """Where a manifest path's bytes are now (built-in images are still in `output_dir`)."""
+    path = Path(path)
+    return str(output_dir / path.relative_to(final_dir)) if path.is_relative_to(final_dir) else str(path)
 
 
 def load_source(ingested_dir: Path) -> tuple[dict, Path]:
@@ -93,12 +145,14 @@ def _stage(config: Config) -> StageResult:
     with tempfile.TemporaryDirectory(dir=target.parent, prefix=f".{target.name}-") as scratch:
         staging = Path(scratch) / "out"
         staging.mkdir()
-        description = ingest(config.data, staging, final_dir=target)
+        description = ingest(config.data, staging, final_dir=target, feedback_dir=Path(config.paths.feedback))
         replace_directory(staging, target)
     if description["kind"] == "image":
         what = f"{description['num_files']} files in {len(description['class_folders'])} class folders"
     else:
         what = f"{description['format']} file"
+    if description.get("feedback_batches"):
+        what += f", with {len(description['feedback_batches'])} feedback batch(es)"
     return StageResult(summary=f"snapshot of {config.data.source} ({what}) -> {target}")
 
 

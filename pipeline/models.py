@@ -37,6 +37,22 @@ class PositionEmbedding(keras.layers.Layer):
         return {**super().get_config(), "sequence_length": self.sequence_length, "width": self.width}
 
 
+@keras.saving.register_keras_serializable(package="pipeline")
+class ImagenetPreprocess(keras.layers.Layer):
+    """Scales 0-255 RGB pixels as a keras.applications backbone's weights expect (`tf`: to [-1, 1];
+    `caffe`: BGR minus the ImageNet channel means)."""
+
+    def __init__(self, mode: str, **kwargs):
+        super().__init__(**kwargs)
+        self.mode = mode
+
+    def call(self, inputs):
+        return keras.applications.imagenet_utils.preprocess_input(inputs, mode=self.mode)
+
+    def get_config(self):
+        return {**super().get_config(), "mode": self.mode}
+
+
 def _regularizer(hyperparameters: Mapping[str, Any]):
     l1, l2 = float(hyperparameters["l1"]), float(hyperparameters["l2"])
     return keras.regularizers.L1L2(l1=l1, l2=l2) if (l1 or l2) else None
@@ -133,7 +149,7 @@ def head_for_task(spec: dict) -> tuple[int, str, keras.losses.Loss, list]:
     )
 
 
-def build_model(hyperparameters: Mapping[str, Any], spec: dict) -> keras.Model:
+def build_model(hyperparameters: Mapping[str, Any], spec: dict, jit_compile: bool = False) -> keras.Model:
     """Builds and compiles the Functional model for `spec` with `hyperparameters`.
 
     Raises:
@@ -157,7 +173,14 @@ def build_model(hyperparameters: Mapping[str, Any], spec: dict) -> keras.Model:
         raise ValueError(f"unknown model family {family!r}; expected mlp, cnn, rnn or transformer")
     for index, units in enumerate(hyperparameters["hidden_units"]):
         features = _dense_block(features, units, hyperparameters, name=f"hidden_{index}")
-    units, activation, loss, metrics = head_for_task(spec)
+    model = keras.Model(inputs, output_layer(features, spec), name=f"{family}_{spec['kind']}")
+    compile_for_task(model, spec, build_optimizer(hyperparameters), jit_compile=jit_compile)
+    return model
+
+
+def output_layer(features, spec: dict):
+    """The task's output: class probabilities, or a value in the target's own units."""
+    units, activation, _, _ = head_for_task(spec)
     outputs = keras.layers.Dense(units, activation=activation, dtype="float32", name="predictions")(features)
     if spec["task"] == "regression":
         # The network predicts values near 0; this layer maps them to the target's own units.
@@ -165,9 +188,21 @@ def build_model(hyperparameters: Mapping[str, Any], spec: dict) -> keras.Model:
         outputs = keras.layers.Rescaling(
             scale=max(statistics["variance"], 1e-12) ** 0.5, offset=statistics["mean"], name="target_units"
         )(outputs)
-    model = keras.Model(inputs, outputs, name=f"{family}_{spec['kind']}")
-    model.compile(optimizer=build_optimizer(hyperparameters), loss=loss, metrics=metrics)
+    return outputs
+
+
+def compile_for_task(
+    model: keras.Model, spec: dict, optimizer: keras.optimizers.Optimizer, jit_compile: bool = False
+) -> keras.Model:
+    _, _, loss, metrics = head_for_task(spec)
+    model.compile(optimizer=optimizer, loss=loss, metrics=metrics, jit_compile=jit_compile)
     return model
+
+
+def feature_extractor(model: keras.Model) -> keras.Model:
+    """The model up to (not including) its output layer, as a model of its own: the penultimate-layer
+    embeddings (monitoring) and the base of a fine-tuned model share its weights."""
+    return keras.Model(model.input, model.get_layer("predictions").input, name="base")
 
 
 def load_trained_model(path) -> keras.Model:

@@ -109,6 +109,16 @@ def split_indices(
     return {"train": np.sort(train), "validation": np.sort(validation), "test": np.sort(test)}
 
 
+def limit_per_class(indices: np.ndarray, labels: np.ndarray, per_class: int, seed: int) -> np.ndarray:
+    """At most `per_class` indices of each class, drawn with `seed`: a few-labels training split."""
+    generator = np.random.default_rng(seed)
+    kept = []
+    for label in np.unique(labels[indices]):
+        members = indices[labels[indices] == label]
+        kept.append(generator.choice(members, size=min(per_class, len(members)), replace=False))
+    return np.sort(np.concatenate(kept))
+
+
 def table_statistics(features: pd.DataFrame, specs: list[dict]) -> list[dict]:
     """Adds training-split statistics to each feature spec: mean/variance/median or vocabulary."""
     enriched = []
@@ -199,8 +209,13 @@ def preprocess(
     seed: int,
     output_dir: Path,
     schema: dict | None = None,
+    train_per_class: int | None = None,
 ) -> dict:
-    """Cleans, splits and writes the dataset; returns the spec (also written as spec.json)."""
+    """Cleans, splits and writes the dataset; returns the spec (also written as spec.json).
+
+    `train_per_class` keeps only that many labelled training examples per class (the fine-tuning
+    target: few labels); validation and test keep their full size so the measurement stays fair.
+    """
     task, classes = description["task"], description.get("classes")
     spec = {
         "kind": description["kind"],
@@ -214,6 +229,8 @@ def preprocess(
         labels = encode_labels(table["label"], task, classes)
         images = load_images(table["path"].tolist(), data.image_size, data.color_mode)
         indices = split_indices(labels, task, settings.validation_fraction, settings.test_fraction, seed)
+        if train_per_class is not None:
+            indices["train"] = limit_per_class(indices["train"], labels, train_per_class, seed)
         height, width, channels = images.shape[1:]
         spec["image"] = {"name": "image", "height": height, "width": width, "channels": channels}
         spec["image"].update(image_statistics(images[indices["train"]]))
@@ -223,6 +240,8 @@ def preprocess(
             table, description["label"], task, classes, settings.missing_values
         )
         indices = split_indices(labels, task, settings.validation_fraction, settings.test_fraction, seed)
+        if train_per_class is not None and task == "classification":
+            indices["train"] = limit_per_class(indices["train"], labels, train_per_class, seed)
         spec["features"] = table_statistics(features.iloc[indices["train"]], feature_specs)
         columns = {name: features[name].to_numpy() for name in features.columns}
     if task == "regression":

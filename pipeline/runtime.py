@@ -80,17 +80,22 @@ def run_stage(
 
 
 def setup_tensorflow(config: Config) -> Any:
-    """Seeds every generator, applies op determinism, and returns the distribution strategy."""
+    """Splits the CPU into logical devices if asked, seeds every generator, applies op determinism,
+    picks the distribution strategy and the mixed-precision policy; returns the strategy."""
     os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
     import keras
     import tensorflow as tf
 
-    from pipeline.distribute import get_strategy
+    from pipeline.distribute import apply_precision, get_strategy, split_cpu
 
+    if config.base.logical_cpus:
+        split_cpu(config.base.logical_cpus)
     keras.utils.set_random_seed(config.base.seed)
     if config.base.deterministic:
         tf.config.experimental.enable_op_determinism()
-    return get_strategy(config.base.strategy)
+    strategy = get_strategy(config.base.strategy)
+    apply_precision(config.train.mixed_precision, strategy)
+    return strategy
 
 
 def format_metrics(metrics: dict[str, float], keys: Optional[list[str]] = None) -> str:

@@ -42,6 +42,21 @@ def data_fingerprint(config: Config) -> str:
     return json.loads(description.read_text()).get("fingerprint", "none")
 
 
+def data_version(config: Config, lock_file: str | Path = "dvc.lock") -> dict[str, str]:
+    """The version of the data a model was trained on: the pipeline's fingerprint of the source
+    files and, inside a DVC repository, the DVC hash of the validated data (from dvc.lock)."""
+    version = {"data.fingerprint": data_fingerprint(config), "data.source": config.data.source}
+    lock = Path(lock_file)
+    if lock.is_file():
+        import yaml
+
+        stages = (yaml.safe_load(lock.read_text()) or {}).get("stages", {})
+        for out in stages.get("validate", {}).get("outs", []):
+            if Path(out.get("path", "")) == Path(config.paths.validated) and out.get("md5"):
+                version["dvc.validated_md5"] = out["md5"]
+    return version
+
+
 def run_key(config: Config) -> str:
     """Identifies a pipeline execution: the same settings, code and data give the same key."""
     payload = json.dumps(
@@ -130,15 +145,19 @@ def log_stage_result(stage: str, result) -> None:
             mlflow.log_artifact(str(artifact), artifact_path=stage)
 
 
-def epoch_logging_callback():
-    """A Keras callback that logs every epoch's metrics to the active MLflow run."""
+def epoch_logging_callback(prefix: str = "", first_step: int = 0):
+    """A Keras callback that logs every epoch's metrics to the active MLflow run.
+
+    `prefix` names a second model's curves (`finetune_val_loss`); `first_step` continues a curve
+    across several `fit` calls (the fine-tuning phases)."""
     import keras
     import mlflow
 
     class MlflowEpochLogger(keras.callbacks.Callback):
         def on_epoch_end(self, epoch, logs=None):
             if logs:
-                mlflow.log_metrics({name: float(value) for name, value in logs.items()}, step=epoch)
+                metrics = {f"{prefix}{name}": float(value) for name, value in logs.items()}
+                mlflow.log_metrics(metrics, step=first_step + epoch)
 
     return MlflowEpochLogger()
 

@@ -158,21 +158,25 @@ def plot_learning_curves(rows: list[dict], path: Path) -> Path:
 def _stage(config: Config) -> StageResult:
     strategy = setup_tensorflow(config)
     from pipeline import hyperparameters as hyperparameter_file
-    from pipeline import tracking
+    from pipeline import multiworker, tracking
     from pipeline.features import load_spec, make_dataset
     from pipeline.models import build_model
 
     spec = load_spec(config.paths.prepared)
     hyperparameters = hyperparameter_file.load(config.paths.hyperparameters)
-    tracking.log_hyperparameters(hyperparameters)
+    chief = multiworker.is_chief()  # in a multi-worker run only the chief logs and writes outputs
+    if chief:
+        tracking.log_hyperparameters(hyperparameters)
     batch_size = int(hyperparameters["batch_size"]) * strategy.num_replicas_in_sync
     train_dataset = make_dataset(config.paths.prepared, spec, "train", batch_size, shuffle=True, seed=config.base.seed)
     validation_dataset = make_dataset(config.paths.prepared, spec, "validation", batch_size)
     with strategy.scope():
-        model = build_model(hyperparameters, spec)
+        model = build_model(hyperparameters, spec, jit_compile=config.train.jit_compile)
     model.summary(print_fn=log.info)
 
     work_dir = Path(config.paths.work) / "train" / training_key(hyperparameters, config, spec)
+    if multiworker.cluster():
+        work_dir = work_dir / multiworker.task_name()  # each worker keeps its own backup and checkpoint
     rows, epochs_this_run, fit_seconds = train_model(
         model,
         train_dataset,
@@ -181,8 +185,11 @@ def _stage(config: Config) -> StageResult:
         patience=config.train.early_stopping_patience,
         monitor=config.train.monitor,
         work_dir=work_dir,
-        extra_callbacks=[tracking.epoch_logging_callback()],
+        extra_callbacks=[tracking.epoch_logging_callback()] if chief else [],
     )
+    if not chief:
+        shutil.rmtree(work_dir, ignore_errors=True)
+        return StageResult(summary=f"{multiworker.task_name()} done ({len(rows)} epochs); the chief writes the outputs")
 
     model_path = Path(config.paths.model)
     model_path.parent.mkdir(parents=True, exist_ok=True)
@@ -213,4 +220,21 @@ def _stage(config: Config) -> StageResult:
 
 
 def main(params_file: str = "params.yaml") -> None:
-    run_stage("train", params_file, _stage)
+    from pipeline import multiworker
+
+    run_stage("train", params_file, _stage, track=multiworker.is_chief())
+
+
+def launch_workers(params_file: str, workers: int) -> int:
+    """`pipeline train --workers N`: the train stage on N local worker processes (MultiWorkerMirroredStrategy)."""
+    from pipeline import multiworker
+    from pipeline.config import load_config
+
+    strategy = load_config(params_file).base.strategy
+    if strategy not in ("auto", "multi_worker"):
+        print(
+            f"pipeline train: error: --workers needs base.strategy auto or multi_worker (it is {strategy}).",
+            file=sys.stderr,
+        )
+        return 2
+    return multiworker.launch([sys.executable, "-m", "pipeline", "run", "train", "--params", params_file], workers)

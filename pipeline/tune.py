@@ -126,7 +126,10 @@ def make_tuner(
                 epoch_logging_callback(),
             ]
             tags = {TRIAL_TAG: trial.trial_id, "pipeline.tuner_id": tuner_id() or "local"}
-            with mlflow.start_run(run_name=f"trial {trial.trial_id}", nested=True, tags=tags):
+            # The trial's run stays open until the oracle has recorded the trial (`on_trial_end`): a
+            # search killed in between leaves it RUNNING, and the resume settles it from the oracle.
+            self._trial_run = mlflow.start_run(run_name=f"trial {trial.trial_id}", nested=True, tags=tags)
+            try:
                 mlflow.log_params({name: value for name, value in values.items()})
                 results = super().run_trial(
                     trial, train, *args, validation_data=validation, callbacks=callbacks, **kwargs
@@ -136,8 +139,22 @@ def make_tuner(
                 scores = [pick(history.history[settings.objective]) for history in histories]
                 epochs = sum(len(history.history[settings.objective]) for history in histories)
                 mlflow.log_metrics({"score": sum(scores) / len(scores), "epochs": epochs})
+            except BaseException:
+                self._end_trial_run("FAILED")
+                raise
             record_epochs(directory, trial.trial_id, epochs)
             return results
+
+        def on_trial_end(self, trial):
+            super().on_trial_end(trial)
+            self._end_trial_run("FINISHED" if trial.status == "COMPLETED" else "FAILED")
+
+        def _end_trial_run(self, status: str) -> None:
+            run = getattr(self, "_trial_run", None)
+            active = mlflow.active_run()
+            if run is not None and active is not None and active.info.run_id == run.info.run_id:
+                mlflow.end_run(status=status)
+            self._trial_run = None
 
     common = dict(
         objective=objective,
@@ -186,8 +203,10 @@ def is_worker() -> bool:
     return tuner_id() is not None and "chief" not in tuner_id()
 
 
-def mark_interrupted_trials(parent_run_id: str) -> int:
-    """Trials left RUNNING by a killed search are marked KILLED (their trial will run again)."""
+def mark_interrupted_trials(parent_run_id: str, completed: set[str] | None = None) -> int:
+    """Trial runs left RUNNING by a killed search are settled: FINISHED if the oracle had recorded
+    the trial as completed (`completed`: their ids), else KILLED (the trial will run again).
+    Returns how many were marked KILLED."""
     import mlflow
 
     client = mlflow.tracking.MlflowClient()
@@ -196,9 +215,12 @@ def mark_interrupted_trials(parent_run_id: str) -> int:
         [run.info.experiment_id],
         filter_string=f"tags.mlflow.parentRunId = '{parent_run_id}' and attributes.status = 'RUNNING'",
     )
+    killed = 0
     for child in stale:
-        client.set_terminated(child.info.run_id, status="KILLED")
-    return len(stale)
+        done = completed is not None and child.data.tags.get(TRIAL_TAG) in completed
+        client.set_terminated(child.info.run_id, status="FINISHED" if done else "KILLED")
+        killed += not done
+    return killed
 
 
 def trial_rows(tuner, directory: Path) -> list[dict]:
@@ -240,10 +262,6 @@ def search(config: Config, spec: dict, defaults: dict[str, Any]) -> tuple[dict[s
     resumed = (directory / "search" / "oracle.json").is_file()
     if resumed:
         log.info("resuming the search in %s", directory)
-    if mlflow.active_run() is not None and tuner_id() is None:  # `launch_distributed` does it for its processes
-        killed = mark_interrupted_trials(mlflow.active_run().info.run_id)
-        if killed:
-            log.info("marked %d trial run(s) of an interrupted search as KILLED", killed)
 
     def datasets(batch_size: int | None):
         batch = batch_size or int(defaults["batch_size"])
@@ -259,6 +277,11 @@ def search(config: Config, spec: dict, defaults: dict[str, Any]) -> tuple[dict[s
     tuner = make_tuner(
         settings, hypermodel_builder(settings.space, defaults, spec), datasets, directory, config.base.seed, deadline
     )
+    if mlflow.active_run() is not None and tuner_id() is None:  # `launch_distributed` does it for its processes
+        completed = {trial.trial_id for trial in tuner.oracle.trials.values() if trial.status == "COMPLETED"}
+        killed = mark_interrupted_trials(mlflow.active_run().info.run_id, completed)
+        if killed:
+            log.info("marked %d trial run(s) of an interrupted search as KILLED", killed)
     started = time.perf_counter()
     tuner.search(epochs=settings.max_epochs, verbose=1 if sys.stdout.isatty() else 2)
     seconds = time.perf_counter() - started

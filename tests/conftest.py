@@ -27,6 +27,7 @@ TINY_OVERRIDES = {
     "train": {"epochs": 4, "batch_size": 32, "learning_rate": 0.003, "early_stopping_patience": 4},
     "export": {"version": 1},
     "tune": {"enabled": False},  # the defaults above; tests of the search turn it on with a tiny budget
+    "finetune": {"enabled": False},  # tests of transfer learning turn it on
 }
 TINY_SEARCH = {"tune": {"enabled": True, "algorithm": "random", "max_trials": 2, "max_epochs": 2}}
 
@@ -49,8 +50,11 @@ def write_params(directory: Path, overrides: dict | None = None) -> Path:
     return path
 
 
-def run(command: list[str], cwd: Path, check: bool = True, timeout: int = 600) -> subprocess.CompletedProcess:
-    environment = {**os.environ, "PATH": f"{Path(sys.executable).parent}{os.pathsep}{os.environ['PATH']}"}
+def run(
+    command: list[str], cwd: Path, check: bool = True, timeout: int = 600, environment: dict | None = None
+) -> subprocess.CompletedProcess:
+    environment = environment or dict(os.environ)
+    environment = {**environment, "PATH": f"{Path(sys.executable).parent}{os.pathsep}{environment['PATH']}"}
     completed = subprocess.run(command, cwd=cwd, capture_output=True, text=True, env=environment, timeout=timeout)
     if check and completed.returncode != 0:
         raise AssertionError(
@@ -69,6 +73,7 @@ def workdir(tmp_path: Path, monkeypatch) -> Path:
     """An empty folder with tiny params.yaml, as the current directory."""
     write_params(tmp_path)
     (tmp_path / "data" / "user").mkdir(parents=True)
+    (tmp_path / "data" / "feedback").mkdir(parents=True)
     shutil.copytree(ROOT / "expectations", tmp_path / "expectations")
     monkeypatch.chdir(tmp_path)
     return tmp_path
@@ -80,6 +85,7 @@ def make_dvc_project(parent: Path, overrides: dict | None = None) -> Path:
     project.mkdir()
     shutil.copytree(ROOT / "pipeline", project / "pipeline", ignore=shutil.ignore_patterns("__pycache__"))
     shutil.copytree(ROOT / "data" / "user", project / "data" / "user")
+    shutil.copytree(ROOT / "data" / "feedback", project / "data" / "feedback")
     shutil.copytree(ROOT / "expectations", project / "expectations")
     for name in ("dvc.yaml", ".gitignore"):
         shutil.copy(ROOT / name, project / name)
@@ -136,15 +142,23 @@ def serving(model: str, cwd: Path, timeout: float = 120):
     from pipeline.deploy import free_port
 
     port = free_port()
+    command = [sys.executable, "-m", "pipeline", "serve", "--model", model, "--port", str(port)]
+    with background_server(command, cwd, f"http://127.0.0.1:{port}", timeout) as base:
+        yield base
+
+
+@contextlib.contextmanager
+def background_server(command: list[str], cwd: Path, base: str, timeout: float = 120, environment=None):
+    """Runs a server command; yields `base` once `<base>/health` answers; stops it (SIGTERM) after."""
     process = subprocess.Popen(
-        [sys.executable, "-m", "pipeline", "serve", "--model", model, "--port", str(port)],
+        command,
         cwd=cwd,
         stdout=subprocess.PIPE,
         stderr=subprocess.STDOUT,
         text=True,
         start_new_session=True,
+        env=environment,
     )
-    base = f"http://127.0.0.1:{port}"
     try:
         deadline = time.monotonic() + timeout
         while True:

@@ -25,14 +25,15 @@ def mlflow_runs(project: Path) -> list:
 @pytest.fixture(scope="module")
 def reproduced(tmp_path_factory):
     """The tiny digits pipeline, reproduced once for the tests of this module."""
-    project = make_dvc_project(tmp_path_factory.mktemp("repro"), TINY_SEARCH)
+    project = make_dvc_project(tmp_path_factory.mktemp("repro"), {**TINY_SEARCH, "finetune": {"enabled": "auto"}})
     completed = run(["dvc", "repro"], project)
     return project, completed
 
 
 def test_every_stage_runs_and_reports(reproduced):
     project, completed = reproduced
-    for stage in ("ingest", "validate", "preprocess", "tune", "train", "evaluate", "export"):
+    stages = ("ingest", "validate", "preprocess", "tune", "train", "evaluate", "prepare_target", "finetune", "export")
+    for stage in stages:
         assert f"[{stage}]" in completed.stdout, completed.stdout[-3000:]
     metrics = json.loads((project / "reports/evaluate/metrics.json").read_text())
     assert {"accuracy", "precision", "recall", "f1", "roc_auc", "loss"} <= set(metrics)
@@ -45,6 +46,22 @@ def test_every_stage_runs_and_reports(reproduced):
         "reports/train/learning_curves.png",
     ):
         assert (project / figure).stat().st_size > 1000
+
+
+def test_fine_tuning_on_the_noisy_digits_beats_training_from_scratch(reproduced):
+    project, completed = reproduced
+    transfer = json.loads((project / "reports/finetune/transfer.json").read_text())
+    assert transfer["target"] == "digits_noisy" and transfer["labelled_train_examples"] == 100
+    assert transfer["unfrozen_layers"] and transfer["test_examples"] == 270
+    assert transfer["transfer_wins"], transfer
+    assert transfer["finetuned"]["accuracy"] > transfer["from_scratch"]["accuracy"] + 0.01
+    metrics = json.loads((project / "reports/finetune/metrics.json").read_text())
+    assert {"accuracy", "precision", "recall", "f1", "roc_auc", "loss"} <= set(metrics)
+    assert (project / "reports/finetune/figures/transfer.png").stat().st_size > 1000
+    assert (project / "reports/finetune/figures/confusion_matrix.png").stat().st_size > 1000
+    assert (project / "reports/finetune/data/validate/summary.json").is_file()  # the target passed the gate too
+    assert (project / "models/finetuned/model.keras").is_file()
+    assert "fine-tuned accuracy=" in completed.stdout
 
 
 def test_metrics_are_readable_by_dvc(reproduced):
@@ -85,15 +102,23 @@ def test_one_mlflow_run_holds_params_metrics_tags_and_a_loadable_model(reproduce
     assert mlflow_run.data.metrics["test_accuracy"] > 0.8
     assert "val_loss" in mlflow_run.data.metrics
     assert len(mlflow_run.data.tags["git.commit"]) == 40
-    for stage in ("validate", "preprocess", "tune", "train", "evaluate", "export"):
+    for stage in ("validate", "preprocess", "tune", "train", "evaluate", "prepare_target", "finetune", "export"):
         assert mlflow_run.data.tags[f"pipeline.stage.{stage}"] == "done"
     assert mlflow_run.data.metrics["validate_errors"] == 0
+    assert mlflow_run.data.metrics["finetune_test_accuracy"] > mlflow_run.data.metrics["scratch_test_accuracy"]
+    assert "finetune_val_loss" in mlflow_run.data.metrics and "scratch_val_loss" in mlflow_run.data.metrics
 
     import mlflow
     import numpy as np
 
     report = json.loads((project / "reports/export/export.json").read_text())
     model = mlflow.pyfunc.load_model(report["mlflow_model_uri"])
+    version = mlflow.tracking.MlflowClient().get_model_version("digits", str(report["registered_model"]["version"]))
+    lock = yaml.safe_load((project / "dvc.lock").read_text())
+    (validated,) = [out for out in lock["stages"]["validate"]["outs"] if out["path"] == "data/validated"]
+    assert version.tags["dvc.validated_md5"] == validated["md5"]  # the data version, as DVC knows it
+    assert version.tags["data.source"] == "digits" and version.tags["git.commit"] == mlflow_run.data.tags["git.commit"]
+    assert version.run_id == mlflow_run.info.run_id
     assert np.asarray(model.predict(np.zeros((2, 8, 8, 1), dtype="float32"))).shape == (2, 10)
 
 
@@ -137,6 +162,10 @@ def test_an_experiment_variant_on_penguins_appears_beside_the_first_run(reproduc
     project, _ = reproduced
     completed = run(["dvc", "exp", "run", "-S", "data.source=penguins", "-S", "train.epochs=5"], project)
     assert "[export] SavedModel penguins" in completed.stdout
+    # finetune.enabled: auto, and the default target (digit images) does not fit a table model: said, not hidden
+    assert "[finetune] skipped: finetune.enabled is auto and finetune.data (digits_noisy) is not table" in (
+        completed.stdout
+    )
     runs = {
         mlflow_run.data.params["data.source"]: mlflow_run
         for mlflow_run in mlflow_runs(project)
@@ -149,6 +178,16 @@ def test_an_experiment_variant_on_penguins_appears_beside_the_first_run(reproduc
     assert penguins.data.metrics["test_accuracy"] > 0.8
     shown = json.loads(run(["dvc", "exp", "show", "--json"], project).stdout)
     assert "penguins" in json.dumps(shown)
+
+    # The README's table prediction: new rows (no label column) -> a CSV of predictions.
+    import pandas as pd
+
+    new_rows = pd.read_csv(project / "data/ingested/source.csv").drop(columns=["species"]).head(12)
+    new_rows.to_csv(project / "new_penguins.csv", index=False)
+    predict = [sys.executable, "-m", "pipeline", "predict", "--model", "models/serving/penguins/1"]
+    run([*predict, "--input", "new_penguins.csv", "--output", "predictions.csv"], project)
+    predictions = pd.read_csv(project / "predictions.csv")
+    assert len(predictions) == 12 and set(predictions["prediction"]) <= {"Adelie", "Chinstrap", "Gentoo"}
 
 
 def test_the_registered_candidate_is_served_from_the_registry(reproduced):

@@ -1,0 +1,164 @@
+"""Drift statistics and verdicts on synthetic samples with known shifts (no model needed)."""
+
+import numpy as np
+import pytest
+
+from pipeline import monitor
+from pipeline.config import MonitorConfig
+
+SETTINGS = MonitorConfig()
+TABLE_SPEC = {
+    "kind": "table",
+    "task": "classification",
+    "classes": ["a", "b", "c"],
+    "label": "label",
+    "features": [
+        {"column": "Size", "name": "size", "type": "numeric"},
+        {"column": "colour", "name": "colour", "type": "categorical"},
+    ],
+}
+IMAGE_SPEC = {"kind": "image", "task": "classification", "classes": ["a", "b", "c"], "label": "label"}
+
+
+def table_sample(generator, count, mean=10.0, shares=(0.5, 0.3, 0.2), missing=0.02):
+    size = generator.normal(mean, 2.0, count)
+    size[generator.random(count) < missing] = np.nan
+    colour = generator.choice(["red", "green", "blue"], size=count, p=list(shares))
+    return {"size": size, "colour": colour}
+
+
+def outputs(generator, count, shares=(0.4, 0.35, 0.25)):
+    predicted = generator.choice(3, size=count, p=list(shares))
+    return np.eye(3)[predicted] * 0.9 + 0.1 / 3
+
+
+def images(generator, count, brightness=60.0):
+    return np.clip(generator.normal(brightness, 40.0, (count, 8, 8, 1)), 0, 255)
+
+
+def verdict(reference, current, spec, reference_outputs, current_outputs, embeddings=(None, None)):
+    report = monitor.compare(reference, current, spec, SETTINGS, reference_outputs, current_outputs, *embeddings)
+    report.update(monitor.decide(report))
+    return report
+
+
+def test_a_fresh_sample_of_the_same_table_distribution_is_not_drift():
+    generator = np.random.default_rng(0)
+    report = verdict(
+        table_sample(generator, 2000),
+        table_sample(generator, 300),
+        TABLE_SPEC,
+        outputs(generator, 2000),
+        outputs(generator, 300),
+    )
+    assert not report["retrain"], report["reasons"]
+    assert report["reasons"] == ["no drift found; the model is as good as on its holdout"]
+
+
+@pytest.mark.parametrize(
+    ("change", "family", "name"),
+    [
+        ({"mean": 11.0}, "features", "size"),  # half a standard deviation
+        ({"shares": (0.2, 0.3, 0.5)}, "features", "colour"),
+        ({"missing": 0.3}, "missing_values", "size"),
+    ],
+)
+def test_each_kind_of_table_shift_is_found_and_named(change, family, name):
+    generator = np.random.default_rng(1)
+    report = verdict(
+        table_sample(generator, 2000),
+        table_sample(generator, 300, **change),
+        TABLE_SPEC,
+        outputs(generator, 2000),
+        outputs(generator, 300),
+    )
+    assert report["retrain"]
+    assert report["families"][family]["drifted"] == [name]
+    assert any(name in reason for reason in report["reasons"])
+
+
+def test_prediction_drift_is_found_even_when_the_inputs_look_alike():
+    generator = np.random.default_rng(2)
+    report = verdict(
+        table_sample(generator, 2000),
+        table_sample(generator, 300),
+        TABLE_SPEC,
+        outputs(generator, 2000),
+        outputs(generator, 300, shares=(0.8, 0.1, 0.1)),
+    )
+    assert report["families"]["predictions"]["drifted"] == ["predicted"]
+    assert report["families"]["features"]["drifted"] == []
+
+
+def test_image_statistics_and_embeddings_drift():
+    generator = np.random.default_rng(3)
+    reference_embeddings = generator.normal(0, 1, (1000, 16))
+    same = verdict(
+        images(generator, 1000),
+        images(generator, 200),
+        IMAGE_SPEC,
+        outputs(generator, 1000),
+        outputs(generator, 200),
+        (reference_embeddings, generator.normal(0, 1, (200, 16))),
+    )
+    assert not same["retrain"], same["reasons"]
+    shifted = verdict(
+        images(generator, 1000),
+        images(generator, 200, brightness=90.0),
+        IMAGE_SPEC,
+        outputs(generator, 1000),
+        outputs(generator, 200),
+        (reference_embeddings, generator.normal(0.5, 1, (200, 16))),
+    )
+    assert "brightness" in shifted["families"]["image_statistics"]["drifted"]
+    assert shifted["families"]["embeddings"]["drifted"]
+
+
+def test_false_alarms_stay_rare_over_repeated_fresh_samples():
+    generator = np.random.default_rng(4)
+    reference, reference_outputs = table_sample(generator, 2000), outputs(generator, 2000)
+    alarms = sum(
+        verdict(reference, table_sample(generator, 300), TABLE_SPEC, reference_outputs, outputs(generator, 300))[
+            "retrain"
+        ]
+        for _ in range(40)
+    )
+    assert alarms <= 3  # three families at p < 0.01 each: about 1 in 40 expected
+
+
+def test_labelled_feedback_worse_than_the_holdout_means_retrain():
+    labels = np.array([0, 1, 2] * 20)
+    right = np.eye(3)[labels]
+    wrong = np.eye(3)[(labels + 1) % 3]
+    mixed = np.where((np.arange(60) % 4 == 0)[:, None], wrong, right)  # 75 % right
+    holdout = {"accuracy": 0.95}
+    degraded = monitor.feedback_check(labels, mixed, IMAGE_SPEC, holdout, SETTINGS)
+    assert degraded["degraded"] and degraded["live"] == pytest.approx(0.75)
+    assert not monitor.feedback_check(labels, right, IMAGE_SPEC, holdout, SETTINGS)["degraded"]
+
+
+def test_population_stability_index_is_zero_for_equal_shares_and_grows_with_the_shift():
+    assert monitor.population_stability_index(np.array([50, 30, 20]), np.array([5, 3, 2])) == pytest.approx(0.0)
+    small = monitor.population_stability_index(np.array([50, 30, 20]), np.array([45, 30, 25]))
+    large = monitor.population_stability_index(np.array([50, 30, 20]), np.array([20, 30, 50]))
+    assert 0 < small < 0.1 < 0.25 < large
+
+
+def test_the_html_report_is_self_contained():
+    generator = np.random.default_rng(5)
+    samples = {
+        "reference": table_sample(generator, 500),
+        "current": table_sample(generator, 100, mean=13.0),
+        "reference_outputs": outputs(generator, 500),
+        "current_outputs": outputs(generator, 100),
+        "embeddings": (None, None),
+    }
+    report = verdict(
+        samples["reference"], samples["current"], TABLE_SPEC, samples["reference_outputs"], samples["current_outputs"]
+    )
+    report.update(data="new.csv", examples=100, reference_examples=500)
+    page = monitor.render_html(report, samples, TABLE_SPEC)
+    assert page.startswith("<!doctype html>") and page.rstrip().endswith("</html>")
+    assert "RETRAIN" in page and "class='bad'><td>size" in page
+    assert page.count("data:image/png;base64,") == 2  # numeric features, predicted classes
+    assert "http://" not in page and "https://" not in page  # renders offline
