@@ -73,14 +73,22 @@ def get_strategy(name: str):
 
     from pipeline import multiworker
 
+    # MultiWorkerMirroredStrategy must exist before TensorFlow's runtime starts (listing devices starts it).
+    if name in ("auto", "multi_worker") and multiworker.worker_count() > 1:
+        multiworker.apply_keras_workarounds()
+        strategy = tf.distribute.MultiWorkerMirroredStrategy()
+        log.info(
+            "strategy %s -> MultiWorkerMirroredStrategy: %s of %d workers",
+            name,
+            multiworker.task_name(),
+            multiworker.worker_count(),
+        )
+        return strategy
     gpus = tf.config.list_logical_devices("GPU")
     if name == "auto":
         resolver = _resolve_tpu()
         if resolver is not None:
             strategy = _tpu_strategy(resolver)
-        elif multiworker.worker_count() > 1:
-            multiworker.apply_keras_workarounds()
-            strategy = tf.distribute.MultiWorkerMirroredStrategy()
         elif len(gpus) >= 2:
             strategy = tf.distribute.MirroredStrategy()
         elif len(gpus) == 1:
@@ -115,10 +123,8 @@ def get_strategy(name: str):
                 ' (e.g. {"cluster": {"worker": ["host1:port", "host2:port"]}, "task": {"type": "worker", "index": 0}}).'
             )
         json.loads(os.environ["TF_CONFIG"])
-        multiworker.apply_keras_workarounds()
-        strategy = tf.distribute.MultiWorkerMirroredStrategy()
-        log.info("strategy multi_worker: %s of %d", multiworker.task_name(), multiworker.worker_count())
-        return strategy
+        multiworker.apply_keras_workarounds()  # a one-worker cluster
+        return tf.distribute.MultiWorkerMirroredStrategy()
     if name == "tpu":
         resolver = _resolve_tpu()
         if resolver is None:

@@ -90,10 +90,10 @@ def setup_tensorflow(config: Config) -> Any:
 
     if config.base.logical_cpus:
         split_cpu(config.base.logical_cpus)
+    strategy = get_strategy(config.base.strategy)  # first: a multi-worker strategy needs a fresh runtime
     keras.utils.set_random_seed(config.base.seed)
     if config.base.deterministic:
         tf.config.experimental.enable_op_determinism()
-    strategy = get_strategy(config.base.strategy)
     apply_precision(config.train.mixed_precision, strategy)
     return strategy
 
