@@ -5,7 +5,9 @@ rate on shifted samples, with the trained digits model of the current project (r
 - shifted: random samples of the same held-out images with scanner noise (sigma 20 and 60 grey
   levels, as `digits_noisy`), and the same images 20 % brighter;
 each judged by the monitor's tests (image statistics, embeddings, predictions) at the default
-thresholds. Usage: python bench/bench_monitor.py [--repeats N] [--size N]
+thresholds. Then the same for a table (synthetic: two numeric and two categorical features,
+2,000 reference rows): fresh samples, and a numeric feature shifted by a quarter of its standard
+deviation. Usage: python bench/bench_monitor.py [--repeats N] [--size N]
 """
 
 from __future__ import annotations
@@ -67,6 +69,41 @@ def main() -> None:
         seconds = (time.perf_counter() - started) / args.repeats
         families = ", ".join(f"{family} {count / args.repeats:.2f}" for family, count in by_family.items())
         print(f"{name}: retrain in {alarms / args.repeats:.2%} of samples ({families}); {seconds * 1000:.0f} ms each")
+    table(args.repeats, args.size, config.monitor)
+
+
+def table(repeats: int, size: int, settings) -> None:
+    from pipeline import monitor
+
+    spec = {
+        "kind": "table",
+        "task": "classification",
+        "classes": ["a", "b", "c"],
+        "features": [
+            {"column": name, "name": name, "type": kind}
+            for name, kind in (("x1", "numeric"), ("x2", "numeric"), ("c1", "categorical"), ("c2", "categorical"))
+        ],
+    }
+    generator = np.random.default_rng(1)
+
+    def sample(count: int, shift: float = 0.0) -> dict:
+        return {
+            "x1": generator.normal(shift, 1.0, count),
+            "x2": generator.exponential(1.0, count),
+            "c1": generator.choice(["a", "b", "c"], count, p=[0.5, 0.3, 0.2]),
+            "c2": generator.choice(["u", "v"], count, p=[0.7, 0.3]),
+        }
+
+    def outputs(count: int):
+        return np.eye(3)[generator.choice(3, count, p=[0.4, 0.35, 0.25])]
+
+    reference, reference_outputs = sample(2000), outputs(2000)
+    for name, shift in (("table, fresh sample (no shift)", 0.0), ("table, x1 shifted by 0.25 sd", 0.25)):
+        alarms = 0
+        for _ in range(repeats):
+            report = monitor.compare(reference, sample(size, shift), spec, settings, reference_outputs, outputs(size))
+            alarms += monitor.decide(report)["retrain"]
+        print(f"{name}: retrain in {alarms / repeats:.2%} of samples")
 
 
 if __name__ == "__main__":

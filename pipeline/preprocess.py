@@ -250,6 +250,10 @@ def preprocess(
     spec["splits"] = {}
     for split in SPLITS:
         chosen = indices[split]
+        if split == "train":
+            # Sources are often ordered by class (image folders are); the training shards must not be:
+            # tf.data shuffles within a bounded buffer, which cannot mix a class-sorted split that outgrows it.
+            chosen = np.random.default_rng(seed).permutation(chosen)
         files = write_tfrecords(
             output_dir,
             split,

@@ -72,3 +72,22 @@ def test_a_class_too_small_to_stratify_still_splits(caplog):
     splits = split_indices(labels, "classification", 0.2, 0.2, seed=1)
     assert sorted(np.concatenate(list(splits.values())).tolist()) == list(range(32))
     assert "splitting without stratification" in caplog.text
+
+
+def test_training_shards_are_not_in_class_order_even_when_the_source_is(tmp_path):
+    from pipeline.config import DataConfig, PreprocessConfig
+    from pipeline.features import make_dataset
+    from pipeline.preprocess import preprocess
+
+    count = 600
+    table = pd.DataFrame(
+        {"size": np.arange(count, dtype=float), "label": np.repeat(["a", "b", "c"], count // 3)}
+    )  # sorted by class, as image folders are
+    description = {"kind": "table", "task": "classification", "label": "label", "classes": ["a", "b", "c"],
+                   "fingerprint": "test"}  # fmt: skip
+    spec = preprocess(description, table, DataConfig(source="csv"), PreprocessConfig(), 1, tmp_path)
+    labels = np.concatenate([np.asarray(batch) for _, batch in make_dataset(tmp_path, spec, "train", 64)])
+    assert len(labels) == spec["splits"]["train"]["num_examples"]
+    first_quarter = labels[: len(labels) // 4]
+    assert len(set(first_quarter.tolist())) == 3  # every class early on, not one class after another
+    assert sorted(np.bincount(labels).tolist()) == sorted(spec["splits"]["train"]["class_counts"])
