@@ -122,7 +122,11 @@ def run_job(config: Config, params_file: str, data: str | None, base_rev: str, f
             if report["monitor"]["retrain"]:
                 due.append("the monitor found drift or degraded accuracy")
             if report["monitor"].get("feedback"):
-                completed = step("add labelled data as feedback", [*pipeline, "feedback", "add", data], steps)
+                completed = step(
+                    "add labelled data as feedback",
+                    [*pipeline, "feedback", "add", data, "--params", params_file],
+                    steps,
+                )
                 report["feedback"] = completed.stdout.strip().splitlines()[-1] if completed.stdout.strip() else data
         stale = pipeline_is_stale(steps)
         if stale:
