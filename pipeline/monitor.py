@@ -508,34 +508,38 @@ def write_report(report: dict, samples: dict, spec: dict, output_dir: Path) -> t
     return json_path, html_path
 
 
+def monitor_metrics(report: dict) -> dict[str, float]:
+    metrics = {f"drifted_{family}": len(result["drifted"]) for family, result in report["families"].items()}
+    metrics["retrain"] = float(report["retrain"])
+    if "feedback" in report:
+        metrics[f"live_{report['feedback']['metric']}"] = report["feedback"]["live"]
+    return metrics
+
+
 def log_to_mlflow(config: Config, report: dict, paths: tuple[Path, Path]) -> None:
-    """One MLflow run per check, in the pipeline's experiment, tagged `pipeline.kind=monitor`."""
+    """One MLflow run per check of new data, in the experiment `<tracking.experiment>-monitor`
+    (beside the pipeline's runs, not among them), tagged `pipeline.kind=monitor`."""
     import mlflow
 
     from pipeline import tracking
 
     tracking.configure(config)
+    mlflow.set_experiment(f"{config.tracking.experiment}-monitor")
     with mlflow.start_run(run_name=f"monitor {Path(report['data']).name}", tags={"pipeline.kind": "monitor"}):
         mlflow.log_params({"monitor.data": report["data"], "monitor.examples": report["examples"]})
         mlflow.set_tags({"pipeline.monitor.retrain": str(report["retrain"]).lower()})
-        metrics = {f"drifted_{family}": len(result["drifted"]) for family, result in report["families"].items()}
-        metrics["retrain"] = float(report["retrain"])
-        if "feedback" in report:
-            metrics[f"live_{report['feedback']['metric']}"] = report["feedback"]["live"]
-        mlflow.log_metrics(metrics)
+        mlflow.log_metrics(monitor_metrics(report))
         for path in paths:
             mlflow.log_artifact(str(path), artifact_path="monitor")
 
 
-def run_monitor(config: Config, data_path: Path | None, output_dir: Path) -> dict:
+def run_monitor(config: Config, data_path: Path | None, output_dir: Path) -> tuple[dict, tuple[Path, Path]]:
     from pipeline.features import load_spec
 
     started = time.perf_counter()
     report, samples = monitor(config, data_path)
     report["seconds"] = round(time.perf_counter() - started, 2)
-    paths = write_report(report, samples, load_spec(config.paths.prepared), output_dir)
-    log_to_mlflow(config, report, paths)
-    return report
+    return report, write_report(report, samples, load_spec(config.paths.prepared), output_dir)
 
 
 def summary_line(report: dict, output_dir: Path) -> str:
@@ -547,8 +551,11 @@ def summary_line(report: dict, output_dir: Path) -> str:
     )
 
 
-def command(params_file: str, data: str | None, output: str | None, fail_on_drift: bool) -> int:
-    """`pipeline monitor`: exit 0, or 1 with --fail-on-drift when retraining is due (2: bad input)."""
+def command(params_file: str, data: str | None, output: str | None, fail_on_drift: bool, stage: bool = False) -> int:
+    """`pipeline monitor`: exit 0, or 1 with --fail-on-drift when retraining is due (2: bad input).
+
+    As the DVC stage (`stage`), the check belongs to the pipeline's MLflow run; a check of new
+    data from the command line is a run of its own in the monitor experiment."""
     result = {}
 
     def body(config: Config) -> StageResult:
@@ -556,12 +563,19 @@ def command(params_file: str, data: str | None, output: str | None, fail_on_drif
         path = data if data is not None else config.monitor.data
         if path is not None and not Path(path).exists():
             raise StageError(f"{path}: no such file or folder (the new data to monitor).")
-        result.update(run_monitor(config, None if path is None else Path(path), output_dir))
-        return StageResult(summary=summary_line(result, output_dir))
+        report, paths = run_monitor(config, None if path is None else Path(path), output_dir)
+        result.update(report)
+        if not stage:
+            log_to_mlflow(config, report, paths)
+        return StageResult(
+            summary=summary_line(report, output_dir),
+            metrics={f"monitor_{name}": value for name, value in monitor_metrics(report).items()},
+            artifacts=list(paths),
+        )
 
-    run_stage("monitor", params_file, body, track=False)
+    run_stage("monitor", params_file, body, track=stage)
     return 1 if fail_on_drift and result.get("retrain") else 0
 
 
 def main(params_file: str = "params.yaml") -> None:
-    command(params_file, None, None, fail_on_drift=False)
+    command(params_file, None, None, fail_on_drift=False, stage=True)

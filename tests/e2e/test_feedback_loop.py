@@ -51,6 +51,16 @@ def test_drift_feedback_retrain_gate_and_push(tmp_path):
     assert report["feedback"]["metric"] == "accuracy"  # the class folders are labels
     page = (project / "reports/monitor/report.html").read_text()
     assert "RETRAIN" in page and "data:image/png;base64," in page
+    import mlflow
+
+    mlflow.set_tracking_uri(f"sqlite:///{project / 'mlflow.db'}")
+    checks = mlflow.search_runs(experiment_names=["keras-pipeline-monitor"], output_format="list")
+    verdicts = sorted(run.data.tags["pipeline.monitor.retrain"] for run in checks)
+    assert verdicts == ["false", "true"]  # one run per check, beside (not among) the pipeline's runs
+    assert {artifact.path for artifact in mlflow.MlflowClient().list_artifacts(checks[0].info.run_id, "monitor")} == {
+        "monitor/drift.json",
+        "monitor/report.html",
+    }
 
     broken = sample_of(noisy, tmp_path / "broken", every=5)
     (broken / "3" / "0000.png").write_bytes(b"not an image")

@@ -106,6 +106,8 @@ def test_one_mlflow_run_holds_params_metrics_tags_and_a_loadable_model(reproduce
         assert mlflow_run.data.tags[f"pipeline.stage.{stage}"] == "done"
     assert mlflow_run.data.metrics["validate_errors"] == 0
     assert mlflow_run.data.metrics["finetune_test_accuracy"] > mlflow_run.data.metrics["scratch_test_accuracy"]
+    assert mlflow_run.data.tags["pipeline.stage.monitor"] == "done"
+    assert mlflow_run.data.metrics["monitor_retrain"] == 0.0  # the test split is not drift
     assert "finetune_val_loss" in mlflow_run.data.metrics and "scratch_val_loss" in mlflow_run.data.metrics
 
     import mlflow
