@@ -17,6 +17,7 @@ import numpy as np
 import pandas as pd
 
 IMAGE_EXTENSIONS = (".png", ".jpg", ".jpeg", ".bmp", ".gif")
+TABLE_FORMATS = {".csv": "csv", ".parquet": "parquet", ".pq": "parquet"}  # file suffix -> load_table format
 
 
 class DataError(ValueError):

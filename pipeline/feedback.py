@@ -14,20 +14,17 @@ import dataclasses
 import logging
 import shutil
 import subprocess
-import sys
 import tempfile
 import time
 from pathlib import Path
 
 from pipeline.config import Config, DataConfig
-from pipeline.datasets import DataError
+from pipeline.datasets import TABLE_FORMATS, DataError
 from pipeline.files import write_json_atomic
 from pipeline.ingest import FEEDBACK_TABLE
-from pipeline.runtime import StageError, StageResult, run_stage
+from pipeline.runtime import StageError, StageResult, run_stage, tool
 
 log = logging.getLogger(__name__)
-
-TABLE_FORMATS = {".csv": "csv", ".parquet": "parquet", ".pq": "parquet"}
 
 
 def batch_data(config: Config, path: Path) -> DataConfig:
@@ -65,8 +62,8 @@ def validate_batch(config: Config, path: Path, reports: Path) -> dict:
     return summary
 
 
-def copy_batch(config: Config, path: Path, target: Path) -> int:
-    """Copies the batch to `target` (atomically); returns the number of examples."""
+def copy_batch(config: Config, path: Path, target: Path) -> None:
+    """Copies the batch to `target` (atomically)."""
     target.parent.mkdir(parents=True, exist_ok=True)
     with tempfile.TemporaryDirectory(dir=target.parent, prefix=f".{target.name}-") as scratch:
         staging = Path(scratch) / "out"
@@ -78,15 +75,10 @@ def copy_batch(config: Config, path: Path, target: Path) -> int:
                 destination = staging / label / Path(source).name
                 destination.parent.mkdir(parents=True, exist_ok=True)
                 shutil.copyfile(source, destination)
-            examples = len(manifest)
         else:
             staging.mkdir()
             shutil.copyfile(path, staging / f"{FEEDBACK_TABLE}{path.suffix.lower()}")
-            from pipeline.datasets import load_table
-
-            examples = len(load_table(path, TABLE_FORMATS[path.suffix.lower()]))
         staging.rename(target)
-    return examples
 
 
 def track_with_dvc(target: Path) -> bool:
@@ -94,10 +86,7 @@ def track_with_dvc(target: Path) -> bool:
     if not Path(".dvc").is_dir():
         log.warning("not a DVC repository: %s is added but not versioned", target)
         return False
-    dvc = Path(sys.executable).parent / "dvc"
-    completed = subprocess.run(
-        [str(dvc) if dvc.exists() else "dvc", "add", "--quiet", str(target)], capture_output=True, text=True
-    )
+    completed = subprocess.run([tool("dvc"), "add", "--quiet", str(target)], capture_output=True, text=True)
     if completed.returncode != 0:
         shutil.rmtree(target, ignore_errors=True)
         raise StageError(f"dvc add {target} failed, the batch was removed again: {completed.stderr.strip()}")
@@ -113,9 +102,9 @@ def add(config: Config, path: Path, name: str | None = None) -> dict:
         raise StageError(f"{target} exists already; pick another --name.")
     reports = Path(config.paths.reports) / "feedback" / name
     summary = validate_batch(config, Path(path), reports)
-    examples = copy_batch(config, Path(path), target)
+    copy_batch(config, Path(path), target)
     tracked = track_with_dvc(target)
-    return {"batch": name, "path": str(target), "examples": examples, "dvc": tracked, "rows": summary["rows"]}
+    return {"batch": name, "path": str(target), "examples": summary["rows"], "dvc": tracked}
 
 
 def command(params_file: str, path: str, name: str | None) -> int:

@@ -16,7 +16,6 @@ of epochs, and both are scored on the target's test split, so the transfer gain 
 
 from __future__ import annotations
 
-import csv
 import logging
 import shutil
 import sys
@@ -26,6 +25,7 @@ from pathlib import Path
 from pipeline.config import Config, FinetuneConfig
 from pipeline.files import replace_directory, write_json_atomic
 from pipeline.runtime import StageError, StageResult, format_metrics, run_stage, setup_tensorflow
+from pipeline.train import write_history
 
 log = logging.getLogger(__name__)
 
@@ -234,7 +234,7 @@ def fine_tune(model, base, spec: dict, train_dataset, validation_dataset, settin
     return [{"epoch": index, **row} for index, row in enumerate(rows)], unfrozen
 
 
-def build_scratch_model(config: Config, target_spec: dict, source_spec: dict | None):
+def build_scratch_model(config: Config, target_spec: dict):
     """The fine-tuned model's architecture with fresh weights, to measure what transfer adds."""
     import keras
 
@@ -248,14 +248,6 @@ def build_scratch_model(config: Config, target_spec: dict, source_spec: dict | N
         return build_model(hyperparameters, target_spec)
     model, _ = build_transfer_model(settings, target_spec, weights=None)
     return compile_for_task(model, target_spec, keras.optimizers.Adam(settings.head_learning_rate))
-
-
-def _write_history(path: Path, rows: list[dict]) -> None:
-    fields = list(dict.fromkeys(key for row in rows for key in row))
-    with open(path, "w", newline="") as handle:
-        writer = csv.DictWriter(handle, fieldnames=fields)
-        writer.writeheader()
-        writer.writerows(rows)
 
 
 def plot_transfer(finetuned: list[dict], scratch: list[dict], path: Path, metric: str) -> Path:
@@ -293,7 +285,7 @@ def _skip(config: Config, reason: str) -> StageResult:
     for name in ("transfer.json", "metrics.json", "per_class.json"):
         write_json_atomic(reports / name, {"skipped": reason})
     for name in ("history.csv", "scratch_history.csv", "predictions.csv", "roc.csv"):
-        _write_history(reports / name, [{"skipped": reason}])
+        write_history(reports / name, [{"skipped": reason}])
     return StageResult(summary=f"skipped: {reason}")
 
 
@@ -309,10 +301,9 @@ def _stage(config: Config) -> StageResult:
     settings, target = config.finetune, config.target_config()
     spec = load_spec(target.paths.prepared)
     prepared = target.paths.prepared
-    source = source_spec = None
+    source = None
     if settings.base == "trained":
-        source_spec = load_spec(config.paths.prepared)
-        check_same_inputs(source_spec, spec, target.data.source)
+        check_same_inputs(load_spec(config.paths.prepared), spec, target.data.source)
         source = load_trained_model(config.paths.model)
     batch_size = settings.batch_size * strategy.num_replicas_in_sync
 
@@ -331,7 +322,7 @@ def _stage(config: Config) -> StageResult:
         log_epochs=lambda first: [tracking.epoch_logging_callback("finetune_", first)],
     )
     with strategy.scope():
-        scratch = build_scratch_model(config, spec, source_spec)
+        scratch = build_scratch_model(config, spec)
     scratch_rows = _fit(
         scratch,
         *datasets(),
@@ -361,8 +352,8 @@ def _stage(config: Config) -> StageResult:
         "transfer_wins": bool(gain > 0),
     }
     write_json_atomic(reports / "transfer.json", comparison)
-    _write_history(reports / "history.csv", rows)
-    _write_history(reports / "scratch_history.csv", scratch_rows)
+    write_history(reports / "history.csv", rows)
+    write_history(reports / "scratch_history.csv", scratch_rows)
     figure = plot_transfer(rows, scratch_rows, reports / "figures" / "transfer.png", "accuracy" if higher else "loss")
 
     target_dir = Path(config.paths.finetuned)

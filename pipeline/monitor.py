@@ -36,7 +36,6 @@ from pipeline.runtime import StageError, StageResult, run_stage, setup_tensorflo
 log = logging.getLogger(__name__)
 
 IMAGE_STATISTICS = ("brightness", "contrast", "ink", "edges")
-TABLE_SUFFIXES = {".csv": "csv", ".parquet": "parquet", ".pq": "parquet"}
 
 
 # --- reading data -----------------------------------------------------------------------------
@@ -97,10 +96,10 @@ def _read_image_batch(path: Path, spec: dict, data_settings) -> tuple[np.ndarray
 
 
 def _read_table_batch(path: Path, spec: dict) -> tuple[dict, np.ndarray | None]:
-    from pipeline.datasets import load_table
+    from pipeline.datasets import TABLE_FORMATS, load_table
     from pipeline.preprocess import MISSING_CATEGORY, encode_labels
 
-    file_format = TABLE_SUFFIXES.get(path.suffix.lower())
+    file_format = TABLE_FORMATS.get(path.suffix.lower())
     if file_format is None:
         raise DataError(f"{path}: expected a .csv or .parquet file like the training data.")
     table = load_table(path, file_format)
@@ -120,9 +119,7 @@ def _read_table_batch(path: Path, spec: dict) -> tuple[dict, np.ndarray | None]:
     if spec["label"] in table.columns:
         known = table[spec["label"]].dropna()
         if len(known) == len(table):
-            labels = encode_labels(known, spec["task"], spec["classes"]) if spec["task"] == "classification" else None
-            if spec["task"] == "regression":
-                labels = known.astype("float64").to_numpy()
+            labels = encode_labels(known, spec["task"], spec["classes"])
     return features, labels
 
 

@@ -18,24 +18,20 @@ from __future__ import annotations
 
 import json
 import logging
+import os
 import subprocess
 import sys
 import time
 from pathlib import Path
 
 from pipeline.config import Config, load_config
-from pipeline.runtime import configure_logging, user_errors
+from pipeline.runtime import configure_logging, tool, user_errors
 
 log = logging.getLogger(__name__)
 
 
 class StepError(RuntimeError):
     """A step of the job failed; the report says which and why."""
-
-
-def _tool(name: str) -> str:
-    candidate = Path(sys.executable).parent / name
-    return str(candidate) if candidate.exists() else name
 
 
 def step(title: str, command: list[str], log_lines: list[str], check: bool = True) -> subprocess.CompletedProcess:
@@ -55,19 +51,17 @@ def step(title: str, command: list[str], log_lines: list[str], check: bool = Tru
 
 
 def _in_github() -> bool:
-    import os
-
     return os.environ.get("GITHUB_ACTIONS") == "true"
 
 
 def has_remote() -> bool:
-    completed = subprocess.run([_tool("dvc"), "remote", "list"], capture_output=True, text=True)
+    completed = subprocess.run([tool("dvc"), "remote", "list"], capture_output=True, text=True)
     return completed.returncode == 0 and bool(completed.stdout.strip())
 
 
 def pipeline_is_stale(steps: list[str]) -> list[str]:
     """The stages `dvc status` reports as changed (new data, params or code)."""
-    completed = step("pipeline status", [_tool("dvc"), "status", "--json"], steps)
+    completed = step("pipeline status", [tool("dvc"), "status", "--json"], steps)
     status = json.loads(completed.stdout or "{}")
     return sorted(name.split(":")[-1] for name in status)
 
@@ -110,7 +104,7 @@ def run_job(config: Config, params_file: str, data: str | None, base_rev: str, f
     try:
         remote = has_remote()
         if remote:
-            step("pull data and models", [_tool("dvc"), "pull"], steps)
+            step("pull data and models", [tool("dvc"), "pull"], steps)
         due = []
         if data:
             step(
@@ -135,7 +129,7 @@ def run_job(config: Config, params_file: str, data: str | None, base_rev: str, f
             due.append("--force")
         if due:
             report["why"] = "Because " + "; ".join(due) + "."
-            step("retrain (dvc repro)", [_tool("dvc"), "repro"], steps)
+            step("retrain (dvc repro)", [tool("dvc"), "repro"], steps)
             report["retrained"] = True
             decision = reports / "gate" / "decision.json"
             if decision.is_file():
@@ -144,13 +138,13 @@ def run_job(config: Config, params_file: str, data: str | None, base_rev: str, f
             report["why"] = "Nothing calls for it: no drift, and data, params and code are unchanged."
         diff = step(
             "metrics against the base revision",
-            [_tool("dvc"), "metrics", "diff", base_rev, "--md"],
+            [tool("dvc"), "metrics", "diff", base_rev, "--md"],
             steps,
             check=False,
         )
         report["metrics_diff"] = diff.stdout if diff.returncode == 0 else f"(unavailable: {diff.stderr.strip()})"
         if remote:
-            step("push data and models", [_tool("dvc"), "push"], steps)
+            step("push data and models", [tool("dvc"), "push"], steps)
     except StepError as error:
         report["error"] = str(error)
     return report

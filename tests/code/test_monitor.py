@@ -162,3 +162,18 @@ def test_the_html_report_is_self_contained():
     assert "RETRAIN" in page and "class='bad'><td>size" in page
     assert page.count("data:image/png;base64,") == 2  # numeric features, predicted classes
     assert "http://" not in page and "https://" not in page  # renders offline
+
+
+def test_a_new_table_batch_is_read_like_the_training_data_with_its_labels_when_present(tmp_path):
+    spec = {**TABLE_SPEC, "label": "label"}
+    path = tmp_path / "new.csv"
+    path.write_text("Size,colour,label\n10.5,red,b\n,green,a\n9.0,,c\n")
+    features, labels = monitor.read_batch(path, spec, None)
+    np.testing.assert_array_equal(features["size"][[0, 2]], [10.5, 9.0])
+    assert np.isnan(features["size"][1]) and features["colour"].tolist() == ["red", "green", ""]
+    assert labels.tolist() == [1, 0, 2]
+    path.write_text("Size,colour\n10.5,red\n")
+    assert monitor.read_batch(path, spec, None)[1] is None  # unlabelled: drift only
+    path.write_text("Size,shade\n10.5,red\n")
+    with pytest.raises(monitor.DataError, match=r"columns \['colour'\] are missing"):
+        monitor.read_batch(path, spec, None)
