@@ -24,18 +24,18 @@ def main() -> None:
     parser.add_argument("--size", type=int, default=200)
     args = parser.parse_args()
 
-    from pipeline import monitor
-    from pipeline.config import load_config
-    from pipeline.features import load_spec
-    from pipeline.models import feature_extractor, load_trained_model
+    from pipeline.core.config import load_config
+    from pipeline.ml.features import load_spec
+    from pipeline.ml.models import feature_extractor, load_trained_model
+    from pipeline.ops import monitoring
 
     config = load_config("params.yaml")
     spec = load_spec(config.paths.prepared)
     model = load_trained_model(config.paths.model)
     extractor = feature_extractor(model)
-    reference, _ = monitor.read_reference(config.paths.prepared, spec)
+    reference, _ = monitoring.read_reference(config.paths.prepared, spec)
     held_out = np.concatenate(
-        [monitor.read_reference(config.paths.prepared, spec, split)[0] for split in ("validation", "test")]
+        [monitoring.read_reference(config.paths.prepared, spec, split)[0] for split in ("validation", "test")]
     )
     reference_outputs = np.asarray(model(reference, training=False))
     reference_embeddings = np.asarray(extractor(reference, training=False))
@@ -52,7 +52,7 @@ def main() -> None:
         for _ in range(args.repeats):
             chosen = generator.choice(len(held_out), size=args.size, replace=False)
             current = shift(held_out[chosen]).astype(np.float32)
-            report = monitor.compare(
+            report = monitoring.compare(
                 reference,
                 current,
                 spec,
@@ -62,7 +62,7 @@ def main() -> None:
                 reference_embeddings,
                 np.asarray(extractor(current, training=False)),
             )
-            report.update(monitor.decide(report))
+            report.update(monitoring.decide(report))
             alarms += report["retrain"]
             for family, result in report["families"].items():
                 by_family[family] = by_family.get(family, 0) + bool(result["drifted"])
@@ -73,7 +73,7 @@ def main() -> None:
 
 
 def table(repeats: int, size: int, settings) -> None:
-    from pipeline import monitor
+    from pipeline.ops import monitoring
 
     spec = {
         "kind": "table",
@@ -101,8 +101,10 @@ def table(repeats: int, size: int, settings) -> None:
     for name, shift in (("table, fresh sample (no shift)", 0.0), ("table, x1 shifted by 0.25 sd", 0.25)):
         alarms = 0
         for _ in range(repeats):
-            report = monitor.compare(reference, sample(size, shift), spec, settings, reference_outputs, outputs(size))
-            alarms += monitor.decide(report)["retrain"]
+            report = monitoring.compare(
+                reference, sample(size, shift), spec, settings, reference_outputs, outputs(size)
+            )
+            alarms += monitoring.decide(report)["retrain"]
         print(f"{name}: retrain in {alarms / repeats:.2%} of samples")
 
 

@@ -85,10 +85,10 @@ def throughput(project: Path, epochs: int, rounds: int) -> tuple[float, float]:
     import numpy as np
     import tensorflow as tf
 
-    from pipeline.config import load_config
-    from pipeline.features import load_spec, make_dataset
-    from pipeline.hyperparameters import defaults_from_config
-    from pipeline.models import build_model
+    from pipeline.core.config import load_config
+    from pipeline.ml.features import load_spec, make_dataset
+    from pipeline.ml.hyperparameters import defaults_from_config
+    from pipeline.ml.models import build_model
 
     config = load_config("params.yaml")
     spec = load_spec(config.paths.prepared)

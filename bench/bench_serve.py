@@ -11,10 +11,7 @@ from __future__ import annotations
 
 import argparse
 import json
-import os
-import signal
 import statistics
-import subprocess
 import sys
 import threading
 import time
@@ -63,8 +60,8 @@ def main() -> None:
     parser.add_argument("--batch", type=int, default=32)
     args = parser.parse_args()
     sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
-    from pipeline.deploy import free_port
-    from pipeline.serve import load_served_model
+    from pipeline.core.processes import background_server, free_port
+    from pipeline.serving.loading import load_served_model
 
     served = load_served_model(args.model)
     image = served.spec["image"]
@@ -74,20 +71,9 @@ def main() -> None:
     batch = generator.integers(0, 256, (args.batch, *shape)).astype(np.float32)
 
     port = free_port()
-    server = subprocess.Popen(
-        [sys.executable, "-m", "pipeline", "serve", "--model", args.model, "--port", str(port)],
-        stdout=subprocess.DEVNULL,
-        stderr=subprocess.DEVNULL,
-        start_new_session=True,
-    )
+    command = [sys.executable, "-m", "pipeline", "serve", "--model", args.model, "--port", str(port)]
     url = f"http://127.0.0.1:{port}/v1/models/{served.name}:predict"
-    try:
-        for _ in range(240):
-            try:
-                urllib.request.urlopen(f"http://127.0.0.1:{port}/health", timeout=1).read()
-                break
-            except OSError:
-                time.sleep(0.5)
+    with background_server(command, f"http://127.0.0.1:{port}", timeout=120):
         rows = []
         for name, inputs in (("single example", single), (f"batch of {args.batch}", batch)):
             body = json.dumps({"instances": inputs.tolist()}).encode()
@@ -108,9 +94,6 @@ def main() -> None:
                     statistics.median(in_process),
                 )
             )
-    finally:
-        os.killpg(server.pid, signal.SIGTERM)
-        server.wait(timeout=30)
     print(f"{args.clients} concurrent clients for {args.seconds:.0f} s each, on 127.0.0.1\n")
     print("| request | requests/s | examples/s | p50 (ms) | p99 (ms) | in-process p50 (ms) | HTTP overhead p50 (ms) |")
     print("|---|---|---|---|---|---|---|")

@@ -49,8 +49,8 @@ WORKER = """
 import resource, sys, time
 from pathlib import Path
 sys.path.insert(0, {root!r})
-from pipeline import expectations
-from pipeline.validate import run_suite, validate_in_chunks, validation_frame
+from pipeline.data import expectations
+from pipeline.data.validation import run_suite, validate_in_chunks, validation_frame
 kind, path, extra = sys.argv[1], Path(sys.argv[2]), Path(sys.argv[3])
 started = time.perf_counter()
 if kind == "profile":  # derive the suite from the whole table (not measured)
@@ -89,7 +89,7 @@ def main() -> None:
     parser.add_argument("--images", type=int, default=50_000)
     args = parser.parse_args()
     sys.path.insert(0, str(ROOT))
-    from pipeline.datasets import scan_image_dir
+    from pipeline.data.sources import scan_image_dir
 
     with tempfile.TemporaryDirectory(prefix="bench-validation-") as scratch:
         scratch = Path(scratch)

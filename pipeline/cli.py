@@ -13,17 +13,17 @@ from pathlib import Path
 
 # stage -> (module, its entry point), in pipeline order
 STAGES = {
-    "ingest": ("pipeline.ingest", "main"),
-    "validate": ("pipeline.validate", "main"),
-    "preprocess": ("pipeline.preprocess", "main"),
-    "tune": ("pipeline.tune", "main"),
-    "train": ("pipeline.train", "main"),
-    "evaluate": ("pipeline.evaluate", "main"),
-    "prepare_target": ("pipeline.finetune", "prepare_target_main"),
-    "finetune": ("pipeline.finetune", "main"),
-    "export": ("pipeline.export", "main"),
-    "gate": ("pipeline.gate", "main"),
-    "monitor": ("pipeline.monitor", "main"),
+    "ingest": ("pipeline.stages.ingest", "main"),
+    "validate": ("pipeline.stages.validate", "main"),
+    "preprocess": ("pipeline.stages.preprocess", "main"),
+    "tune": ("pipeline.stages.tune", "main"),
+    "train": ("pipeline.stages.train", "main"),
+    "evaluate": ("pipeline.stages.evaluate", "main"),
+    "prepare_target": ("pipeline.stages.finetune", "prepare_target_main"),
+    "finetune": ("pipeline.stages.finetune", "main"),
+    "export": ("pipeline.stages.export", "main"),
+    "gate": ("pipeline.stages.gate", "main"),
+    "monitor": ("pipeline.stages.monitor", "main"),
 }
 
 
@@ -119,7 +119,7 @@ def main(argv: list[str] | None = None) -> int:
     if args.command == "validate":
         return _validate_command(args)
     if args.command == "gate":
-        from pipeline import gate
+        from pipeline.stages import gate
 
         if not args.force_bless:
             gate.main(args.params)
@@ -128,33 +128,33 @@ def main(argv: list[str] | None = None) -> int:
     if args.command == "serve":
         return _serve_command(args)
     if args.command == "tune":
-        from pipeline import tune
+        from pipeline.stages import tune
 
         if args.workers < 1:
             tune.main(args.params)
             return 0
         return tune.launch_distributed(args.params, args.workers, port=args.port)
     if args.command == "train":
-        from pipeline import train
+        from pipeline.stages import train
 
         if args.workers < 2:
             train.main(args.params)
             return 0
         return train.launch_workers(args.params, args.workers)
     if args.command == "monitor":
-        from pipeline import monitor
+        from pipeline.ops import monitoring
 
-        return monitor.command(args.params, args.data, args.output, args.fail_on_drift)
+        return monitoring.command(args.params, args.data, args.output, args.fail_on_drift)
     if args.command == "feedback":
-        from pipeline import feedback
+        from pipeline.ops import feedback
 
         return feedback.command(args.params, args.path, args.name)
     if args.command == "retrain":
-        from pipeline import retrain
+        from pipeline.ops import retrain
 
         return retrain.command(args.params, args.data, args.base_rev, args.summary, args.force)
     if args.command == "check-config":
-        from pipeline.config import ConfigError, load_config
+        from pipeline.core.config import ConfigError, load_config
 
         try:
             load_config(args.params)
@@ -163,22 +163,23 @@ def main(argv: list[str] | None = None) -> int:
             return 2
         print(f"{args.params}: valid")
         return 0
-    from pipeline.predict import main as predict_main
+    from pipeline.serving.predict import main as predict_main
 
     return predict_main(args.model, args.input, args.output)
 
 
 def _validate_command(args: argparse.Namespace) -> int:
-    from pipeline import validate
+    from pipeline.data import validation
+    from pipeline.stages import validate
 
     if not args.profile:
         validate.main(args.params)
         return 0
-    from pipeline.config import load_config
-    from pipeline.runtime import user_errors
+    from pipeline.core.config import load_config
+    from pipeline.core.runner import user_errors
 
     try:
-        written = validate.profile(load_config(args.params), args.output, force=args.force)
+        written = validation.profile(load_config(args.params), args.output, force=args.force)
     except user_errors() as error:
         print(f"pipeline validate: error: {error}", file=sys.stderr)
         return 2
@@ -189,16 +190,16 @@ def _validate_command(args: argparse.Namespace) -> int:
 def _serve_command(args: argparse.Namespace) -> int:
     import os
 
-    from pipeline.config import Config, load_config
-    from pipeline.runtime import user_errors
+    from pipeline.core.config import Config, load_config
+    from pipeline.core.runner import user_errors
 
     try:
         config = load_config(args.params) if Path(args.params).is_file() else Config()
         os.environ.setdefault("MLFLOW_TRACKING_URI", config.tracking.resolved_uri)  # for models:/ URIs
-        from pipeline import serve
+        from pipeline.serving import app
 
         settings = config.serve
-        return serve.main(
+        return app.main(
             args.model,
             args.host or settings.host,
             args.port or settings.port,

@@ -9,7 +9,6 @@ import signal
 import subprocess
 import sys
 import time
-import urllib.request
 from pathlib import Path
 
 import pytest
@@ -87,7 +86,7 @@ def make_dvc_project(parent: Path, overrides: dict | None = None) -> Path:
     shutil.copytree(ROOT / "data" / "user", project / "data" / "user")
     shutil.copytree(ROOT / "data" / "feedback", project / "data" / "feedback")
     shutil.copytree(ROOT / "expectations", project / "expectations")
-    for name in ("dvc.yaml", ".gitignore"):
+    for name in ("dvc.yaml", ".gitignore", ".dvcignore"):
         shutil.copy(ROOT / name, project / name)
     write_params(project, overrides)
     run(["git", "init", "-q"], project)
@@ -139,7 +138,7 @@ def interrupt_stage(name: str, cwd: Path, progress, at_least: int, timeout: floa
 @contextlib.contextmanager
 def serving(model: str, cwd: Path, timeout: float = 120):
     """`pipeline serve --model MODEL` on a free localhost port; yields its base URL once /health answers."""
-    from pipeline.deploy import free_port
+    from pipeline.core.processes import free_port
 
     port = free_port()
     command = [sys.executable, "-m", "pipeline", "serve", "--model", model, "--port", str(port)]
@@ -150,27 +149,7 @@ def serving(model: str, cwd: Path, timeout: float = 120):
 @contextlib.contextmanager
 def background_server(command: list[str], cwd: Path, base: str, timeout: float = 120, environment=None):
     """Runs a server command; yields `base` once `<base>/health` answers; stops it (SIGTERM) after."""
-    process = subprocess.Popen(
-        command,
-        cwd=cwd,
-        stdout=subprocess.PIPE,
-        stderr=subprocess.STDOUT,
-        text=True,
-        start_new_session=True,
-        env=environment,
-    )
-    try:
-        deadline = time.monotonic() + timeout
-        while True:
-            assert process.poll() is None, f"the server exited:\n{process.stdout.read()[-3000:]}"
-            try:
-                with urllib.request.urlopen(f"{base}/health", timeout=2):
-                    break
-            except OSError:
-                assert time.monotonic() < deadline, f"the server did not answer /health within {timeout} s"
-                time.sleep(0.5)
+    from pipeline.core.processes import background_server as server
+
+    with server(command, base, timeout, cwd=cwd, environment=environment):
         yield base
-    finally:
-        if process.poll() is None:
-            os.killpg(process.pid, signal.SIGTERM)
-        process.wait(timeout=30)

@@ -3,7 +3,7 @@ import sys
 
 import pytest
 
-from pipeline.config import ConfigError, config_from_dict, load_config
+from pipeline.core.config import ConfigError, config_from_dict, load_config
 from tests.conftest import ROOT, default_params, merged
 
 

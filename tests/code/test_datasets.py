@@ -5,9 +5,9 @@ import pandas as pd
 import pytest
 from PIL import Image
 
-from pipeline import datasets
-from pipeline.config import DataConfig
-from pipeline.ingest import ingest, load_source
+from pipeline.core.config import DataConfig
+from pipeline.data import sources
+from pipeline.data.ingestion import ingest, load_source
 
 
 def make_image_dir(root: Path, classes=("cat", "dog"), per_class=6, size=(8, 8)) -> Path:
@@ -21,7 +21,7 @@ def make_image_dir(root: Path, classes=("cat", "dog"), per_class=6, size=(8, 8))
 
 
 def test_digits_are_written_as_png_class_folders(tmp_path):
-    root = datasets.write_digits_images(tmp_path / "digits")
+    root = sources.write_digits_images(tmp_path / "digits")
     folders = sorted(child.name for child in root.iterdir())
     assert folders == [str(digit) for digit in range(10)]
     files = list(root.rglob("*.png"))
@@ -31,7 +31,7 @@ def test_digits_are_written_as_png_class_folders(tmp_path):
 
 
 def test_penguins_csv_has_real_missing_values(tmp_path):
-    table = datasets.load_table(datasets.write_penguins_csv(tmp_path / "penguins.csv"), "csv")
+    table = sources.load_table(sources.write_penguins_csv(tmp_path / "penguins.csv"), "csv")
     assert len(table) == 344
     assert {"species", "island", "sex", "bill_length_mm"} <= set(table.columns)
     assert table["sex"].isna().sum() > 0
@@ -42,7 +42,7 @@ def test_image_listing_follows_the_keras_folder_convention(tmp_path):
     (root / "cat" / "notes.txt").write_text("not an image: listed, for validation to reject")
     (root / "cat" / ".DS_Store").write_text("hidden files are skipped")
     (root / "empty_class").mkdir()
-    manifest, class_folders = datasets.scan_image_dir(root)
+    manifest, class_folders = sources.scan_image_dir(root)
     assert list(manifest.columns) == ["path", "label"]
     assert manifest["label"].value_counts().to_dict() == {"cat": 7, "dog": 6}
     assert class_folders == ["cat", "dog", "empty_class"]
@@ -59,18 +59,18 @@ def test_image_listing_follows_the_keras_folder_convention(tmp_path):
 def test_unreadable_tables_give_a_clear_error(tmp_path, content, message):
     path = tmp_path / "data.csv"
     path.write_bytes(content)
-    with pytest.raises(datasets.DataError, match=message):
-        datasets.load_table(path, "csv")
+    with pytest.raises(sources.DataError, match=message):
+        sources.load_table(path, "csv")
 
 
 def test_missing_paths_give_a_clear_error(tmp_path):
-    with pytest.raises(datasets.DataError, match="no such file"):
-        datasets.load_table(tmp_path / "absent.csv", "csv")
-    with pytest.raises(datasets.DataError, match="no such folder"):
-        datasets.scan_image_dir(tmp_path / "absent")
+    with pytest.raises(sources.DataError, match="no such file"):
+        sources.load_table(tmp_path / "absent.csv", "csv")
+    with pytest.raises(sources.DataError, match="no such folder"):
+        sources.scan_image_dir(tmp_path / "absent")
     (tmp_path / "empty" / "class_a").mkdir(parents=True)
-    with pytest.raises(datasets.DataError, match="found no files in class sub-folders"):
-        datasets.scan_image_dir(tmp_path / "empty")
+    with pytest.raises(sources.DataError, match="found no files in class sub-folders"):
+        sources.scan_image_dir(tmp_path / "empty")
 
 
 def test_ingest_snapshots_a_user_csv_byte_for_byte(tmp_path):
@@ -101,8 +101,8 @@ def test_fingerprints_follow_content_and_labels(tmp_path):
     first, second = tmp_path / "a.png", tmp_path / "b.png"
     first.write_bytes(b"one")
     second.write_bytes(b"two")
-    fingerprint = datasets.fingerprint_files([str(first), str(second)], ["x", "y"])
-    assert fingerprint == datasets.fingerprint_files([str(first), str(second)], ["x", "y"])
-    assert fingerprint != datasets.fingerprint_files([str(first), str(second)], ["y", "x"])
+    fingerprint = sources.fingerprint_files([str(first), str(second)], ["x", "y"])
+    assert fingerprint == sources.fingerprint_files([str(first), str(second)], ["x", "y"])
+    assert fingerprint != sources.fingerprint_files([str(first), str(second)], ["y", "x"])
     second.write_bytes(b"three")
-    assert fingerprint != datasets.fingerprint_files([str(first), str(second)], ["x", "y"])
+    assert fingerprint != sources.fingerprint_files([str(first), str(second)], ["x", "y"])

@@ -4,8 +4,8 @@ import pytest
 
 pytest.importorskip("tensorflow")
 
-from pipeline.distribute import apply_precision, get_strategy  # noqa: E402
-from pipeline.runtime import StageError  # noqa: E402
+from pipeline.core.runner import StageError  # noqa: E402
+from pipeline.ml.distribute import apply_precision, get_strategy  # noqa: E402
 
 
 def test_a_tpu_asked_for_on_a_machine_without_one_is_a_clear_error():

@@ -1,7 +1,7 @@
 import numpy as np
 import pytest
 
-from pipeline.evaluate import class_probabilities, classification_metrics, regression_metrics, roc_points
+from pipeline.ml.evaluation import class_probabilities, classification_metrics, regression_metrics, roc_points
 
 
 def test_perfect_and_imperfect_multiclass_predictions():

@@ -8,11 +8,11 @@ import pytest
 keras = pytest.importorskip("keras")
 tf = pytest.importorskip("tensorflow")
 
-from pipeline import finetune  # noqa: E402
-from pipeline.config import ConfigError, FinetuneConfig, config_from_dict  # noqa: E402
-from pipeline.models import build_model  # noqa: E402
-from pipeline.preprocess import limit_per_class  # noqa: E402
-from pipeline.runtime import StageError  # noqa: E402
+from pipeline.core.config import ConfigError, FinetuneConfig, config_from_dict  # noqa: E402
+from pipeline.core.runner import StageError  # noqa: E402
+from pipeline.data.preparation import limit_per_class  # noqa: E402
+from pipeline.ml.models import build_model  # noqa: E402
+from pipeline.stages import finetune  # noqa: E402
 from tests.code.test_models import HYPERPARAMETERS, IMAGE_SPEC, TABLE_SPEC  # noqa: E402
 from tests.conftest import default_params, merged  # noqa: E402
 

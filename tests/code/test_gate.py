@@ -1,7 +1,7 @@
 import pytest
 
-from pipeline.config import GateConfig
-from pipeline.gate import decide
+from pipeline.core.config import GateConfig
+from pipeline.stages.gate import decide
 
 SETTINGS = GateConfig(metric="accuracy", min_improvement=0.01, thresholds={"accuracy": 0.9, "roc_auc": 0.95})
 

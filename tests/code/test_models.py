@@ -5,7 +5,7 @@ import pytest
 
 keras = pytest.importorskip("keras")
 
-from pipeline.models import build_model, build_optimizer, load_trained_model  # noqa: E402
+from pipeline.ml.models import build_model, build_optimizer, load_trained_model  # noqa: E402
 
 IMAGE_SPEC = {
     "kind": "image",

@@ -3,8 +3,8 @@
 import numpy as np
 import pytest
 
-from pipeline import monitor
-from pipeline.config import MonitorConfig
+from pipeline.core.config import MonitorConfig
+from pipeline.ops import monitoring
 
 SETTINGS = MonitorConfig()
 TABLE_SPEC = {
@@ -37,8 +37,8 @@ def images(generator, count, brightness=60.0):
 
 
 def verdict(reference, current, spec, reference_outputs, current_outputs, embeddings=(None, None)):
-    report = monitor.compare(reference, current, spec, SETTINGS, reference_outputs, current_outputs, *embeddings)
-    report.update(monitor.decide(report))
+    report = monitoring.compare(reference, current, spec, SETTINGS, reference_outputs, current_outputs, *embeddings)
+    report.update(monitoring.decide(report))
     return report
 
 
@@ -132,15 +132,15 @@ def test_labelled_feedback_worse_than_the_holdout_means_retrain():
     wrong = np.eye(3)[(labels + 1) % 3]
     mixed = np.where((np.arange(60) % 4 == 0)[:, None], wrong, right)  # 75 % right
     holdout = {"accuracy": 0.95}
-    degraded = monitor.feedback_check(labels, mixed, IMAGE_SPEC, holdout, SETTINGS)
+    degraded = monitoring.feedback_check(labels, mixed, IMAGE_SPEC, holdout, SETTINGS)
     assert degraded["degraded"] and degraded["live"] == pytest.approx(0.75)
-    assert not monitor.feedback_check(labels, right, IMAGE_SPEC, holdout, SETTINGS)["degraded"]
+    assert not monitoring.feedback_check(labels, right, IMAGE_SPEC, holdout, SETTINGS)["degraded"]
 
 
 def test_population_stability_index_is_zero_for_equal_shares_and_grows_with_the_shift():
-    assert monitor.population_stability_index(np.array([50, 30, 20]), np.array([5, 3, 2])) == pytest.approx(0.0)
-    small = monitor.population_stability_index(np.array([50, 30, 20]), np.array([45, 30, 25]))
-    large = monitor.population_stability_index(np.array([50, 30, 20]), np.array([20, 30, 50]))
+    assert monitoring.population_stability_index(np.array([50, 30, 20]), np.array([5, 3, 2])) == pytest.approx(0.0)
+    small = monitoring.population_stability_index(np.array([50, 30, 20]), np.array([45, 30, 25]))
+    large = monitoring.population_stability_index(np.array([50, 30, 20]), np.array([20, 30, 50]))
     assert 0 < small < 0.1 < 0.25 < large
 
 
@@ -157,7 +157,7 @@ def test_the_html_report_is_self_contained():
         samples["reference"], samples["current"], TABLE_SPEC, samples["reference_outputs"], samples["current_outputs"]
     )
     report.update(data="new.csv", examples=100, reference_examples=500)
-    page = monitor.render_html(report, samples, TABLE_SPEC)
+    page = monitoring.render_html(report, samples, TABLE_SPEC)
     assert page.startswith("<!doctype html>") and page.rstrip().endswith("</html>")
     assert "RETRAIN" in page and "class='bad'><td>size" in page
     assert page.count("data:image/png;base64,") == 2  # numeric features, predicted classes
@@ -168,12 +168,12 @@ def test_a_new_table_batch_is_read_like_the_training_data_with_its_labels_when_p
     spec = {**TABLE_SPEC, "label": "label"}
     path = tmp_path / "new.csv"
     path.write_text("Size,colour,label\n10.5,red,b\n,green,a\n9.0,,c\n")
-    features, labels = monitor.read_batch(path, spec, None)
+    features, labels = monitoring.read_batch(path, spec, None)
     np.testing.assert_array_equal(features["size"][[0, 2]], [10.5, 9.0])
     assert np.isnan(features["size"][1]) and features["colour"].tolist() == ["red", "green", ""]
     assert labels.tolist() == [1, 0, 2]
     path.write_text("Size,colour\n10.5,red\n")
-    assert monitor.read_batch(path, spec, None)[1] is None  # unlabelled: drift only
+    assert monitoring.read_batch(path, spec, None)[1] is None  # unlabelled: drift only
     path.write_text("Size,shade\n10.5,red\n")
-    with pytest.raises(monitor.DataError, match=r"columns \['colour'\] are missing"):
-        monitor.read_batch(path, spec, None)
+    with pytest.raises(monitoring.DataError, match=r"columns \['colour'\] are missing"):
+        monitoring.read_batch(path, spec, None)

@@ -2,8 +2,8 @@ import numpy as np
 import pandas as pd
 import pytest
 
-from pipeline.datasets import DataError
-from pipeline.preprocess import clean_table, input_name, split_indices, table_statistics
+from pipeline.data.preparation import clean_table, input_name, split_indices, table_statistics
+from pipeline.data.sources import DataError
 
 
 def penguin_like_table() -> pd.DataFrame:
@@ -75,9 +75,9 @@ def test_a_class_too_small_to_stratify_still_splits(caplog):
 
 
 def test_training_shards_are_not_in_class_order_even_when_the_source_is(tmp_path):
-    from pipeline.config import DataConfig, PreprocessConfig
-    from pipeline.features import make_dataset
-    from pipeline.preprocess import preprocess
+    from pipeline.core.config import DataConfig, PreprocessConfig
+    from pipeline.data.preparation import preprocess
+    from pipeline.ml.features import make_dataset
 
     count = 600
     table = pd.DataFrame(

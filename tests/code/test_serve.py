@@ -3,7 +3,7 @@
 import numpy as np
 import pytest
 
-from pipeline.serve import RequestError, validate_request
+from pipeline.serving.app import RequestError, validate_request
 
 TABLE_SPEC = {
     "kind": "table",

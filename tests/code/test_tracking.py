@@ -2,9 +2,9 @@ import dataclasses
 
 import pytest
 
-from pipeline import tracking
-from pipeline.config import load_config
-from pipeline.runtime import StageResult
+from pipeline.core import tracking
+from pipeline.core.config import load_config
+from pipeline.core.runner import StageResult
 
 
 @pytest.fixture

@@ -4,9 +4,9 @@ import pytest
 
 keras_tuner = pytest.importorskip("keras_tuner")
 
-from pipeline.config import load_config  # noqa: E402
-from pipeline.hyperparameters import apply_search_values, defaults_from_config, searched_names  # noqa: E402
-from pipeline.tune import declare, search_key  # noqa: E402
+from pipeline.core.config import load_config  # noqa: E402
+from pipeline.ml.hyperparameters import apply_search_values, defaults_from_config, searched_names  # noqa: E402
+from pipeline.stages.tune import declare, search_key  # noqa: E402
 from tests.conftest import ROOT  # noqa: E402
 
 

@@ -14,10 +14,10 @@ import pandas as pd
 import pytest
 from PIL import Image
 
-from pipeline import datasets
-from pipeline.config import ConfigError, config_from_dict
-from pipeline.expectations import load_suite
-from pipeline.validate import failure_message, run_suite, table_rows, validate_in_chunks, validation_frame
+from pipeline.core.config import ConfigError, config_from_dict
+from pipeline.data import sources
+from pipeline.data.expectations import load_suite
+from pipeline.data.validation import failure_message, run_suite, table_rows, validate_in_chunks, validation_frame
 from tests.conftest import ROOT, default_params, merged
 
 PENGUINS_SUITE = load_suite(ROOT / "expectations" / "penguins.yaml")
@@ -39,7 +39,7 @@ def message(summary: dict) -> str:
 
 @pytest.fixture(scope="module")
 def penguins_table(tmp_path_factory) -> pd.DataFrame:
-    path = datasets.write_penguins_csv(tmp_path_factory.mktemp("penguins") / "penguins.csv")
+    path = sources.write_penguins_csv(tmp_path_factory.mktemp("penguins") / "penguins.csv")
     return pd.read_csv(path)
 
 
@@ -82,7 +82,7 @@ def test_the_built_in_penguins_pass(penguins_table, write_csv):
 def test_unreadable_files_are_named_with_the_fix(tmp_path, content, expected):
     path = tmp_path / "data.csv"
     path.write_bytes(content)
-    with pytest.raises(datasets.DataError) as raised:
+    with pytest.raises(sources.DataError) as raised:
         validation_frame(table_description(), path)
     assert expected in str(raised.value) and str(path) in str(raised.value)
 
@@ -90,7 +90,7 @@ def test_unreadable_files_are_named_with_the_fix(tmp_path, content, expected):
 def test_truncated_file_is_called_truncated(tmp_path):
     path = tmp_path / "data.csv"
     path.write_bytes(b"a,b,c\n1,2,3\n4,5")
-    with pytest.raises(datasets.DataError, match="looks truncated"):
+    with pytest.raises(sources.DataError, match="looks truncated"):
         validation_frame(table_description(), path)
 
 
@@ -171,7 +171,7 @@ def test_a_dataset_path_that_does_not_exist():
 
 @pytest.fixture(scope="module")
 def digits_folder(tmp_path_factory) -> Path:
-    return datasets.write_digits_images(tmp_path_factory.mktemp("digits") / "images")
+    return sources.write_digits_images(tmp_path_factory.mktemp("digits") / "images")
 
 
 @pytest.fixture
@@ -180,7 +180,7 @@ def image_folder(digits_folder, tmp_path) -> Path:
 
 
 def validate_images(root: Path) -> dict:
-    listing, _ = datasets.scan_image_dir(root)
+    listing, _ = sources.scan_image_dir(root)
     frame = validation_frame({"kind": "image"}, _write_manifest(listing, root.parent))
     return run_suite(frame, DIGITS_SUITE, "error", max_examples=3)
 

@@ -10,7 +10,7 @@ from pathlib import Path
 
 import pytest
 
-from pipeline.datasets import write_digits_images
+from pipeline.data.sources import write_digits_images
 from tests.conftest import make_dvc_project, run
 
 pytestmark = pytest.mark.e2e

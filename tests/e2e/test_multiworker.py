@@ -9,7 +9,7 @@ import sys
 
 import pytest
 
-from pipeline import multiworker
+from pipeline.ml import multiworker
 from tests.conftest import ROOT, stage
 
 pytestmark = pytest.mark.e2e
@@ -20,7 +20,7 @@ def run_cluster(arguments: list[str], cwd) -> list:
 
     processes = [
         subprocess.Popen(
-            [sys.executable, "-m", "pipeline.multiworker", *arguments],
+            [sys.executable, "-m", "pipeline.ml.multiworker", *arguments],
             cwd=cwd,
             env={**os.environ, "TF_CONFIG": json.dumps(config), "PYTHONPATH": str(ROOT)},
             stdout=subprocess.PIPE,
@@ -35,7 +35,7 @@ def run_cluster(arguments: list[str], cwd) -> list:
 def test_plain_keras_fit_still_fails_under_multi_worker_mirrored_strategy(tmp_path):
     results = run_cluster(["--without-workarounds"], tmp_path)
     assert any(status != 0 for status, _ in results), (
-        "Keras fit now works under MultiWorkerMirroredStrategy without pipeline/multiworker.py's"
+        "Keras fit now works under MultiWorkerMirroredStrategy without pipeline/ml/multiworker.py's"
         " workarounds: remove them"
     )
     assert any("PerReplica" in output or "Invalid reduction dimension" in output for _, output in results)

@@ -9,7 +9,7 @@ from pathlib import Path
 import pytest
 import yaml
 
-from pipeline.datasets import write_digits_images
+from pipeline.data.sources import write_digits_images
 from tests.conftest import TINY_SEARCH, make_dvc_project, run, serving
 
 pytestmark = pytest.mark.e2e
@@ -90,6 +90,49 @@ def test_a_second_repro_reruns_nothing(reproduced):
     completed = run(["dvc", "repro"], project)
     assert "Running stage" not in completed.stdout
     assert "up to date" in completed.stdout
+
+
+def changed_stages(project: Path) -> set[str]:
+    status = json.loads(run(["dvc", "status", "--json"], project).stdout)
+    return set(status)
+
+
+@pytest.mark.parametrize(
+    ("helper", "users"),
+    [
+        (
+            "pipeline/ml/evaluation.py",
+            {"tune", "train", "evaluate", "prepare_target", "finetune", "export", "gate", "monitor"},
+        ),
+        ("pipeline/serving/checks.py", {"export"}),
+        (
+            "pipeline/core/outputs.py",
+            {
+                "ingest",
+                "validate",
+                "preprocess",
+                "tune",
+                "train",
+                "evaluate",
+                "prepare_target",
+                "finetune",
+                "export",
+                "gate",
+                "monitor",
+            },
+        ),
+    ],
+)
+def test_a_change_to_a_shared_helper_makes_exactly_its_users_stale(reproduced, helper, users):
+    project, _ = reproduced
+    path = project / helper
+    original = path.read_text()
+    try:
+        path.write_text(original + "\n# a change\n")
+        assert changed_stages(project) == users
+    finally:
+        path.write_text(original)
+    assert changed_stages(project) == set()
 
 
 def test_one_mlflow_run_holds_params_metrics_tags_and_a_loadable_model(reproduced):

@@ -57,7 +57,7 @@ def test_test_examples_get_the_models_own_predictions(server):
     base, directory = server
     import tensorflow as tf
 
-    from pipeline.features import load_spec, make_dataset
+    from pipeline.ml.features import load_spec, make_dataset
 
     spec = load_spec(directory / "data/prepared")
     images, _ = next(iter(make_dataset(directory / "data/prepared", spec, "test", 32)))

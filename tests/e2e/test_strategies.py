@@ -29,7 +29,7 @@ def test_train_under_mirrored_strategy_and_with_mixed_precision(workdir):
     assert "mixed precision: mixed_bfloat16" in mixed.stderr
     import keras
 
-    from pipeline.models import load_trained_model
+    from pipeline.ml.models import load_trained_model
 
     model = load_trained_model(workdir / "models/model.keras")
     assert model.get_layer("conv_0").dtype_policy.name == "mixed_bfloat16"

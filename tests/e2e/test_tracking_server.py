@@ -12,7 +12,7 @@ from pathlib import Path
 
 import pytest
 
-from pipeline.deploy import free_port
+from pipeline.core.processes import free_port
 from tests.conftest import background_server, run, write_params
 
 pytestmark = pytest.mark.e2e

@@ -1,0 +1,1 @@
+"""Infrastructure without TensorFlow: errors, configuration, the stage runner, atomic outputs, tracking."""

@@ -1,0 +1,665 @@
+"""Typed, validated configuration loaded once from `params.yaml`.
+
+This module must stay light: it imports neither TensorFlow nor MLflow, so that a bad
+setting is reported in well under a second, before any heavy import.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import os
+import re
+import types
+import typing
+from collections.abc import Mapping
+from pathlib import Path
+from typing import Any, Literal, Optional, Union
+
+import yaml
+
+from pipeline.core.errors import ConfigError
+
+DEFAULT_PARAMS_FILE = "params.yaml"
+
+IMAGE_SOURCES = ("digits", "digits_noisy", "image_dir")
+TABLE_SOURCES = ("penguins", "csv", "parquet")
+BUILTIN_SOURCES = ("digits", "digits_noisy", "penguins")
+BUILTIN_LABELS = {"penguins": "species", "digits": "label", "digits_noisy": "label"}
+FinetuneBase = Literal[
+    "trained", "mobilenet_v2", "mobilenet_v3_small", "mobilenet_v3_large", "efficientnet_b0", "resnet50"
+]
+
+
+SCIENTIFIC = re.compile(r"[-+]?(\d+\.?\d*|\.\d+)[eE][-+]?\d+")
+
+
+@dataclasses.dataclass(frozen=True)
+class BaseConfig:
+    seed: int = 42
+    deterministic: bool = True
+    strategy: Literal["auto", "cpu", "one_device", "mirrored", "multi_worker", "tpu"] = "auto"
+    logical_cpus: Optional[int] = None
+    log_level: Literal["DEBUG", "INFO", "WARNING", "ERROR"] = "INFO"
+
+    def _validate(self, section: str) -> None:
+        if self.logical_cpus is not None and not 1 <= self.logical_cpus <= 64:
+            _fail(f"{section}.logical_cpus", self.logical_cpus, "null, or 1 to 64 logical CPU devices")
+
+
+@dataclasses.dataclass(frozen=True)
+class PathsConfig:
+    ingested: str = "data/ingested"
+    validated: str = "data/validated"
+    expectations: str = "expectations"
+    feedback: str = "data/feedback"
+    prepared: str = "data/prepared"
+    hyperparameters: str = "models/hyperparameters.json"
+    model: str = "models/model.keras"
+    finetune_data: str = "data/finetune"
+    finetuned: str = "models/finetuned"
+    serving: str = "models/serving"
+    edge: str = "models/edge"
+    reports: str = "reports"
+    work: str = ".pipeline"
+
+    def _validate(self, section: str) -> None:
+        for field in dataclasses.fields(self):
+            if not getattr(self, field.name).strip():
+                _fail(f"{section}.{field.name}", "", "a non-empty relative or absolute path")
+        if not self.model.endswith(".keras"):
+            _fail(f"{section}.model", self.model, "a file name ending in .keras")
+
+
+@dataclasses.dataclass(frozen=True)
+class DataConfig:
+    source: Literal["digits", "digits_noisy", "penguins", "image_dir", "csv", "parquet"] = "digits"
+    path: str = "data/user"
+    label: Optional[str] = None
+    task: Optional[Literal["classification", "regression"]] = None
+    image_size: Optional[list[int]] = None
+    color_mode: Literal["grayscale", "rgb"] = "grayscale"
+
+    def _validate(self, section: str) -> None:
+        if self.image_size is not None and (len(self.image_size) != 2 or any(side < 1 for side in self.image_size)):
+            _fail(f"{section}.image_size", self.image_size, "null or [height, width] with positive sides")
+        if self.source in ("csv", "parquet") and not self.label:
+            _fail(f"{section}.label", self.label, f"the name of the target column of your {self.source} file")
+        if self.source in IMAGE_SOURCES and self.task == "regression":
+            _fail(f"{section}.task", self.task, "classification (image folders are labelled by class)")
+        if self.source not in BUILTIN_SOURCES:
+            path = Path(self.path)
+            if not path.exists():
+                _fail(
+                    f"{section}.path",
+                    self.path,
+                    f"an existing {'folder' if self.source == 'image_dir' else 'file'}"
+                    f" (no such path; relative paths start at {Path.cwd()})",
+                )
+            if self.source == "image_dir" and not path.is_dir():
+                _fail(f"{section}.path", self.path, "a folder with one sub-folder per class")
+            if self.source in ("csv", "parquet") and not path.is_file():
+                _fail(f"{section}.path", self.path, f"a {self.source} file")
+
+    @property
+    def kind(self) -> str:
+        """`image` or `table`."""
+        return "image" if self.source in IMAGE_SOURCES else "table"
+
+    @property
+    def label_column(self) -> str:
+        return self.label or BUILTIN_LABELS.get(self.source, "label")
+
+    @property
+    def task_name(self) -> str:
+        return self.task or "classification"
+
+
+@dataclasses.dataclass(frozen=True)
+class ValidateConfig:
+    suite: str = "auto"
+    extra_columns: Literal["error", "warning", "ignore"] = "error"
+    max_examples: int = 5
+    chunk_rows: int = 250_000
+
+    def _validate(self, section: str) -> None:
+        if self.suite != "auto" and not self.suite.endswith((".yaml", ".yml")):
+            _fail(f"{section}.suite", self.suite, "auto, or the path of a suite file (.yaml)")
+        if self.max_examples < 0:
+            _fail(f"{section}.max_examples", self.max_examples, "0 or more example rows per failed expectation")
+        if self.chunk_rows < 1:
+            _fail(f"{section}.chunk_rows", self.chunk_rows, "a positive number of rows")
+
+
+@dataclasses.dataclass(frozen=True)
+class PreprocessConfig:
+    missing_values: Literal["impute", "drop"] = "impute"
+    validation_fraction: float = 0.15
+    test_fraction: float = 0.15
+    shard_size: int = 2048
+
+    def _validate(self, section: str) -> None:
+        for name in ("validation_fraction", "test_fraction"):
+            value = getattr(self, name)
+            if not 0.0 < value < 0.5:
+                _fail(f"{section}.{name}", value, "a fraction strictly between 0 and 0.5")
+        if self.shard_size < 1:
+            _fail(f"{section}.shard_size", self.shard_size, "a positive number of examples")
+
+
+@dataclasses.dataclass(frozen=True)
+class ModelConfig:
+    name: str = "auto"
+    family: Literal["auto", "mlp", "cnn", "rnn", "transformer"] = "auto"
+    hidden_units: list[int] = dataclasses.field(default_factory=lambda: [128])
+    filters: list[int] = dataclasses.field(default_factory=lambda: [32, 64])
+    kernel_size: int = 3
+    rnn_cell: Literal["lstm", "gru"] = "lstm"
+    rnn_units: int = 64
+    num_heads: int = 4
+    key_dim: int = 16
+    transformer_blocks: int = 2
+    activation: Literal["relu", "leaky_relu", "tanh", "sigmoid", "gelu"] = "relu"
+    dropout: float = 0.2
+    l1: float = 0.0
+    l2: float = 0.0001
+    batch_norm: bool = False
+
+    def _validate(self, section: str) -> None:
+        if not 0.0 <= self.dropout < 1.0:
+            _fail(f"{section}.dropout", self.dropout, "a rate in [0, 1)")
+        for name in ("l1", "l2"):
+            if getattr(self, name) < 0:
+                _fail(f"{section}.{name}", getattr(self, name), "a non-negative regularisation factor")
+        for name in ("hidden_units", "filters"):
+            if any(width < 1 for width in getattr(self, name)):
+                _fail(f"{section}.{name}", getattr(self, name), "a list of positive layer widths")
+        for name in ("kernel_size", "rnn_units", "num_heads", "key_dim", "transformer_blocks"):
+            if getattr(self, name) < 1:
+                _fail(f"{section}.{name}", getattr(self, name), "a positive integer")
+        if self.name != "auto" and (not self.name or not self.name.replace("-", "").replace("_", "").isalnum()):
+            _fail(f"{section}.name", self.name, "auto, or letters, digits, '-' and '_' (it becomes a URL path)")
+
+
+@dataclasses.dataclass(frozen=True)
+class TrainConfig:
+    optimizer: Literal["sgd", "adam", "rmsprop"] = "adam"
+    learning_rate: float = 0.001
+    momentum: float = 0.9
+    batch_size: int = 64
+    epochs: int = 30
+    early_stopping_patience: int = 5
+    monitor: Literal["val_loss", "val_accuracy"] = "val_loss"
+    cache_limit_mb: float = 512.0
+    mixed_precision: Literal["auto", "off", "mixed_float16", "mixed_bfloat16"] = "auto"
+    jit_compile: bool = False
+
+    def _validate(self, section: str) -> None:
+        if self.cache_limit_mb < 0:
+            _fail(f"{section}.cache_limit_mb", self.cache_limit_mb, "0 (never cache) or a size in MiB")
+        if not 0.0 < self.learning_rate <= 10.0:
+            _fail(f"{section}.learning_rate", self.learning_rate, "a positive number (typically 1e-4 to 1e-1)")
+        if not 0.0 <= self.momentum < 1.0:
+            _fail(f"{section}.momentum", self.momentum, "a value in [0, 1)")
+        for name in ("batch_size", "epochs"):
+            if getattr(self, name) < 1:
+                _fail(f"{section}.{name}", getattr(self, name), "a positive integer")
+        if self.early_stopping_patience < 0:
+            _fail(f"{section}.early_stopping_patience", self.early_stopping_patience, "0 or more epochs")
+
+
+TUNABLE = {
+    "num_layers": "int",
+    "units": "int",
+    "filters": "int",
+    "kernel_size": "int",
+    "rnn_units": "int",
+    "activation": ("relu", "leaky_relu", "tanh", "sigmoid", "gelu"),
+    "rnn_cell": ("lstm", "gru"),
+    "optimizer": ("sgd", "adam", "rmsprop"),
+    "batch_norm": "bool",
+    "dropout": "rate",
+    "l1": "float",
+    "l2": "float",
+    "learning_rate": "float",
+    "batch_size": "int",
+}
+
+
+@dataclasses.dataclass(frozen=True)
+class TuneConfig:
+    enabled: bool = True
+    algorithm: Literal["hyperband", "random", "bayesian", "grid"] = "hyperband"
+    objective: Literal["val_accuracy", "val_loss"] = "val_accuracy"
+    max_trials: int = 30
+    max_epochs: int = 9
+    hyperband_factor: int = 3
+    executions_per_trial: int = 1
+    max_seconds: Optional[int] = None
+    early_stopping_patience: int = 3
+    space: dict = dataclasses.field(default_factory=dict)
+
+    def _validate(self, section: str) -> None:
+        for name in ("max_trials", "max_epochs", "executions_per_trial"):
+            if getattr(self, name) < 1:
+                _fail(f"{section}.{name}", getattr(self, name), "a positive integer")
+        if self.hyperband_factor < 2:
+            _fail(f"{section}.hyperband_factor", self.hyperband_factor, "an integer of 2 or more")
+        if self.max_seconds is not None and self.max_seconds < 1:
+            _fail(f"{section}.max_seconds", self.max_seconds, "null (no limit) or a positive number of seconds")
+        if self.early_stopping_patience < 0:
+            _fail(f"{section}.early_stopping_patience", self.early_stopping_patience, "0 or more epochs")
+        for name, entry in self.space.items():
+            _validate_search_entry(f"{section}.space.{name}", name, entry, self.algorithm)
+
+
+def _validate_search_entry(key: str, name: str, entry: Any, algorithm: str) -> None:
+    """A search-space entry: `{choice: [...]}` or `{min: a, max: b, step: s, log: true|false}`."""
+    if name not in TUNABLE:
+        _fail(key, entry, f"a hyperparameter to search; tunable names: {', '.join(TUNABLE)}")
+    kind = TUNABLE[name]
+    if not isinstance(entry, Mapping):
+        _fail(key, entry, "{choice: [values]} or {min: low, max: high, step: s, log: true|false}")
+    if "choice" in entry:
+        if set(entry) != {"choice"} or not isinstance(entry["choice"], list) or not entry["choice"]:
+            _fail(key, entry, "{choice: [one or more values]} and no other keys")
+        for value in entry["choice"]:
+            if isinstance(kind, tuple):
+                ok = value in kind
+            elif kind == "bool":
+                ok = isinstance(value, bool)
+            elif kind == "int":
+                ok = isinstance(value, int) and not isinstance(value, bool) and value > 0
+            elif kind == "rate":
+                ok = isinstance(value, (int, float)) and not isinstance(value, bool) and 0 <= value < 1
+            else:
+                ok = isinstance(value, (int, float)) and not isinstance(value, bool) and value >= 0
+            if not ok:
+                allowed = (
+                    ", ".join(kind)
+                    if isinstance(kind, tuple)
+                    else {
+                        "bool": "true or false",
+                        "int": "positive integers",
+                        "rate": "rates in [0, 1)",
+                        "float": "non-negative numbers",
+                    }[kind]
+                )
+                _fail(key, entry, f"choices among {allowed}")
+        return
+    if isinstance(kind, tuple) or kind == "bool":
+        _fail(key, entry, "{choice: [...]} for a categorical hyperparameter")
+    unknown = set(entry) - {"min", "max", "step", "log"}
+    if unknown or "min" not in entry or "max" not in entry:
+        _fail(key, entry, "{min: low, max: high} with optional step and log")
+    low, high = entry["min"], entry["max"]
+    numbers = all(isinstance(value, (int, float)) and not isinstance(value, bool) for value in (low, high))
+    if not numbers or not low < high:
+        _fail(key, entry, "numbers with min < max")
+    if kind == "int" and not all(isinstance(value, int) for value in (low, high)):
+        _fail(key, entry, "integer bounds (this hyperparameter counts something)")
+    if kind == "rate" and not (0 <= low and high < 1):
+        _fail(key, entry, "bounds in [0, 1)")
+    if entry.get("log") and low <= 0:
+        _fail(key, entry, "a positive min when log: true (log-scale sampling)")
+    if "step" in entry and not (isinstance(entry["step"], (int, float)) and entry["step"] > 0):
+        _fail(key, entry, "a positive step")
+    if algorithm == "grid" and kind != "int" and "step" not in entry:
+        _fail(key, entry, "a step or a choice list: tune.algorithm=grid needs a finite set of values")
+
+
+@dataclasses.dataclass(frozen=True)
+class EvaluateConfig:
+    roc_curve_points: int = 101
+
+    def _validate(self, section: str) -> None:
+        if self.roc_curve_points < 2:
+            _fail(f"{section}.roc_curve_points", self.roc_curve_points, "2 or more points")
+
+
+@dataclasses.dataclass(frozen=True)
+class ExportConfig:
+    version: Union[int, str] = "auto"
+    tolerance: float = 1e-5
+    tflite: bool = True
+    infra_validation: bool = True
+    warmup_examples: int = 16
+
+    def _validate(self, section: str) -> None:
+        if self.version != "auto" and not (isinstance(self.version, int) and self.version >= 1):
+            _fail(f"{section}.version", self.version, "auto, or a positive integer")
+        if not self.tolerance > 0:
+            _fail(f"{section}.tolerance", self.tolerance, "a positive number")
+        if self.warmup_examples < 1:
+            _fail(f"{section}.warmup_examples", self.warmup_examples, "a positive number of examples per request")
+
+
+@dataclasses.dataclass(frozen=True)
+class GateConfig:
+    metric: Literal["accuracy", "f1", "roc_auc", "rmse", "mae"] = "accuracy"
+    min_improvement: float = 0.0
+    thresholds: dict = dataclasses.field(default_factory=lambda: {"accuracy": 0.9})
+
+    def _validate(self, section: str) -> None:
+        if self.min_improvement < 0:
+            _fail(f"{section}.min_improvement", self.min_improvement, "0 or a positive margin")
+        for name, value in self.thresholds.items():
+            if name not in ("accuracy", "precision", "recall", "f1", "roc_auc", "r2", "rmse", "mae", "loss"):
+                _fail(
+                    f"{section}.thresholds.{name}",
+                    value,
+                    "a holdout metric: accuracy, precision, recall, f1, roc_auc,"
+                    " r2 (minimums) or rmse, mae, loss (maximums)",
+                )
+            if isinstance(value, bool) or not isinstance(value, (int, float)):
+                _fail(f"{section}.thresholds.{name}", value, "a number")
+
+
+@dataclasses.dataclass(frozen=True)
+class FinetuneConfig:
+    enabled: Union[bool, Literal["auto"]] = "auto"
+    base: FinetuneBase = "trained"
+    weights: Optional[str] = "imagenet"
+    backbone_input_size: int = 32
+    data: dict = dataclasses.field(default_factory=lambda: {"source": "digits_noisy"})
+    labelled_per_class: Optional[int] = 10
+    unfreeze_layers: int = 2
+    head_dropout: float = 0.2
+    batch_size: int = 32
+    head_epochs: int = 20
+    head_learning_rate: float = 0.003
+    fine_tune_epochs: int = 30
+    fine_tune_learning_rate: float = 0.0003
+    early_stopping_patience: int = 5
+
+    def _validate(self, section: str) -> None:
+        self.target_data  # noqa: B018 - builds and validates the nested data section
+        if self.weights not in (None, "imagenet") and self.base != "trained" and not Path(self.weights).is_file():
+            _fail(
+                f"{section}.weights",
+                self.weights,
+                f"imagenet (downloads), null (random), or an existing weights file (no such file: {self.weights})",
+            )
+        if self.backbone_input_size < 32:
+            _fail(f"{section}.backbone_input_size", self.backbone_input_size, "32 or more pixels (keras.applications)")
+        if self.labelled_per_class is not None and self.labelled_per_class < 1:
+            _fail(f"{section}.labelled_per_class", self.labelled_per_class, "null (all) or a positive number")
+        if not 0.0 <= self.head_dropout < 1.0:
+            _fail(f"{section}.head_dropout", self.head_dropout, "a rate in [0, 1)")
+        for name in ("batch_size", "head_epochs"):
+            if getattr(self, name) < 1:
+                _fail(f"{section}.{name}", getattr(self, name), "a positive integer")
+        for name in ("unfreeze_layers", "fine_tune_epochs", "early_stopping_patience"):
+            if getattr(self, name) < 0:
+                _fail(f"{section}.{name}", getattr(self, name), "0 or a positive integer")
+        for name in ("head_learning_rate", "fine_tune_learning_rate"):
+            if not 0.0 < getattr(self, name) <= 10.0:
+                _fail(f"{section}.{name}", getattr(self, name), "a positive learning rate")
+
+    @property
+    def target_data(self) -> DataConfig:
+        """`finetune.data`: the target dataset, in the same form as the `data` section."""
+        return _build_section("finetune.data", DataConfig, self.data)
+
+
+@dataclasses.dataclass(frozen=True)
+class MonitorConfig:
+    data: Optional[str] = None
+    p_value: float = 0.01
+    psi_threshold: float = 0.25
+    missing_rate_tolerance: float = 0.1
+    max_accuracy_drop: float = 0.05
+    embedding_components: int = 5
+    min_examples: int = 30
+
+    def _validate(self, section: str) -> None:
+        if not 0.0 < self.p_value < 0.5:
+            _fail(f"{section}.p_value", self.p_value, "a significance level such as 0.01")
+        for name in ("psi_threshold", "missing_rate_tolerance", "max_accuracy_drop"):
+            if getattr(self, name) < 0:
+                _fail(f"{section}.{name}", getattr(self, name), "0 or a positive number")
+        for name in ("embedding_components", "min_examples"):
+            if getattr(self, name) < 1:
+                _fail(f"{section}.{name}", getattr(self, name), "a positive integer")
+
+
+@dataclasses.dataclass(frozen=True)
+class ServeConfig:
+    host: str = "127.0.0.1"
+    port: int = 8501
+    max_batch_size: int = 256
+    max_body_bytes: int = 10_485_760
+
+    def _validate(self, section: str) -> None:
+        if not 0 < self.port < 65536:
+            _fail(f"{section}.port", self.port, "a TCP port between 1 and 65535")
+        for name in ("max_batch_size", "max_body_bytes"):
+            if getattr(self, name) < 1:
+                _fail(f"{section}.{name}", getattr(self, name), "a positive integer")
+
+
+@dataclasses.dataclass(frozen=True)
+class TrackingConfig:
+    uri: str = "sqlite:///mlflow.db"
+    experiment: str = "keras-pipeline"
+
+    @property
+    def resolved_uri(self) -> str:
+        """The tracking URI in force: `MLFLOW_TRACKING_URI` wins over params.yaml."""
+        return os.environ.get("MLFLOW_TRACKING_URI") or self.uri
+
+
+@dataclasses.dataclass(frozen=True)
+class Config:
+    base: BaseConfig = dataclasses.field(default_factory=BaseConfig)
+    paths: PathsConfig = dataclasses.field(default_factory=PathsConfig)
+    data: DataConfig = dataclasses.field(default_factory=DataConfig)
+    validate: ValidateConfig = dataclasses.field(default_factory=ValidateConfig)
+    preprocess: PreprocessConfig = dataclasses.field(default_factory=PreprocessConfig)
+    model: ModelConfig = dataclasses.field(default_factory=ModelConfig)
+    tune: TuneConfig = dataclasses.field(default_factory=TuneConfig)
+    train: TrainConfig = dataclasses.field(default_factory=TrainConfig)
+    evaluate: EvaluateConfig = dataclasses.field(default_factory=EvaluateConfig)
+    export: ExportConfig = dataclasses.field(default_factory=ExportConfig)
+    gate: GateConfig = dataclasses.field(default_factory=GateConfig)
+    finetune: FinetuneConfig = dataclasses.field(default_factory=FinetuneConfig)
+    monitor: MonitorConfig = dataclasses.field(default_factory=MonitorConfig)
+    serve: ServeConfig = dataclasses.field(default_factory=ServeConfig)
+    tracking: TrackingConfig = dataclasses.field(default_factory=TrackingConfig)
+
+    def _validate(self, section: str) -> None:
+        if self.data.task_name == "regression":
+            checked = (("train.monitor", self.train.monitor), ("tune.objective", self.tune.objective))
+            for key, value in checked:
+                if value == "val_accuracy":
+                    _fail(key, value, "val_loss for a regression task (accuracy is for classification)")
+            if self.gate.metric in ("accuracy", "f1", "roc_auc"):
+                _fail("gate.metric", self.gate.metric, "rmse or mae for a regression task")
+        if self.finetune.enabled is True and self.finetune_mismatch:
+            _fail("finetune.data", self.finetune.data, self.finetune_mismatch)
+        family = self.model.family
+        if self.data.kind == "table" and family in ("cnn", "rnn", "transformer"):
+            _fail(
+                "model.family",
+                family,
+                f"mlp or auto for table data (data.source={self.data.source}); cnn, rnn and transformer read images",
+            )
+
+    @property
+    def model_family(self) -> str:
+        if self.model.family != "auto":
+            return self.model.family
+        return "cnn" if self.data.kind == "image" else "mlp"
+
+    @property
+    def model_name(self) -> str:
+        if self.model.name != "auto":
+            return self.model.name
+        if self.data.source in BUILTIN_SOURCES:
+            return self.data.source
+        return Path(self.data.path).stem.replace(" ", "_") or "model"
+
+    @property
+    def finetune_mismatch(self) -> Optional[str]:
+        """Why the configured base cannot read the fine-tuning target, or None."""
+        target = self.finetune.target_data
+        if self.finetune.base == "trained" and target.kind != self.data.kind:
+            return (
+                f"{self.data.kind} data like data.source={self.data.source}: finetune.base=trained reuses the trained"
+                f" model, which reads {self.data.kind} inputs (or set finetune.enabled: false)"
+            )
+        if self.finetune.base != "trained" and target.kind != "image":
+            return "image data: keras.applications bases read images (use finetune.base: trained for tables)"
+        return None
+
+    @property
+    def finetune_skip_reason(self) -> Optional[str]:
+        """Why the fine-tuning stages do nothing this run, or None when they run."""
+        if self.finetune.enabled is False:
+            return "finetune.enabled is false"
+        if self.finetune_mismatch:  # only reachable with enabled: auto
+            return (
+                f"finetune.enabled is auto and finetune.data ({self.finetune.target_data.source}) is not "
+                + (self.finetune_mismatch.split(" (or set")[0])
+            )
+        return None
+
+    def target_config(self) -> Config:
+        """This config with `data` = `finetune.data` and the data paths under `paths.finetune_data`:
+        the ingest, validate and preprocess functions then prepare the fine-tuning target as they
+        prepare the main dataset (the target's validation reports go to <reports>/finetune/data; its
+        suite is <paths.expectations>/<target source or file name>.yaml)."""
+        root = self.paths.finetune_data
+        paths = dataclasses.replace(
+            self.paths,
+            ingested=f"{root}/ingested",
+            validated=f"{root}/validated",
+            prepared=f"{root}/prepared",
+            feedback=f"{root}/feedback",  # the main data's feedback batches are not the target's
+            reports=f"{self.paths.reports}/finetune/data",
+        )
+        validate = dataclasses.replace(self.validate, suite="auto")
+        return dataclasses.replace(self, data=self.finetune.target_data, paths=paths, validate=validate)
+
+    def to_flat_dict(self) -> dict[str, Any]:
+        """`{"train.learning_rate": 0.001, ...}`: the form MLflow params take."""
+        flat = {}
+        for section, values in dataclasses.asdict(self).items():
+            for key, value in values.items():
+                flat[f"{section}.{key}"] = value
+        return flat
+
+
+def _fail(key: str, value: Any, allowed: str) -> typing.NoReturn:
+    raise ConfigError(f"params.yaml: {key} = {value!r} is not valid; expected {allowed}.")
+
+
+def _describe(annotation: Any) -> str:
+    origin = typing.get_origin(annotation)
+    if origin is Literal:
+        return "one of: " + ", ".join(str(choice) for choice in typing.get_args(annotation))
+    if origin in (Union, types.UnionType):
+        return " or ".join("null" if arg is type(None) else _describe(arg) for arg in typing.get_args(annotation))
+    if origin is list:
+        return f"a list of {_describe(typing.get_args(annotation)[0])}"
+    return {bool: "true or false", int: "an integer", float: "a number", str: "a string", dict: "a mapping"}.get(
+        annotation, str(annotation)
+    )
+
+
+def _coerce(key: str, value: Any, annotation: Any) -> Any:
+    """Checks `value` against a field's type annotation; returns it (ints widened to float)."""
+    origin = typing.get_origin(annotation)
+    if origin is Literal:
+        if value in typing.get_args(annotation) and type(value) is not bool:
+            return value
+        _fail(key, value, _describe(annotation))
+    if origin in (Union, types.UnionType):
+        for arg in typing.get_args(annotation):
+            if arg is type(None) and value is None:
+                return None
+            if arg is not type(None):
+                try:
+                    return _coerce(key, value, arg)
+                except ConfigError:
+                    continue
+        _fail(key, value, _describe(annotation))
+    if origin is list:
+        if not isinstance(value, list):
+            _fail(key, value, _describe(annotation))
+        (item_type,) = typing.get_args(annotation)
+        return [_coerce(f"{key}[{index}]", item, item_type) for index, item in enumerate(value)]
+    if annotation is bool:
+        if isinstance(value, bool):
+            return value
+    elif annotation is int:
+        if isinstance(value, int) and not isinstance(value, bool):
+            return value
+    elif annotation is float:
+        if isinstance(value, (int, float)) and not isinstance(value, bool):
+            return float(value)
+        if isinstance(value, str) and SCIENTIFIC.fullmatch(value.strip()):
+            # YAML 1.1 (PyYAML) reads 1e-05 as a string; `dvc exp run -S x=0.00001` writes exactly that.
+            return float(value)
+    elif annotation is str:
+        if isinstance(value, str):
+            return value
+    elif annotation is dict:
+        if isinstance(value, Mapping):
+            return dict(value)
+    else:  # pragma: no cover - a programming error in this module, not a user error
+        raise TypeError(f"unsupported annotation {annotation!r} for {key}")
+    _fail(key, value, _describe(annotation))
+
+
+def _build_section(section: str, cls: type, values: Any) -> Any:
+    if values is None:
+        values = {}
+    if not isinstance(values, Mapping):
+        _fail(section, values, "a mapping of settings")
+    hints = typing.get_type_hints(cls)
+    allowed = [field.name for field in dataclasses.fields(cls)]
+    unknown = sorted(set(values) - set(allowed))
+    if unknown:
+        raise ConfigError(
+            f"params.yaml: unknown key {section}.{unknown[0]}; the {section} section accepts: {', '.join(allowed)}."
+        )
+    kwargs = {name: _coerce(f"{section}.{name}", value, hints[name]) for name, value in values.items()}
+    instance = cls(**kwargs)
+    if hasattr(instance, "_validate"):
+        instance._validate(section)
+    return instance
+
+
+def config_from_dict(raw: Mapping[str, Any]) -> Config:
+    """Builds and validates a `Config` from a parsed params mapping.
+
+    Raises:
+        ConfigError: naming the key, the value and what is allowed.
+    """
+    if not isinstance(raw, Mapping):
+        raise ConfigError("params.yaml: expected a mapping of sections (base, paths, data, ...) at the top level.")
+    sections = {field.name: field for field in dataclasses.fields(Config)}
+    unknown = sorted(set(raw) - set(sections))
+    if unknown:
+        raise ConfigError(f"params.yaml: unknown section {unknown[0]!r}; sections are: {', '.join(sections)}.")
+    hints = typing.get_type_hints(Config)
+    built = {name: _build_section(name, hints[name], raw.get(name)) for name in sections}
+    config = Config(**built)
+    config._validate("")
+    return config
+
+
+def load_config(params_file: Union[str, Path] = DEFAULT_PARAMS_FILE) -> Config:
+    """Reads `params_file` and returns the validated `Config`.
+
+    Raises:
+        ConfigError: if the file is missing, is not YAML, or holds an invalid setting.
+    """
+    path = Path(params_file)
+    if not path.is_file():
+        raise ConfigError(f"{path}: no such params file (run from the project root, or pass --params PATH).")
+    try:
+        raw = yaml.safe_load(path.read_text(encoding="utf-8"))
+    except yaml.YAMLError as error:
+        raise ConfigError(f"{path}: not valid YAML: {error}") from error
+    return config_from_dict(raw or {})

@@ -1,0 +1,73 @@
+"""Local processes: free ports, and a server started in the background until its /health answers.
+
+One helper for "start the server, poll /health, stop it", used by the export checks, the tests and
+the benchmarks.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import os
+import signal
+import socket
+import subprocess
+import time
+import urllib.request
+from collections.abc import Iterator
+from pathlib import Path
+
+from pipeline.core.errors import StageError
+
+
+def free_port() -> int:
+    """A TCP port on 127.0.0.1 that nothing listens on right now."""
+    with socket.socket() as probe:
+        probe.bind(("127.0.0.1", 0))
+        return probe.getsockname()[1]
+
+
+@contextlib.contextmanager
+def background_server(
+    command: list[str],
+    base: str,
+    timeout: float = 120.0,
+    cwd: str | Path | None = None,
+    environment: dict | None = None,
+) -> Iterator[subprocess.Popen]:
+    """Runs `command` in its own process group; yields the process once `<base>/health` answers.
+
+    The server is stopped (SIGTERM to its group) on leaving the block, whatever happened in it.
+
+    Raises:
+        StageError: the server exited while starting, or did not answer within `timeout` seconds.
+    """
+    process = subprocess.Popen(
+        command,
+        cwd=cwd,
+        stdout=subprocess.PIPE,
+        stderr=subprocess.STDOUT,
+        text=True,
+        start_new_session=True,
+        env=environment,
+    )
+    try:
+        deadline = time.monotonic() + timeout
+        while True:
+            if process.poll() is not None:
+                raise StageError(f"the server exited while starting:\n{process.stdout.read()[-3000:]}")
+            try:
+                with urllib.request.urlopen(f"{base}/health", timeout=2):
+                    break
+            except OSError:
+                if time.monotonic() > deadline:
+                    raise StageError(f"the server did not answer {base}/health within {timeout:.0f} s") from None
+                time.sleep(0.5)
+        yield process
+    finally:
+        if process.poll() is None:
+            os.killpg(process.pid, signal.SIGTERM)
+        try:
+            process.wait(timeout=30)
+        except subprocess.TimeoutExpired:
+            os.killpg(process.pid, signal.SIGKILL)
+            process.wait()

@@ -1,0 +1,85 @@
+"""The shared stage runner: configuration, logging, timing, error reporting and MLflow.
+
+Every stage module is a pure function plus a thin `main` that calls `run_stage`.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import logging
+import os
+import sys
+import time
+from collections.abc import Callable
+from pathlib import Path
+from typing import Optional
+
+from pipeline.core.config import Config, load_config
+from pipeline.core.errors import USER_ERRORS, StageError  # noqa: F401 - StageError: part of this module's interface
+
+log = logging.getLogger("pipeline")
+
+
+@dataclasses.dataclass
+class StageResult:
+    """What a stage reports back to the runner."""
+
+    summary: str
+    metrics: dict[str, float] = dataclasses.field(default_factory=dict)
+    artifacts: list[Path] = dataclasses.field(default_factory=list)
+
+
+def configure_logging(level: str = "INFO") -> None:
+    logging.basicConfig(
+        level=level, format="%(asctime)s %(levelname)s %(name)s: %(message)s", datefmt="%H:%M:%S", force=True
+    )
+    # Libraries' start-up chatter hides the pipeline's own output.
+    os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
+    for noisy in ("great_expectations", "mlflow", "alembic"):
+        logging.getLogger(noisy).setLevel(max(logging.WARNING, logging.getLogger().level))
+
+
+def user_errors() -> tuple[type[Exception], ...]:
+    """Errors that mean bad input or settings: reported as one clear line, not a traceback."""
+    return USER_ERRORS
+
+
+def run_stage(
+    stage: str,
+    params_file: str | Path,
+    body: Callable[[Config], StageResult],
+    track: bool = True,
+) -> StageResult:
+    """Loads the config, runs `body(config)` inside the pipeline's MLflow run, prints a summary.
+
+    Exits with status 2 and a one-line reason on a configuration or data error.
+    """
+    started = time.perf_counter()
+    try:
+        config = load_config(params_file)
+        configure_logging(config.base.log_level)
+        if track:
+            from pipeline.core import tracking
+
+            with tracking.pipeline_run(config, stage):
+                result = body(config)
+                tracking.log_stage_result(stage, result)
+        else:
+            result = body(config)
+    except user_errors() as error:
+        print(f"pipeline {stage}: error: {error}", file=sys.stderr)
+        raise SystemExit(2) from error
+    elapsed = time.perf_counter() - started
+    print(f"[{stage}] {result.summary} ({elapsed:.1f} s)", flush=True)
+    return result
+
+
+def tool(name: str) -> str:
+    """A command installed beside this interpreter (the project's .venv/bin), else found on PATH."""
+    candidate = Path(sys.executable).parent / name
+    return str(candidate) if candidate.exists() else name
+
+
+def format_metrics(metrics: dict[str, float], keys: Optional[list[str]] = None) -> str:
+    keys = keys or list(metrics)
+    return ", ".join(f"{key}={metrics[key]:.4f}" for key in keys if key in metrics)

@@ -1,0 +1,162 @@
+"""MLflow tracking: one run per pipeline execution, shared by every stage process.
+
+DVC runs each stage as its own process, so stages find their run by a key: a hash of the
+settings, the pipeline's code and the ingested data. Two `dvc exp run -S ...` variants have
+different keys and so appear as two runs side by side in the MLflow UI; the stages of one
+execution (same settings, code and data) all write into the same run.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import hashlib
+import json
+import logging
+import os
+import subprocess
+from collections.abc import Iterator
+from pathlib import Path
+from typing import Optional
+
+from pipeline.core.config import Config
+
+log = logging.getLogger(__name__)
+
+PACKAGE_DIR = Path(__file__).resolve().parents[1]  # the `pipeline` package
+KEY_TAG = "pipeline.key"
+
+
+def code_fingerprint() -> str:
+    """A hash of the pipeline package's source files."""
+    digest = hashlib.sha256()
+    for path in sorted(PACKAGE_DIR.rglob("*.py")):
+        digest.update(path.relative_to(PACKAGE_DIR).as_posix().encode())
+        digest.update(path.read_bytes())
+    return digest.hexdigest()[:16]
+
+
+def data_fingerprint(config: Config) -> str:
+    description = Path(config.paths.ingested) / "source.json"
+    if not description.is_file():
+        return "none"
+    return json.loads(description.read_text()).get("fingerprint", "none")
+
+
+def data_version(config: Config, lock_file: str | Path = "dvc.lock") -> dict[str, str]:
+    """The version of the data a model was trained on: the pipeline's fingerprint of the source
+    files and, inside a DVC repository, the DVC hash of the validated data (from dvc.lock)."""
+    version = {"data.fingerprint": data_fingerprint(config), "data.source": config.data.source}
+    lock = Path(lock_file)
+    if lock.is_file():
+        import yaml
+
+        stages = (yaml.safe_load(lock.read_text()) or {}).get("stages", {})
+        for out in stages.get("validate", {}).get("outs", []):
+            if Path(out.get("path", "")) == Path(config.paths.validated) and out.get("md5"):
+                version["dvc.validated_md5"] = out["md5"]
+    return version
+
+
+def run_key(config: Config) -> str:
+    """Identifies a pipeline execution: the same settings, code and data give the same key."""
+    payload = json.dumps(
+        {"params": config.to_flat_dict(), "code": code_fingerprint(), "data": data_fingerprint(config)},
+        sort_keys=True,
+        default=str,
+    )
+    return hashlib.sha256(payload.encode()).hexdigest()[:16]
+
+
+def git_commit() -> Optional[str]:
+    try:
+        completed = subprocess.run(["git", "rev-parse", "HEAD"], capture_output=True, text=True, check=True, timeout=10)
+    except (OSError, subprocess.SubprocessError):
+        return None
+    return completed.stdout.strip() or None
+
+
+def configure(config: Config) -> None:
+    """Points MLflow at the configured store and experiment."""
+    os.environ.setdefault("MLFLOW_DISABLE_TELEMETRY", "true")
+    import mlflow
+
+    mlflow.set_tracking_uri(config.tracking.resolved_uri)
+    mlflow.set_experiment(config.tracking.experiment)
+
+
+def run_tags(config: Config, key: str) -> dict[str, str]:
+    tags = {
+        KEY_TAG: key,
+        "pipeline.data_source": config.data.source,
+        "pipeline.data_fingerprint": data_fingerprint(config),
+        "pipeline.code_fingerprint": code_fingerprint(),
+    }
+    commit = git_commit()
+    if commit:
+        tags["mlflow.source.git.commit"] = commit
+        tags["git.commit"] = commit
+    experiment = os.environ.get("DVC_EXP_NAME")
+    if experiment:
+        tags["dvc.experiment"] = experiment
+    baseline = os.environ.get("DVC_EXP_BASELINE_REV")
+    if baseline:
+        tags["dvc.baseline_rev"] = baseline
+    return tags
+
+
+@contextlib.contextmanager
+def pipeline_run(config: Config, stage: str) -> Iterator[object]:
+    """Starts (or reopens) the MLflow run of this pipeline execution and logs all params."""
+    import mlflow
+
+    configure(config)
+    key = run_key(config)
+    tags = run_tags(config, key)
+    existing = mlflow.search_runs(filter_string=f"tags.`{KEY_TAG}` = '{key}'", max_results=1, output_format="list")
+    if existing:
+        run_id = existing[0].info.run_id
+        log.info("MLflow: continuing run %s (%s)", run_id, key)
+        context = mlflow.start_run(run_id=run_id)
+    else:
+        name = os.environ.get("DVC_EXP_NAME") or f"{config.data.source}-{config.model_family}-{key[:6]}"
+        context = mlflow.start_run(run_name=name, tags=tags)
+    with context as run:
+        mlflow.set_tags(tags)  # a reopened run gets this execution's commit and experiment name
+        mlflow.log_params({name: _param_value(value) for name, value in config.to_flat_dict().items()})
+        mlflow.set_tag(f"pipeline.stage.{stage}", "running")
+        yield run
+        mlflow.set_tag(f"pipeline.stage.{stage}", "done")
+
+
+def _param_value(value: object) -> str:
+    return json.dumps(value) if isinstance(value, (list, dict)) else str(value)
+
+
+def log_stage_result(stage: str, result) -> None:
+    import mlflow
+
+    if result.metrics:
+        mlflow.log_metrics({name: float(value) for name, value in result.metrics.items()})
+    for artifact in result.artifacts:
+        artifact = Path(artifact)
+        if artifact.is_dir():
+            mlflow.log_artifacts(str(artifact), artifact_path=f"{stage}/{artifact.name}")
+        elif artifact.is_file():
+            mlflow.log_artifact(str(artifact), artifact_path=stage)
+
+
+def log_hyperparameters(hyperparameters: dict) -> None:
+    """The hyperparameters a model was trained with, as `hp.<name>` params of the active run.
+
+    A rerun in the same run that found other values (a search with a wall-clock budget) cannot
+    overwrite MLflow params: those values go to `hp.<name>` tags instead.
+    """
+    import mlflow
+    from mlflow.exceptions import MlflowException
+
+    values = {f"hp.{name}": _param_value(value) for name, value in hyperparameters.items()}
+    try:
+        mlflow.log_params(values)
+    except MlflowException:
+        log.warning("MLflow: this run already holds other hyperparameters; recording these as hp.* tags")
+        mlflow.set_tags(values)

@@ -1,0 +1,1 @@
+"""Data sources, expectation suites, ingestion, validation and preparation (no model code)."""

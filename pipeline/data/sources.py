@@ -1,0 +1,143 @@
+"""Data sources: the built-in digits and penguins, a user's image folder, CSV or Parquet file.
+
+The built-in datasets are first written to disk in exactly the form a user's data would
+have (digits as PNG class folders, penguins as a CSV file) and then read back through the
+same loaders as user data. No TensorFlow here: ingestion and validation stay fast.
+"""
+
+from __future__ import annotations
+
+import csv
+import hashlib
+import importlib.resources
+import shutil
+from pathlib import Path
+
+import numpy as np
+import pandas as pd
+
+from pipeline.core.errors import DataError  # noqa: F401 - part of this module's interface
+
+IMAGE_EXTENSIONS = (".png", ".jpg", ".jpeg", ".bmp", ".gif")
+TABLE_FORMATS = {".csv": "csv", ".parquet": "parquet", ".pq": "parquet"}  # file suffix -> load_table format
+
+
+NOISY_DIGITS_SIGMA = 60.0  # grey levels (of 255)
+NOISY_DIGITS_SEED = 20261123
+
+
+def write_digits_images(output_dir: Path, noisy: bool = False) -> Path:
+    """Writes scikit-learn's bundled 8x8 digits as `output_dir/<digit>/<index>.png` files.
+
+    Pixel intensities 0-16 are scaled to 0-255 greyscale, as a scanned image would be.
+    `noisy` adds fixed Gaussian noise (sigma 60 grey levels), as from a worse scanner: `digits_noisy`,
+    a shifted domain of the same digits (the default fine-tuning target). File names and order are
+    those of `digits`, so the seeded split puts each noisy image in the split its clean twin is in:
+    its test images were never seen by the model trained on `digits`.
+    """
+    from PIL import Image
+    from sklearn.datasets import load_digits
+
+    digits = load_digits()
+    pixels = digits.images * (255.0 / 16.0)
+    if noisy:
+        pixels = pixels + np.random.default_rng(NOISY_DIGITS_SEED).normal(0.0, NOISY_DIGITS_SIGMA, pixels.shape)
+    pixels = np.rint(np.clip(pixels, 0, 255)).astype(np.uint8)
+    for index, (image, target) in enumerate(zip(pixels, digits.target, strict=True)):
+        class_dir = output_dir / str(target)
+        class_dir.mkdir(parents=True, exist_ok=True)
+        Image.fromarray(image, mode="L").save(class_dir / f"{index:04d}.png")
+    return output_dir
+
+
+def write_penguins_csv(output_path: Path) -> Path:
+    """Copies the Palmer penguins CSV shipped inside the `palmerpenguins` package."""
+    source = importlib.resources.files("palmerpenguins") / "data" / "penguins.csv"
+    output_path.parent.mkdir(parents=True, exist_ok=True)
+    with importlib.resources.as_file(source) as source_path:
+        shutil.copyfile(source_path, output_path)
+    return output_path
+
+
+def load_table(path: Path, file_format: str) -> pd.DataFrame:
+    """Reads a user's CSV or Parquet file.
+
+    Raises:
+        DataError: if the file is missing, empty or unreadable, naming the file and a fix.
+    """
+    path = Path(path)
+    if not path.is_file():
+        raise DataError(f"{path}: no such file; set data.path to your {file_format} file.")
+    if path.stat().st_size == 0:
+        raise DataError(f"{path}: the file is empty; expected a {file_format} file with a header row and data rows.")
+    try:
+        if file_format == "csv":
+            table = pd.read_csv(path)
+        elif file_format == "parquet":
+            table = pd.read_parquet(path)
+        else:
+            raise ValueError(f"unknown table format {file_format!r}; expected csv or parquet")
+    except UnicodeDecodeError as error:
+        raise DataError(
+            f"{path}: not UTF-8 text (byte {error.start}: {error.reason}); re-save the file as UTF-8."
+        ) from error
+    except (pd.errors.ParserError, pd.errors.EmptyDataError, OSError, ValueError) as error:
+        raise DataError(f"{path}: cannot be read as {file_format}: {error}") from error
+    if table.empty:
+        raise DataError(f"{path}: no data rows (only a header?); add examples to the file.")
+    if file_format == "csv":
+        check_csv_field_counts(path)
+    return table
+
+
+def check_csv_field_counts(path: Path) -> None:
+    """Rejects rows with fewer fields than the header: pandas would silently fill them with NaN.
+
+    A short last line with no final newline is the mark of a truncated file (an interrupted
+    copy or download).
+    """
+    with open(path, newline="", encoding="utf-8") as handle:
+        reader = csv.reader(handle)
+        header = next(reader)
+        for row in reader:
+            if row and len(row) < len(header):
+                truncated = reader.line_num > 1 and not path.read_bytes().endswith((b"\n", b"\r"))
+                hint = " and the file does not end with a newline: it looks truncated" if truncated else ""
+                raise DataError(
+                    f"{path}: line {reader.line_num} has {len(row)} of the header's {len(header)} fields{hint};"
+                    " fix or remove that line."
+                )
+
+
+def scan_image_dir(root: Path) -> tuple[pd.DataFrame, list[str]]:
+    """Lists every file under `root/<class>/` as a manifest with `path` and `label` columns.
+
+    Follows the Keras `image_dataset_from_directory` convention: one sub-folder per class,
+    classes sorted by name. Returns (manifest, class folder names, empty ones included). Every
+    non-hidden file is listed, images or not, and nothing is decoded: validation judges them.
+
+    Raises:
+        DataError: if the folder does not exist or holds no class folders with files.
+    """
+    root = Path(root)
+    if not root.is_dir():
+        raise DataError(f"{root}: no such folder; set data.path to a folder with one sub-folder per class.")
+    class_dirs = sorted(child for child in root.iterdir() if child.is_dir() and not child.name.startswith("."))
+    rows = [
+        {"path": str(file), "label": class_dir.name}
+        for class_dir in class_dirs
+        for file in sorted(class_dir.rglob("*"))
+        if file.is_file() and not any(part.startswith(".") for part in file.relative_to(class_dir).parts)
+    ]
+    if not rows:
+        raise DataError(f"{root}: found no files in class sub-folders; expected <folder>/<class name>/<image files>.")
+    return pd.DataFrame(rows, columns=["path", "label"]), [class_dir.name for class_dir in class_dirs]
+
+
+def fingerprint_files(paths: list[str], labels: list[str] | None = None) -> str:
+    """A content hash of a list of files: their order, labels and bytes."""
+    digest = hashlib.sha256()
+    for index, path in enumerate(paths):
+        digest.update((labels[index] if labels else "").encode())
+        digest.update(Path(path).read_bytes())
+    return digest.hexdigest()[:16]

@@ -1,0 +1,515 @@
+"""Stage 2, `validate`: the data gate. Nothing trains on data that failed validation.
+
+Reads the ingested snapshot (parsing it: an unreadable file stops here, with the reason),
+judges it with the expectation suite (Great Expectations 1.x), and writes:
+- `reports/validate/summary.json` (a DVC metrics file) and Data Docs HTML under
+  `reports/validate/data_docs/`, whether the data passed or not;
+- only if no `error` expectation failed: `paths.validated` (the parsed dataset, its
+  description and the per-example schema that travels with the exported model).
+
+Images are judged through a manifest built by walking the folder and decoding every file:
+path, label, extension, file size, decodable, width, height, channels, content hash.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import hashlib
+import json
+import logging
+import tempfile
+from collections.abc import Iterator
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import pandas as pd
+
+from pipeline.core.config import BUILTIN_SOURCES, Config
+from pipeline.core.errors import StageError
+from pipeline.core.outputs import replace_directory, write_json_atomic
+from pipeline.core.progress import progress
+from pipeline.core.runner import StageResult
+from pipeline.data import expectations, sources
+from pipeline.data.ingestion import load_source, read_ingested
+from pipeline.data.sources import DataError
+
+log = logging.getLogger(__name__)
+
+DATASET_FILE = "dataset.json"
+SCHEMA_FILE = "schema.json"
+TABLE_FILE = "table.parquet"
+MANIFEST_FILE = "manifest.parquet"
+DOCS_DIR = "data_docs"
+
+
+def describe_image(path: str) -> dict[str, Any]:
+    """One manifest row: size, decodability, shape and content hash of an image file."""
+    from PIL import Image, UnidentifiedImageError
+
+    file = Path(path)
+    content = file.read_bytes()
+    row: dict[str, Any] = {
+        "extension": file.suffix.lower(),
+        "file_size": len(content),
+        "decodable": False,
+        "width": np.nan,
+        "height": np.nan,
+        "channels": np.nan,
+        "content_hash": hashlib.sha256(content).hexdigest()[:20],
+    }
+    try:
+        with Image.open(file) as image:
+            image.load()
+            row.update(decodable=True, width=image.width, height=image.height, channels=len(image.getbands()))
+    except (UnidentifiedImageError, OSError, ValueError, SyntaxError):
+        pass
+    return row
+
+
+def image_manifest(listing: pd.DataFrame) -> pd.DataFrame:
+    """The validation frame of an image folder: one row per file, indexed by path."""
+    rows = [describe_image(path) for path in progress(listing["path"], "decoding images", total=len(listing))]
+    manifest = pd.DataFrame(rows, index=pd.Index(listing["path"].tolist(), name="file"))
+    manifest.insert(0, "label", listing["label"].to_numpy())
+    return manifest[expectations.IMAGE_COLUMNS]
+
+
+def validation_frame(description: dict, path: Path) -> pd.DataFrame:
+    """The parsed table (indexed by file line number) or the image manifest (indexed by path)."""
+    if description["kind"] == "image":
+        return image_manifest(read_ingested(description, path))
+    table = read_ingested(description, path)
+    table.index = pd.Index(np.arange(len(table)) + 2, name="line")  # line 1 is the header
+    return table
+
+
+def _plain(value: Any) -> Any:
+    """numpy scalars as Python values, so that messages read `1500.0`, not `np.float64(1500.0)`."""
+    return value.item() if isinstance(value, np.generic) else value
+
+
+def _example(entry: Any) -> str:
+    if isinstance(entry, dict):
+        location = {key: value for key, value in entry.items() if key in ("line", "file")}
+        value = {key: value for key, value in entry.items() if key not in ("line", "file")}
+        where = ", ".join(f"{key} {value}" for key, value in location.items())
+        what = ", ".join(f"{_plain(value)!r}" for value in value.values())
+        return f"{what} at {where}" if where else what
+    return repr(_plain(entry))
+
+
+def _non_numeric_examples(frame: pd.DataFrame, column: str, limit: int) -> list[str]:
+    """Values of `column` that do not read as numbers, with their line numbers."""
+    values = frame[column]
+    bad = values[values.notna() & pd.to_numeric(values, errors="coerce").isna()]
+    return [f"{value!r} at line {line}" for line, value in bad.head(limit).items()]
+
+
+def summarise_results(result, frame: pd.DataFrame, max_examples: int) -> dict:
+    """The validation summary: counts and, for each failed expectation, what was seen where."""
+    checks = []
+    for item in result.results:
+        configuration = item.expectation_config
+        severity = (configuration.meta or {}).get("severity", "error")
+        outcome = item.result or {}
+        check = {
+            "expectation": configuration.type,
+            "column": configuration.kwargs.get("column") or configuration.kwargs.get("column_list"),
+            "severity": severity,
+            "success": bool(item.success),
+        }
+        if "unexpected_count" in outcome:
+            check["unexpected_count"] = int(outcome["unexpected_count"])
+            check["unexpected_percent"] = round(float(outcome.get("unexpected_percent") or 0.0), 3)
+        if not item.success:
+            if item.exception_info and item.exception_info.get("raised_exception"):
+                check["error"] = str(item.exception_info.get("exception_message"))
+            if "observed_value" in outcome:
+                check["observed"] = outcome["observed_value"]
+            details = outcome.get("details") or {}
+            if "mismatched" in details:
+                check["mismatched"] = details["mismatched"]
+            examples = outcome.get("partial_unexpected_index_list") or outcome.get("partial_unexpected_list") or []
+            check["examples"] = [_example(entry) for entry in examples[:max_examples]]
+            if configuration.type == "expect_column_values_to_be_in_type_list" and check["column"] in frame:
+                check["examples"] = _non_numeric_examples(frame, check["column"], max_examples)
+            notes = configuration.notes
+            if notes:
+                check["notes"] = notes if isinstance(notes, str) else " ".join(notes)
+        checks.append(check)
+    return tally(checks, int(len(frame)))
+
+
+def tally(checks: list[dict], rows: int) -> dict:
+    """The summary of a list of checks: success, error and warning counts, the failures."""
+    failures = [check for check in checks if not check["success"]]
+    return {
+        "success": not any(check["severity"] == "error" for check in failures),
+        "errors": sum(check["severity"] == "error" for check in failures),
+        "warnings": sum(check["severity"] == "warning" for check in failures),
+        "expectations": len(checks),
+        "rows": rows,
+        "failures": failures,
+        "checks": checks,
+    }
+
+
+def run_suite(
+    frame: pd.DataFrame,
+    suite: expectations.Suite,
+    extra_columns: str,
+    max_examples: int,
+    docs_dir: Path | None = None,
+) -> dict:
+    """Validates `frame` with Great Expectations; builds Data Docs into `docs_dir` if given."""
+    import great_expectations as gx
+
+    context = gx.get_context(mode="ephemeral")
+    context.variables.progress_bars = {"globally": False}
+    asset = context.data_sources.add_pandas("pipeline").add_dataframe_asset("dataset")
+    batch = asset.add_batch_definition_whole_dataframe("whole")
+    gx_suite = context.suites.add(expectations.to_gx_suite(suite, "pipeline_suite", extra_columns))
+    definition = context.validation_definitions.add(
+        gx.ValidationDefinition(name="validate", data=batch, suite=gx_suite)
+    )
+    actions = []
+    if docs_dir is not None:
+        context.add_data_docs_site(
+            site_name="pipeline",
+            site_config={
+                "class_name": "SiteBuilder",
+                "site_index_builder": {"class_name": "DefaultSiteIndexBuilder"},
+                "store_backend": {
+                    "class_name": "TupleFilesystemStoreBackend",
+                    "base_directory": str(Path(docs_dir).resolve()),
+                },
+            },
+        )
+        actions.append(gx.checkpoint.UpdateDataDocsAction(name="data_docs", site_names=["pipeline"]))
+    checkpoint = context.checkpoints.add(
+        gx.Checkpoint(
+            name="gate",
+            validation_definitions=[definition],
+            actions=actions,
+            result_format={"result_format": "SUMMARY", "partial_unexpected_count": max(max_examples, 1)},
+        )
+    )
+    outcome = checkpoint.run(batch_parameters={"dataframe": frame})
+    (result,) = outcome.run_results.values()
+    return summarise_results(result, frame, max_examples)
+
+
+# Expectations about the whole table: in chunked validation they run once, on a narrow frame of
+# every row's label and content hash, rather than on each chunk.
+WHOLE_TABLE = (
+    "expect_table_row_count_to_be_between",
+    "expect_column_distinct_values_to_contain_set",
+    "expect_column_kl_divergence_to_be_less_than",
+    "expect_compound_columns_to_be_unique",
+)
+
+
+def table_chunks(path: Path, file_format: str, chunk_rows: int) -> Iterator[pd.DataFrame]:
+    """The table in chunks of `chunk_rows` rows, each indexed by its file line numbers."""
+    path = Path(path)
+    if path.stat().st_size == 0:
+        raise DataError(f"{path}: the file is empty; expected a {file_format} file with a header row and data rows.")
+    if file_format == "csv":
+        sources.check_csv_field_counts(path)
+        chunks = pd.read_csv(path, chunksize=chunk_rows)
+    else:
+        import pyarrow.parquet as parquet
+
+        chunks = (batch.to_pandas() for batch in parquet.ParquetFile(path).iter_batches(batch_size=chunk_rows))
+    first_line = 2
+    try:
+        for chunk in chunks:
+            chunk.index = pd.Index(np.arange(len(chunk)) + first_line, name="line")
+            first_line += len(chunk)
+            yield chunk
+    except UnicodeDecodeError as error:
+        raise DataError(f"{path}: not UTF-8 text ({error.reason}); re-save the file as UTF-8.") from error
+
+
+def split_suite(suite: expectations.Suite) -> tuple[expectations.Suite, expectations.Suite]:
+    """(expectations judged chunk by chunk, expectations judged on the narrow whole-table frame)."""
+    per_chunk, whole = [], []
+    for item in suite.expectations:
+        if item["expectation"] not in WHOLE_TABLE:
+            per_chunk.append(item)
+        elif item["expectation"] == "expect_compound_columns_to_be_unique":
+            whole.append(
+                {
+                    "expectation": "expect_column_values_to_be_unique",
+                    "column": "row_hash",
+                    "severity": item["severity"],
+                    "notes": item.get("notes", "duplicate rows"),
+                }
+            )
+        else:
+            whole.append(item)
+    return dataclasses.replace(suite, expectations=per_chunk), dataclasses.replace(suite, expectations=whole)
+
+
+def merge_chunk_checks(chunk_summaries: list[dict], suite: expectations.Suite, rows: int, limit: int) -> list[dict]:
+    """One check per expectation over all chunks: counts added up, `mostly` judged on the totals.
+
+    Every chunk ran the same suite, so their checks line up position by position.
+    """
+    mostly = {
+        (item["expectation"], json.dumps(item.get("column"))): float(item["mostly"])
+        for item in suite.expectations
+        if "mostly" in item
+    }
+    merged = []
+    for parts in zip(*(summary["checks"] for summary in chunk_summaries), strict=True):
+        check = {**parts[0], "success": all(part["success"] for part in parts)}
+        if "unexpected_count" in parts[0]:
+            unexpected = sum(part.get("unexpected_count", 0) for part in parts)
+            check["unexpected_count"] = unexpected
+            check["unexpected_percent"] = round(100.0 * unexpected / max(rows, 1), 3)
+            allowed = mostly.get((check["expectation"], json.dumps(check["column"])))
+            if allowed is not None:
+                check["success"] = unexpected <= (1.0 - allowed) * rows + 1e-9
+        failed = [part for part in parts if not part["success"]]
+        if check["success"]:
+            for key in ("examples", "observed", "mismatched", "error"):
+                check.pop(key, None)
+        else:
+            check.update({key: value for key, value in (failed or parts)[0].items() if key not in check})
+            check["examples"] = [example for part in parts for example in part.get("examples", [])][:limit]
+        merged.append(check)
+    return merged
+
+
+def table_rows(path: Path, file_format: str) -> int:
+    """Data rows in a table file, counted without parsing it."""
+    if file_format == "parquet":
+        import pyarrow.parquet as parquet
+
+        return parquet.ParquetFile(path).metadata.num_rows
+    newlines, last = 0, b"\n"
+    with open(path, "rb") as handle:
+        while block := handle.read(1 << 20):
+            newlines += block.count(b"\n")
+            last = block[-1:]
+    return max(0, newlines + (last != b"\n") - 1)
+
+
+def validate_in_chunks(
+    path: Path,
+    description: dict,
+    suite: expectations.Suite,
+    extra_columns: str,
+    max_examples: int,
+    chunk_rows: int,
+    docs_dir: Path | None,
+    validated_file: Path | None = None,
+) -> tuple[dict, pd.DataFrame]:
+    """Validates a table chunk by chunk, holding one chunk plus a label and a hash per row.
+
+    Writes the rows to `validated_file` (Parquet) as it goes. Data Docs show the whole-table
+    expectations; the summary has every expectation. Returns (summary, the narrow frame).
+    """
+    import pyarrow as arrow
+    import pyarrow.parquet as parquet
+
+    per_chunk, whole = split_suite(suite)
+    label = description["label"]
+    summaries, narrow, writer = [], [], None
+    try:
+        for chunk in progress(table_chunks(path, description["format"], chunk_rows), "validating chunks"):
+            summaries.append(run_suite(chunk, per_chunk, extra_columns, max_examples))
+            narrow.append(
+                pd.DataFrame(
+                    {
+                        label: chunk[label] if label in chunk else pd.Series(np.nan, index=chunk.index),
+                        "row_hash": pd.util.hash_pandas_object(chunk, index=False).to_numpy(),
+                    },
+                    index=chunk.index,
+                )
+            )
+            if validated_file is not None:
+                table = arrow.Table.from_pandas(chunk.reset_index(drop=True), preserve_index=False)
+                writer = writer or parquet.ParquetWriter(validated_file, table.schema)
+                writer.write_table(table.cast(writer.schema))
+    finally:
+        if writer is not None:
+            writer.close()
+    frame = pd.concat(narrow)
+    whole_summary = run_suite(frame, whole, extra_columns, max_examples, docs_dir)
+    duplicates = suite.find("expect_compound_columns_to_be_unique")
+    for check in whole_summary["checks"]:
+        if check["column"] == "row_hash" and duplicates:  # report it as the suite names it
+            check.update(expectation=duplicates[0]["expectation"], column=duplicates[0]["column_list"])
+    checks = merge_chunk_checks(summaries, per_chunk, len(frame), max_examples) + whole_summary["checks"]
+    summary = tally(checks, len(frame))
+    summary["chunks"] = len(summaries)
+    return summary, frame
+
+
+def describe_failure(check: dict) -> str:
+    """One failed expectation on one line: severity, column, what was seen, examples."""
+    where = f" {check['column']}" if check.get("column") else ""
+    seen = []
+    if "unexpected_count" in check:
+        seen.append(f"{check['unexpected_count']} unexpected ({check['unexpected_percent']}%)")
+    if "mismatched" in check:
+        seen.append(f"columns {check['mismatched']}")
+    elif "observed" in check:
+        seen.append(f"observed {check['observed']!r}")
+    if check.get("error"):
+        seen.append(check["error"])
+    line = f"  [{check['severity'].upper()}] {check['expectation']}{where}: {'; '.join(seen) or 'failed'}"
+    if check.get("examples"):
+        line += f"; e.g. {'; '.join(check['examples'])}"
+    if check.get("notes"):
+        line += f" ({check['notes']})"
+    return line
+
+
+def failure_message(summary: dict, summary_path: Path, docs_path: Path) -> str:
+    """The stage's error: every failed expectation, then where the full report is."""
+    lines = [describe_failure(check) for check in summary["failures"]]
+    return (
+        f"data validation failed: {summary['errors']} error(s), {summary['warnings']} warning(s)"
+        f" in {summary['expectations']} expectations over {summary['rows']} rows\n"
+        + "\n".join(lines)
+        + f"\nFull report: {summary_path} and {docs_path / 'index.html'}"
+    )
+
+
+def suite_path(config: Config) -> Path:
+    """`validate.suite`, or for `auto` the suite named after the data source."""
+    if config.validate.suite != "auto":
+        return Path(config.validate.suite)
+    name = config.data.source if config.data.source in BUILTIN_SOURCES else Path(config.data.path).stem
+    return Path(config.paths.expectations) / f"{name}.yaml"
+
+
+def validated_description(description: dict, frame: pd.DataFrame, suite: expectations.Suite) -> dict:
+    """What later stages read: kind, task, label, classes and a content fingerprint."""
+    label = description["label"]
+    result = {key: description[key] for key in ("source", "kind", "task", "label", "fingerprint")}
+    result["num_examples"] = int(len(frame))
+    if description["task"] == "classification":
+        observed = sorted(str(value) for value in frame[label].dropna().unique())
+        result["classes"] = suite.classes if suite.classes and set(observed) <= set(suite.classes) else observed
+    return result
+
+
+def write_validated(
+    description: dict, frame: pd.DataFrame, suite: expectations.Suite, output_dir: Path, table_written: bool = False
+) -> dict:
+    """Writes the dataset that passed (unless chunked validation already wrote the table), its description
+    and the per-example schema."""
+    dataset = validated_description(description, frame, suite)
+    if description["kind"] == "image":
+        frame.reset_index().rename(columns={"file": "path"}).to_parquet(output_dir / MANIFEST_FILE, index=False)
+    elif not table_written:
+        frame.reset_index(drop=True).to_parquet(output_dir / TABLE_FILE, index=False)
+    write_json_atomic(output_dir / DATASET_FILE, dataset)
+    write_json_atomic(output_dir / SCHEMA_FILE, expectations.example_schema(suite))
+    return dataset
+
+
+def load_validated(validated_dir: Path) -> tuple[dict, pd.DataFrame, dict]:
+    """(description, table or manifest, per-example schema) written by a passing `validate`."""
+    validated_dir = Path(validated_dir)
+    path = validated_dir / DATASET_FILE
+    if not path.is_file():
+        raise DataError(f"{path}: missing; run the validate stage first (dvc repro validate).")
+    description = json.loads(path.read_text())
+    table = pd.read_parquet(validated_dir / (MANIFEST_FILE if description["kind"] == "image" else TABLE_FILE))
+    return description, table, json.loads((validated_dir / SCHEMA_FILE).read_text())
+
+
+def validate_configured(config: Config) -> StageResult:
+    """The validate stage's work: the ingested snapshot checked against its suite, written to `paths.validated`."""
+    description, snapshot = load_source(Path(config.paths.ingested))
+    suite_file = suite_path(config)
+    suite = expectations.load_suite(suite_file)
+    if suite.kind != description["kind"]:
+        raise StageError(
+            f"{suite_file} is a suite for {suite.kind} data, but {config.data.source} is {description['kind']} data."
+        )
+    settings = config.validate
+    chunked = description["kind"] == "table" and table_rows(snapshot, description["format"]) > settings.chunk_rows
+    reports = Path(config.paths.reports) / "validate"
+    reports.mkdir(parents=True, exist_ok=True)
+    target = Path(config.paths.validated)
+    target.parent.mkdir(parents=True, exist_ok=True)
+    with (
+        tempfile.TemporaryDirectory(dir=reports, prefix=".docs-") as docs_scratch,
+        tempfile.TemporaryDirectory(dir=target.parent, prefix=f".{target.name}-") as scratch,
+    ):
+        docs, staging = Path(docs_scratch) / DOCS_DIR, Path(scratch) / "out"
+        staging.mkdir()
+        if chunked:
+            log.info("validating in chunks of %d rows", settings.chunk_rows)
+            summary, frame = validate_in_chunks(
+                snapshot,
+                description,
+                suite,
+                settings.extra_columns,
+                settings.max_examples,
+                settings.chunk_rows,
+                docs,
+                validated_file=staging / TABLE_FILE,
+            )
+        else:
+            frame = validation_frame(description, snapshot)
+            summary = run_suite(frame, suite, settings.extra_columns, settings.max_examples, docs)
+        replace_directory(docs, reports / DOCS_DIR)
+        summary["suite"] = str(suite_file)
+        summary_path = write_json_atomic(reports / "summary.json", summary)
+        pages = sorted((reports / DOCS_DIR).rglob("*.html"))
+        for check in summary["failures"]:
+            if check["severity"] == "warning":
+                log.warning("validation warning:%s", describe_failure(check))
+        if not summary["success"]:
+            _log_report(summary_path, pages)
+            raise StageError(failure_message(summary, summary_path, reports / DOCS_DIR))
+        dataset = write_validated(description, frame, suite, staging, table_written=chunked)
+        replace_directory(staging, target)
+    return StageResult(
+        summary=f"{summary['expectations']} expectations passed on {summary['rows']} rows"
+        f" ({summary['warnings']} warning(s)) with {suite_file} -> {target}",
+        metrics={
+            "validate_errors": summary["errors"],
+            "validate_warnings": summary["warnings"],
+            "data_examples": dataset["num_examples"],
+        },
+        artifacts=[summary_path, *pages],
+    )
+
+
+def _log_report(summary_path: Path, pages: list[Path]) -> None:
+    """Logs the failed validation's reports to the MLflow run before the stage stops."""
+    import mlflow
+
+    if mlflow.active_run() is not None:
+        mlflow.log_artifact(str(summary_path), artifact_path="validate")
+        for page in pages:
+            mlflow.log_artifact(str(page), artifact_path="validate/data_docs")
+        mlflow.set_tag("pipeline.validation", "failed")
+
+
+def profile(config: Config, output: Path | None = None, force: bool = False) -> Path:
+    """Derives a starting suite from the configured (trusted) data and writes it for review."""
+    from pipeline.data.ingestion import ingest
+
+    target = Path(output) if output else suite_path(config)
+    if target.exists() and not force:
+        raise StageError(f"{target} exists; review and edit it, or pass --force to overwrite it.")
+    with tempfile.TemporaryDirectory() as scratch:
+        description = ingest(config.data, Path(scratch))
+        frame = validation_frame(description, Path(scratch) / description["file"])
+        if description["kind"] == "image":
+            suite = expectations.profile_images(frame)
+        else:
+            suite = expectations.profile_table(frame, description["label"], description["task"])
+    source = config.data.source if config.data.source in BUILTIN_SOURCES else config.data.path
+    expectations.save_suite(suite, target, expectations.profile_header(source))
+    return target

@@ -1,0 +1,1 @@
+"""Keras: features, models, the search space, distribution strategies, training and evaluation helpers."""

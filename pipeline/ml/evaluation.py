@@ -1,0 +1,190 @@
+"""Holdout evaluation: metrics, a per-class report and plots on a test split.
+
+Classification: loss, accuracy, macro precision / recall / F1, ROC-AUC (one-vs-rest for
+several classes), a confusion matrix and ROC curves. Regression: loss (MSE), MAE, RMSE, R².
+"""
+
+from __future__ import annotations
+
+import csv
+import logging
+from pathlib import Path
+
+import numpy as np
+
+from pipeline.core.outputs import write_json_atomic
+
+log = logging.getLogger(__name__)
+
+
+def class_probabilities(outputs: np.ndarray) -> np.ndarray:
+    """(N, classes) probabilities from the model output; a sigmoid (N, 1) becomes two columns."""
+    outputs = np.asarray(outputs, dtype=np.float64)
+    if outputs.ndim == 2 and outputs.shape[1] == 1:
+        return np.hstack([1.0 - outputs, outputs])
+    return outputs
+
+
+def classification_metrics(labels: np.ndarray, probabilities: np.ndarray, classes: list[str]) -> tuple[dict, dict]:
+    """Holdout metrics and the per-class report for integer `labels` and (N, classes) probabilities."""
+    from sklearn import metrics
+
+    labels = np.asarray(labels).reshape(-1).astype(int)
+    predicted = probabilities.argmax(axis=1)
+    everything = list(range(len(classes)))
+    clipped = np.clip(probabilities, 1e-7, 1.0)
+    results = {
+        "loss": float(metrics.log_loss(labels, clipped / clipped.sum(axis=1, keepdims=True), labels=everything)),
+        "accuracy": float(metrics.accuracy_score(labels, predicted)),
+        "precision": float(metrics.precision_score(labels, predicted, average="macro", zero_division=0)),
+        "recall": float(metrics.recall_score(labels, predicted, average="macro", zero_division=0)),
+        "f1": float(metrics.f1_score(labels, predicted, average="macro", zero_division=0)),
+        "num_examples": int(len(labels)),
+    }
+    present = np.unique(labels)
+    if len(present) < 2:
+        log.warning("ROC-AUC is undefined: the test split holds a single class")
+    elif len(classes) == 2:
+        results["roc_auc"] = float(metrics.roc_auc_score(labels, probabilities[:, 1]))
+    else:
+        results["roc_auc"] = float(
+            metrics.roc_auc_score(labels, probabilities, multi_class="ovr", average="macro", labels=everything)
+        )
+    report = metrics.classification_report(
+        labels, predicted, labels=everything, target_names=classes, output_dict=True, zero_division=0
+    )
+    return results, report
+
+
+def regression_metrics(targets: np.ndarray, predictions: np.ndarray) -> dict:
+    from sklearn import metrics
+
+    targets, predictions = np.asarray(targets).reshape(-1), np.asarray(predictions).reshape(-1)
+    mse = float(metrics.mean_squared_error(targets, predictions))
+    return {
+        "loss": mse,
+        "mae": float(metrics.mean_absolute_error(targets, predictions)),
+        "rmse": mse**0.5,
+        "r2": float(metrics.r2_score(targets, predictions)),
+        "num_examples": int(len(targets)),
+    }
+
+
+def roc_points(labels: np.ndarray, probabilities: np.ndarray, classes: list[str], points: int) -> list[dict]:
+    """One-vs-rest ROC curves resampled on `points` false-positive rates, one row per (class, fpr)."""
+    from sklearn.metrics import roc_curve
+
+    labels = np.asarray(labels).reshape(-1).astype(int)
+    grid = np.linspace(0.0, 1.0, points)
+    rows = []
+    for index, name in enumerate(classes):
+        positives = labels == index
+        if positives.all() or not positives.any():
+            continue
+        fpr, tpr, _ = roc_curve(positives, probabilities[:, index])
+        for x, y in zip(grid, np.interp(grid, fpr, tpr), strict=True):
+            rows.append({"class": name, "fpr": round(float(x), 6), "tpr": round(float(y), 6)})
+    return rows
+
+
+def plot_confusion_matrix(labels, predicted, classes: list[str], path: Path) -> Path:
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+    from sklearn.metrics import ConfusionMatrixDisplay
+
+    size = max(5, 0.5 * len(classes) + 3)
+    figure, axis = plt.subplots(figsize=(size, size))
+    ConfusionMatrixDisplay.from_predictions(
+        labels, predicted, labels=list(range(len(classes))), display_labels=classes, ax=axis, colorbar=False
+    )
+    axis.set_title("Confusion matrix (test split)")
+    figure.tight_layout()
+    figure.savefig(path, dpi=100)
+    plt.close(figure)
+    return path
+
+
+def plot_roc_curves(rows: list[dict], path: Path) -> Path:
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    figure, axis = plt.subplots(figsize=(6, 6))
+    for name in dict.fromkeys(row["class"] for row in rows):
+        curve = [row for row in rows if row["class"] == name]
+        axis.plot([row["fpr"] for row in curve], [row["tpr"] for row in curve], label=name, linewidth=1)
+    axis.plot([0, 1], [0, 1], linestyle="--", color="grey", linewidth=1)
+    axis.set_xlabel("false positive rate")
+    axis.set_ylabel("true positive rate")
+    axis.set_title("ROC, one class against the rest (test split)")
+    axis.legend(fontsize="small", ncol=2)
+    figure.tight_layout()
+    figure.savefig(path, dpi=100)
+    plt.close(figure)
+    return path
+
+
+def _write_csv(path: Path, rows: list[dict]) -> Path:
+    with open(path, "w", newline="") as handle:
+        writer = csv.DictWriter(handle, fieldnames=list(rows[0]) if rows else ["empty"])
+        writer.writeheader()
+        writer.writerows(rows)
+    return path
+
+
+def predict_split(model, dataset) -> tuple[np.ndarray, np.ndarray]:
+    """(labels, model outputs) for every batch of `dataset`, in order."""
+    labels, outputs = [], []
+    for inputs, batch_labels in dataset:
+        outputs.append(np.asarray(model(inputs, training=False)))
+        labels.append(np.asarray(batch_labels))
+    return np.concatenate(labels), np.concatenate(outputs)
+
+
+def test_metrics(model, prepared_dir: Path, spec: dict) -> dict:
+    """Holdout metrics of `model` on the test split, without writing anything."""
+    from pipeline.ml.features import make_dataset
+
+    labels, outputs = predict_split(model, make_dataset(prepared_dir, spec, "test", 256))
+    if spec["task"] == "regression":
+        return regression_metrics(labels, outputs)
+    return classification_metrics(labels, class_probabilities(outputs), spec["classes"])[0]
+
+
+def evaluate_model(model, prepared_dir: Path, spec: dict, reports: Path, roc_curve_points: int) -> tuple[dict, list]:
+    """Scores `model` on the test split and writes metrics.json, per_class.json, predictions.csv,
+    roc.csv and figures/ under `reports`. Returns (metrics, the names worth printing)."""
+    from pipeline.ml.features import make_dataset
+
+    labels, outputs = predict_split(model, make_dataset(prepared_dir, spec, "test", 256))
+    figures = reports / "figures"
+    figures.mkdir(parents=True, exist_ok=True)
+    if spec["task"] == "regression":
+        results = regression_metrics(labels, outputs)
+        pairs = zip(labels.reshape(-1), outputs.reshape(-1), strict=True)
+        rows = [{"actual": float(actual), "predicted": float(predicted)} for actual, predicted in pairs]
+        _write_csv(reports / "predictions.csv", rows)
+        write_json_atomic(reports / "per_class.json", {})
+        _write_csv(reports / "roc.csv", [])
+        key = ["loss", "mae", "rmse", "r2"]
+    else:
+        classes = spec["classes"]
+        probabilities = class_probabilities(outputs)
+        results, report = classification_metrics(labels, probabilities, classes)
+        predicted = probabilities.argmax(axis=1)
+        labels = labels.reshape(-1).astype(int)
+        _write_csv(
+            reports / "predictions.csv",
+            [{"actual": classes[a], "predicted": classes[p]} for a, p in zip(labels, predicted, strict=True)],
+        )
+        roc = roc_points(labels, probabilities, classes, roc_curve_points)
+        _write_csv(reports / "roc.csv", roc)
+        write_json_atomic(reports / "per_class.json", report)
+        plot_confusion_matrix(labels, predicted, classes, figures / "confusion_matrix.png")
+        plot_roc_curves(roc, figures / "roc.png")
+        key = ["accuracy", "f1", "roc_auc"]
+    write_json_atomic(reports / "metrics.json", results)
+    return results, key

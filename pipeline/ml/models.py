@@ -1,0 +1,210 @@
+"""Config-driven Functional Keras models: MLP, CNN, RNN (LSTM/GRU) and a small Transformer encoder.
+
+`build_model(hyperparameters, spec)` takes a plain mapping of hyperparameters (the `model`
+and `train` settings, or a tuner's choices) and the dataset spec written by `preprocess`.
+Images are read row by row as sequences by the RNN and Transformer families.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Mapping
+from typing import Any
+
+import keras
+
+from pipeline.ml.features import build_inputs, is_binary, preprocess_inputs
+
+
+@keras.saving.register_keras_serializable(package="pipeline")
+class PositionEmbedding(keras.layers.Layer):
+    """Adds a learned embedding of each position to a sequence (batch, length, width)."""
+
+    def __init__(self, sequence_length: int, width: int, **kwargs):
+        super().__init__(**kwargs)
+        self.sequence_length = sequence_length
+        self.width = width
+        self.embedding = keras.layers.Embedding(sequence_length, width)
+
+    def build(self, input_shape):
+        self.embedding.build((None, self.sequence_length))
+        super().build(input_shape)
+
+    def call(self, inputs):
+        positions = keras.ops.arange(self.sequence_length)
+        return inputs + self.embedding(positions)[None, :, :]
+
+    def get_config(self):
+        return {**super().get_config(), "sequence_length": self.sequence_length, "width": self.width}
+
+
+@keras.saving.register_keras_serializable(package="pipeline")
+class ImagenetPreprocess(keras.layers.Layer):
+    """Scales 0-255 RGB pixels as a keras.applications backbone's weights expect (`tf`: to [-1, 1];
+    `caffe`: BGR minus the ImageNet channel means)."""
+
+    def __init__(self, mode: str, **kwargs):
+        super().__init__(**kwargs)
+        self.mode = mode
+
+    def call(self, inputs):
+        return keras.applications.imagenet_utils.preprocess_input(inputs, mode=self.mode)
+
+    def get_config(self):
+        return {**super().get_config(), "mode": self.mode}
+
+
+def _regularizer(hyperparameters: Mapping[str, Any]):
+    l1, l2 = float(hyperparameters["l1"]), float(hyperparameters["l2"])
+    return keras.regularizers.L1L2(l1=l1, l2=l2) if (l1 or l2) else None
+
+
+def _dense_block(features, units: int, hyperparameters: Mapping[str, Any], name: str):
+    features = keras.layers.Dense(
+        units,
+        activation=None if hyperparameters["batch_norm"] else hyperparameters["activation"],
+        kernel_regularizer=_regularizer(hyperparameters),
+        name=f"{name}_dense",
+    )(features)
+    if hyperparameters["batch_norm"]:
+        features = keras.layers.BatchNormalization(name=f"{name}_batch_norm")(features)
+        features = keras.layers.Activation(hyperparameters["activation"], name=f"{name}_activation")(features)
+    if hyperparameters["dropout"]:
+        features = keras.layers.Dropout(hyperparameters["dropout"], name=f"{name}_dropout")(features)
+    return features
+
+
+def _cnn_body(features, hyperparameters: Mapping[str, Any]):
+    for index, filters in enumerate(hyperparameters["filters"]):
+        features = keras.layers.Conv2D(
+            filters,
+            hyperparameters["kernel_size"],
+            padding="same",
+            activation=None if hyperparameters["batch_norm"] else hyperparameters["activation"],
+            kernel_regularizer=_regularizer(hyperparameters),
+            name=f"conv_{index}",
+        )(features)
+        if hyperparameters["batch_norm"]:
+            features = keras.layers.BatchNormalization(name=f"conv_{index}_batch_norm")(features)
+            features = keras.layers.Activation(hyperparameters["activation"], name=f"conv_{index}_activation")(features)
+        if min(features.shape[1], features.shape[2]) >= 4:
+            features = keras.layers.MaxPooling2D(name=f"conv_{index}_pool")(features)
+    return keras.layers.Flatten(name="flatten")(features)
+
+
+def _as_sequence(features):
+    """(batch, height, width, channels) -> (batch, height, width * channels): one step per image row."""
+    _, height, width, channels = features.shape
+    return keras.layers.Reshape((height, width * channels), name="rows_as_sequence")(features)
+
+
+def _rnn_body(features, hyperparameters: Mapping[str, Any]):
+    cell = {"lstm": keras.layers.LSTM, "gru": keras.layers.GRU}[hyperparameters["rnn_cell"]]
+    return cell(hyperparameters["rnn_units"], name=hyperparameters["rnn_cell"])(_as_sequence(features))
+
+
+def _transformer_body(features, hyperparameters: Mapping[str, Any]):
+    sequence = _as_sequence(features)
+    width = hyperparameters["num_heads"] * hyperparameters["key_dim"]
+    sequence = keras.layers.Dense(width, name="token_projection")(sequence)
+    sequence = PositionEmbedding(sequence.shape[1], width, name="position_embedding")(sequence)
+    for index in range(hyperparameters["transformer_blocks"]):
+        attended = keras.layers.MultiHeadAttention(
+            hyperparameters["num_heads"],
+            hyperparameters["key_dim"],
+            dropout=hyperparameters["dropout"],
+            name=f"block_{index}_attention",
+        )(sequence, sequence)
+        sequence = keras.layers.LayerNormalization(name=f"block_{index}_norm_1")(sequence + attended)
+        feed_forward = keras.layers.Dense(
+            width * 2, activation=hyperparameters["activation"], name=f"block_{index}_ff_1"
+        )(sequence)
+        feed_forward = keras.layers.Dense(width, name=f"block_{index}_ff_2")(feed_forward)
+        sequence = keras.layers.LayerNormalization(name=f"block_{index}_norm_2")(sequence + feed_forward)
+    return keras.layers.GlobalAveragePooling1D(name="pool")(sequence)
+
+
+def build_optimizer(hyperparameters: Mapping[str, Any]) -> keras.optimizers.Optimizer:
+    name, learning_rate = hyperparameters["optimizer"], float(hyperparameters["learning_rate"])
+    if name == "sgd":
+        return keras.optimizers.SGD(learning_rate=learning_rate, momentum=float(hyperparameters["momentum"]))
+    if name == "adam":
+        return keras.optimizers.Adam(learning_rate=learning_rate)
+    if name == "rmsprop":
+        return keras.optimizers.RMSprop(learning_rate=learning_rate)
+    raise ValueError(f"unknown optimizer {name!r}; expected sgd, adam or rmsprop")
+
+
+def head_for_task(spec: dict) -> tuple[int, str, keras.losses.Loss, list]:
+    """(units, output activation, loss, metrics) chosen from the task."""
+    if spec["task"] == "regression":
+        metrics = [keras.metrics.MeanAbsoluteError(name="mae"), keras.metrics.RootMeanSquaredError(name="rmse")]
+        return 1, "linear", keras.losses.MeanSquaredError(), metrics
+    if is_binary(spec):
+        return 1, "sigmoid", keras.losses.BinaryCrossentropy(), [keras.metrics.BinaryAccuracy(name="accuracy")]
+    return (
+        len(spec["classes"]),
+        "softmax",
+        keras.losses.SparseCategoricalCrossentropy(),
+        [keras.metrics.SparseCategoricalAccuracy(name="accuracy")],
+    )
+
+
+def build_model(hyperparameters: Mapping[str, Any], spec: dict, jit_compile: bool = False) -> keras.Model:
+    """Builds and compiles the Functional model for `spec` with `hyperparameters`.
+
+    Raises:
+        ValueError: if the family cannot read this kind of data.
+    """
+    family = hyperparameters["family"]
+    if spec["kind"] == "table" and family != "mlp":
+        raise ValueError(f"model family {family!r} reads images; use mlp for table data")
+    inputs = build_inputs(spec)
+    features = preprocess_inputs(spec, inputs)
+    if family == "cnn":
+        features = _cnn_body(features, hyperparameters)
+    elif family == "rnn":
+        features = _rnn_body(features, hyperparameters)
+    elif family == "transformer":
+        features = _transformer_body(features, hyperparameters)
+    elif family == "mlp":
+        if spec["kind"] == "image":
+            features = keras.layers.Flatten(name="flatten")(features)
+    else:
+        raise ValueError(f"unknown model family {family!r}; expected mlp, cnn, rnn or transformer")
+    for index, units in enumerate(hyperparameters["hidden_units"]):
+        features = _dense_block(features, units, hyperparameters, name=f"hidden_{index}")
+    model = keras.Model(inputs, output_layer(features, spec), name=f"{family}_{spec['kind']}")
+    compile_for_task(model, spec, build_optimizer(hyperparameters), jit_compile=jit_compile)
+    return model
+
+
+def output_layer(features, spec: dict):
+    """The task's output: class probabilities, or a value in the target's own units."""
+    units, activation, _, _ = head_for_task(spec)
+    outputs = keras.layers.Dense(units, activation=activation, dtype="float32", name="predictions")(features)
+    if spec["task"] == "regression":
+        # The network predicts values near 0; this layer maps them to the target's own units.
+        statistics = spec["label_statistics"]
+        outputs = keras.layers.Rescaling(
+            scale=max(statistics["variance"], 1e-12) ** 0.5, offset=statistics["mean"], name="target_units"
+        )(outputs)
+    return outputs
+
+
+def compile_for_task(
+    model: keras.Model, spec: dict, optimizer: keras.optimizers.Optimizer, jit_compile: bool = False
+) -> keras.Model:
+    _, _, loss, metrics = head_for_task(spec)
+    model.compile(optimizer=optimizer, loss=loss, metrics=metrics, jit_compile=jit_compile)
+    return model
+
+
+def feature_extractor(model: keras.Model) -> keras.Model:
+    """The model up to (not including) its output layer, as a model of its own: the penultimate-layer
+    embeddings (monitoring) and the base of a fine-tuned model share its weights."""
+    return keras.Model(model.input, model.get_layer("predictions").input, name="base")
+
+
+def load_trained_model(path) -> keras.Model:
+    """Loads a `.keras` model saved by the pipeline (its custom layers are registered by this module)."""
+    return keras.saving.load_model(path)

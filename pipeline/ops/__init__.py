@@ -1,0 +1,1 @@
+"""Operations: drift monitoring, the feedback loop and the retraining job."""

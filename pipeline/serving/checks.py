@@ -1,0 +1,204 @@
+"""What the export stage checks and adds before an export is published.
+
+- TFLite for edge and mobile: float and dynamic-range quantised, each scored on the test split;
+- TF Serving warm-up records (`assets.extra/tf_serving_warmup_requests`) built from test examples;
+- infra validation, as TFX's InfraValidator does: the real HTTP API is started on the staged
+  SavedModel, answers warm-up requests, and must agree with the in-process predictions.
+"""
+
+import json
+import logging
+import sys
+import time
+import urllib.error
+import urllib.request
+from pathlib import Path
+
+import numpy as np
+
+from pipeline.core.errors import StageError
+from pipeline.core.processes import background_server, free_port
+
+log = logging.getLogger(__name__)
+
+WARMUP_FILE = Path("assets.extra") / "tf_serving_warmup_requests"
+
+
+def tflite_supported(spec: dict) -> tuple[bool, str]:
+    """Numeric inputs only: string lookups do not convert to TFLite builtin ops."""
+    if spec["kind"] == "table" and any(feature["type"] == "categorical" for feature in spec["features"]):
+        return False, "string (categorical) inputs need TF ops that the TFLite interpreter cannot run"
+    return True, ""
+
+
+def convert_tflite(saved_model_dir: Path, quantize: bool) -> bytes:
+    import tensorflow as tf
+
+    converter = tf.lite.TFLiteConverter.from_saved_model(str(saved_model_dir))
+    if quantize:
+        converter.optimizations = [tf.lite.Optimize.DEFAULT]  # dynamic-range: int8 weights, float activations
+    return converter.convert()
+
+
+def tflite_predict(model_bytes: bytes, batches: list) -> np.ndarray:
+    """Runs a TFLite model's `serving_default` signature over input batches (dicts of arrays, or images)."""
+    import tensorflow as tf
+
+    runner = tf.lite.Interpreter(model_content=model_bytes).get_signature_runner("serving_default")
+    outputs = []
+    for batch in batches:
+        arrays = batch if isinstance(batch, dict) else {"image": batch}
+        (result,) = runner(**{name: np.asarray(values, dtype=np.float32) for name, values in arrays.items()}).values()
+        outputs.append(result)
+    return np.concatenate(outputs)
+
+
+def accuracy(outputs: np.ndarray, labels: np.ndarray, spec: dict) -> float | None:
+    if spec["task"] != "classification":
+        return None
+    labels = labels.reshape(-1).astype(int)
+    predicted = (outputs.reshape(-1) > 0.5).astype(int) if outputs.shape[1] == 1 else outputs.argmax(axis=1)
+    return float((predicted == labels).mean())
+
+
+def export_tflite(
+    saved_model_dir: Path, output_dir: Path, spec: dict, batches: list, labels: np.ndarray, reference: np.ndarray
+) -> dict:
+    """Writes `model.tflite` and `model_quantized.tflite`; returns sizes, accuracies and differences."""
+    supported, reason = tflite_supported(spec)
+    if not supported:
+        log.info("TFLite export skipped: %s", reason)
+        return {"skipped": reason}
+    output_dir.mkdir(parents=True, exist_ok=True)
+    report = {"keras_accuracy": accuracy(reference, labels, spec)}
+    for variant, quantize in (("float", False), ("dynamic_range_quantized", True)):
+        model_bytes = convert_tflite(saved_model_dir, quantize)
+        name = "model.tflite" if not quantize else "model_quantized.tflite"
+        (output_dir / name).write_bytes(model_bytes)
+        predictions = tflite_predict(model_bytes, batches)
+        report[variant] = {
+            "file": name,
+            "size_bytes": len(model_bytes),
+            "accuracy": accuracy(predictions, labels, spec),
+            "max_abs_difference": float(np.max(np.abs(predictions - reference))),
+        }
+    return report
+
+
+# ---- TF Serving warm-up records ----------------------------------------------------------------
+# PredictionLog { predict_log = 6 { request = 1 { model_spec = 1 { name = 1, signature_name = 3 },
+# inputs = 2 (map<string, TensorProto>) } } }, written by hand in protobuf's wire format so that
+# the tensorflow-serving-api package (which pins its own TensorFlow) is not needed.
+
+
+def _varint(value: int) -> bytes:
+    out = bytearray()
+    while True:
+        byte, value = value & 0x7F, value >> 7
+        out.append(byte | (0x80 if value else 0))
+        if not value:
+            return bytes(out)
+
+
+def _field(number: int, payload: bytes) -> bytes:
+    """A length-delimited field (wire type 2)."""
+    return _varint(number << 3 | 2) + _varint(len(payload)) + payload
+
+
+def prediction_log(model_name: str, inputs: dict[str, np.ndarray]) -> bytes:
+    import tensorflow as tf
+
+    model_spec = _field(1, model_name.encode()) + _field(3, b"serving_default")
+    request = _field(1, model_spec)
+    for name, values in inputs.items():
+        tensor = tf.make_tensor_proto(values).SerializeToString()
+        request += _field(2, _field(1, name.encode()) + _field(2, tensor))
+    return _field(6, _field(1, request))
+
+
+def write_warmup_requests(version_dir: Path, model_name: str, batches: list) -> Path:
+    import tensorflow as tf
+
+    path = version_dir / WARMUP_FILE
+    path.parent.mkdir(parents=True, exist_ok=True)
+    with tf.io.TFRecordWriter(str(path)) as writer:
+        for batch in batches:
+            writer.write(prediction_log(model_name, batch if isinstance(batch, dict) else {"image": batch}))
+    return path
+
+
+# ---- infra validation --------------------------------------------------------------------------
+
+
+def request_body(batch, spec: dict) -> bytes:
+    """A TF Serving `instances` request for one input batch, in raw (column or pixel) form."""
+    if not isinstance(batch, dict):
+        return json.dumps({"instances": np.asarray(batch).tolist()}).encode()
+    rows = []
+    size = len(next(iter(batch.values())))
+    for index in range(size):
+        row = {}
+        for feature in spec["features"]:
+            value = np.asarray(batch[feature["name"]])[index, 0]
+            if feature["type"] == "numeric":
+                row[feature["column"]] = None if np.isnan(value) else float(value)
+            else:
+                text = value.decode() if isinstance(value, bytes) else str(value)
+                row[feature["column"]] = text or None
+        rows.append(row)
+    return json.dumps({"instances": rows}).encode()
+
+
+def infra_validate(
+    version_dir: Path,
+    model_name: str,
+    spec: dict,
+    batches: list,
+    expected: np.ndarray,
+    tolerance: float,
+    timeout: float = 180.0,
+) -> dict:
+    """Starts `pipeline serve` on the staged SavedModel and checks its answers to real test examples.
+
+    Raises:
+        StageError: if the server does not come up, refuses a request, or disagrees with the model.
+    """
+    port = free_port()
+    base = f"http://127.0.0.1:{port}"
+    started = time.monotonic()
+    command = [sys.executable, "-m", "pipeline", "serve", "--model", str(version_dir), "--port", str(port)]
+    try:
+        with background_server(command, base, timeout):
+            ready_seconds = time.monotonic() - started
+            answers = []
+            for batch in batches:
+                request = urllib.request.Request(
+                    f"{base}/v1/models/{model_name}:predict",
+                    data=request_body(batch, spec),
+                    headers={"Content-Type": "application/json"},
+                )
+                try:
+                    with urllib.request.urlopen(request, timeout=60) as response:
+                        answers.append(np.asarray(json.loads(response.read())["predictions"], dtype=np.float64))
+                except urllib.error.HTTPError as error:
+                    raise StageError(
+                        f"infra validation: the server refused a test example: {error.read()[:500]!r}"
+                    ) from None
+    except StageError as error:
+        if str(error).startswith("infra validation"):
+            raise
+        raise StageError(f"infra validation: {error}") from None
+    served = np.concatenate(answers)
+    difference = float(np.max(np.abs(served - expected)))
+    if not difference <= tolerance:
+        raise StageError(
+            f"infra validation: the served answers differ from the model's by {difference:.3g} (> {tolerance:g});"
+            " the export was not published."
+        )
+    return {
+        "servable": True,
+        "requests": len(batches),
+        "examples": int(len(served)),
+        "max_abs_difference": difference,
+        "seconds_to_ready": round(ready_seconds, 1),
+    }

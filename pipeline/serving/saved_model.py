@@ -1,0 +1,70 @@
+"""The SavedModel contract: TF Serving's layout, the `serving_default` signature, the spec asset that
+clients read, and the parity check of a reloaded SavedModel against the Keras model.
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import numpy as np
+
+from pipeline.core.errors import StageError
+from pipeline.core.outputs import write_json_atomic
+
+SPEC_ASSET = Path("assets.extra") / "pipeline_spec.json"
+
+
+SIGNATURE = "serving_default"
+
+
+def serving_spec(spec: dict) -> dict:
+    """What a client needs to build requests and read answers (no file lists)."""
+    return {key: value for key, value in spec.items() if key != "splits"}
+
+
+def export_saved_model(model, spec: dict, version_dir: Path) -> Path:
+    """Writes `model` as a TF Serving SavedModel into `version_dir` (which must not exist)."""
+    model.export(str(version_dir), format="tf_saved_model", verbose=False)
+    write_json_atomic(version_dir / SPEC_ASSET, serving_spec(spec))
+    return version_dir
+
+
+def saved_model_predictions(version_dir: Path, batches: list) -> np.ndarray:
+    """Predictions of the reloaded SavedModel's `serving_default` signature for input batches."""
+    import tensorflow as tf
+
+    signature = tf.saved_model.load(str(version_dir)).signatures[SIGNATURE]
+    outputs = []
+    for inputs in batches:
+        kwargs = inputs if isinstance(inputs, dict) else {"image": inputs}
+        (result,) = signature(**kwargs).values()
+        outputs.append(result.numpy())
+    return np.concatenate(outputs)
+
+
+def check_parity(model, version_dir: Path, dataset, tolerance: float) -> float:
+    """Max |SavedModel - Keras| over `dataset` ((inputs, labels) batches); raises StageError beyond `tolerance`."""
+    batches = [inputs for inputs, _ in dataset]
+    expected = np.concatenate([np.asarray(model(inputs, training=False)) for inputs in batches])
+    actual = saved_model_predictions(version_dir, batches)
+    difference = float(np.max(np.abs(expected - actual))) if expected.size else 0.0
+    if not difference <= tolerance:
+        raise StageError(
+            f"the exported SavedModel disagrees with the Keras model by {difference:.3g} (> export.tolerance"
+            f" {tolerance:g}) on the test split; the export was not published."
+        )
+    return difference
+
+
+def signature_description(version_dir: Path) -> dict:
+    import tensorflow as tf
+
+    signature = tf.saved_model.load(str(version_dir)).signatures[SIGNATURE]
+    _, inputs = signature.structured_input_signature
+    return {
+        "inputs": {name: {"dtype": spec.dtype.name, "shape": spec.shape.as_list()} for name, spec in inputs.items()},
+        "outputs": {
+            name: {"dtype": spec.dtype.name, "shape": spec.shape.as_list()}
+            for name, spec in signature.structured_outputs.items()
+        },
+    }

@@ -1,0 +1,154 @@
+"""Stage `export`: the SavedModel for TF Serving, checked against the Keras model.
+
+Layout: `<paths.serving>/<model name>/<version>/` with `saved_model.pb`, `variables/` and a
+`serving_default` signature taking raw inputs (pixels, or one named input per column).
+`assets.extra/pipeline_spec.json` carries the class names and feature description for
+clients such as `pipeline predict`. After writing, the SavedModel is reloaded with
+`tf.saved_model.load` and must reproduce the Keras model's test-split predictions.
+"""
+
+from __future__ import annotations
+
+import logging
+import tempfile
+import time
+from pathlib import Path
+
+import numpy as np
+
+from pipeline.core.config import Config
+from pipeline.core.outputs import replace_directory, write_json_atomic
+from pipeline.core.runner import StageResult, run_stage
+from pipeline.ml.distribute import setup_tensorflow
+from pipeline.serving.saved_model import (
+    check_parity,
+    export_saved_model,
+    serving_spec,
+    signature_description,
+)
+
+log = logging.getLogger(__name__)
+
+
+def resolve_version(setting: int | str) -> int:
+    return int(time.time()) if setting == "auto" else int(setting)
+
+
+def log_model_to_mlflow(model, spec: dict) -> str:
+    """Logs the Keras model to the active MLflow run (loadable with `mlflow.pyfunc.load_model`)."""
+    import mlflow
+    from mlflow.models import infer_signature
+
+    if spec["kind"] == "image":
+        image = spec["image"]
+        example = np.zeros((1, image["height"], image["width"], image["channels"]), dtype=np.float32)
+        signature = infer_signature(example, np.asarray(model(example, training=False)))
+    else:
+        signature = None  # dict inputs of mixed types: the SavedModel signature is the contract
+    info = mlflow.keras.log_model(
+        model,
+        name="model",
+        signature=signature,
+        pip_requirements=[f"tensorflow=={_version('tensorflow')}", f"keras=={_version('keras')}"],
+        metadata={"pipeline_spec": serving_spec(spec)},  # what `pipeline serve` checks requests against
+    )
+    return info.model_uri
+
+
+def register_candidate(model_uri: str, name: str, tags: dict[str, str] | None = None) -> int:
+    """Registers the logged model as a new version of `name` (with `tags`: the data version) and
+    points the `candidate` alias at it. The run and its metrics come with the logged model."""
+    import mlflow
+
+    version = mlflow.register_model(model_uri, name, tags=tags)
+    mlflow.tracking.MlflowClient().set_registered_model_alias(name, "candidate", version.version)
+    return int(version.version)
+
+
+def _version(package: str) -> str:
+    from importlib.metadata import version
+
+    return version(package)
+
+
+def run(config: Config) -> StageResult:
+    setup_tensorflow(config)
+    from pipeline.ml.features import load_spec, make_dataset
+    from pipeline.ml.models import load_trained_model
+    from pipeline.serving import checks
+
+    spec = load_spec(config.paths.prepared)
+    model = load_trained_model(config.paths.model)
+    version = resolve_version(config.export.version)
+    settings = config.export
+    target, edge_target = Path(config.paths.serving), Path(config.paths.edge)
+    target.parent.mkdir(parents=True, exist_ok=True)
+    test_split = list(make_dataset(config.paths.prepared, spec, "test", 256))
+    batches = [inputs for inputs, _ in test_split]
+    labels = np.concatenate([np.asarray(batch_labels) for _, batch_labels in test_split])
+    expected = np.concatenate([np.asarray(model(inputs, training=False)) for inputs in batches])
+    warmup = [
+        inputs for inputs, _ in make_dataset(config.paths.prepared, spec, "test", settings.warmup_examples).take(2)
+    ]
+    with tempfile.TemporaryDirectory(dir=target.parent, prefix=f".{target.name}-") as scratch:
+        staging = Path(scratch) / "out"
+        version_dir = staging / config.model_name / str(version)
+        export_saved_model(model, spec, version_dir)
+        difference = check_parity(model, version_dir, test_split, settings.tolerance)
+        description = signature_description(version_dir)
+        checks.write_warmup_requests(version_dir, config.model_name, warmup)
+        edge_dir = Path(scratch) / "edge"
+        edge = {"skipped": "export.tflite is false"}
+        if settings.tflite:
+            edge = checks.export_tflite(version_dir, edge_dir, spec, batches, labels, expected)
+        write_json_atomic(edge_dir / "tflite.json", edge)  # also says why nothing was converted
+        infra = {"servable": None, "skipped": "export.infra_validation is false"}
+        if settings.infra_validation:
+            warmup_expected = np.concatenate([np.asarray(model(inputs, training=False)) for inputs in warmup])
+            infra = checks.infra_validate(
+                version_dir, config.model_name, spec, warmup, warmup_expected, settings.tolerance
+            )
+        replace_directory(staging, target)
+        replace_directory(edge_dir, edge_target)
+    published = target / config.model_name / str(version)
+    model_uri = log_model_to_mlflow(model, spec)
+    from pipeline.core.tracking import data_version, git_commit
+
+    tags = {**data_version(config), "git.commit": git_commit() or "unknown"}
+    registered_version = register_candidate(model_uri, config.model_name, tags)
+    report = {
+        "model_name": config.model_name,
+        "version": version,
+        "path": str(published),
+        "max_abs_difference": difference,
+        "signature": description,
+        "mlflow_model_uri": model_uri,
+        "registered_model": {"name": config.model_name, "version": registered_version, "alias": "candidate"},
+        "infra_validation": infra,
+        "tflite": edge,
+        "warmup_requests": str(published / checks.WARMUP_FILE),
+    }
+    report_path = write_json_atomic(Path(config.paths.reports) / "export" / "export.json", report)
+    edge_summary = ""
+    if "float" in edge:
+        edge_summary = (
+            f", TFLite {edge['float']['size_bytes'] / 1024:.0f} KiB acc {edge['float']['accuracy']:.4f}"
+            f" / quantised {edge['dynamic_range_quantized']['size_bytes'] / 1024:.0f} KiB"
+            f" acc {edge['dynamic_range_quantized']['accuracy']:.4f}"
+        )
+    servable = ", infra-validated" if infra.get("servable") else ""
+    metrics = {"export_max_abs_difference": difference}
+    for variant in ("float", "dynamic_range_quantized"):
+        if variant in edge and edge[variant]["accuracy"] is not None:
+            metrics[f"tflite_{variant}_accuracy"] = edge[variant]["accuracy"]
+            metrics[f"tflite_{variant}_bytes"] = edge[variant]["size_bytes"]
+    return StageResult(
+        summary=f"SavedModel {config.model_name} v{version} (parity max diff {difference:.1e}{servable}{edge_summary})"
+        f" -> {published}",
+        metrics=metrics,
+        artifacts=[report_path],
+    )
+
+
+def main(params_file: str = "params.yaml") -> None:
+    run_stage("export", params_file, run)

@@ -1,0 +1,166 @@
+"""Stage `gate`: the blessing gate. A candidate becomes `champion` only if it deserves it.
+
+The candidate is the model version the export stage registered (alias `candidate`). It must
+pass the absolute thresholds of `gate.thresholds` and beat the current champion by at least
+`gate.min_improvement` on `gate.metric`, the champion being re-evaluated on the *current* test
+split rather than trusted from its old metrics. With no champion yet, the thresholds decide.
+`pipeline gate --force-bless --reason "..."` overrides the decision and records why.
+
+The decision and its reasons are `reports/gate/decision.json` (a DVC metrics file) and tags on
+the model version.
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+import sys
+from pathlib import Path
+
+from pipeline.core.config import Config, GateConfig
+from pipeline.core.outputs import write_json_atomic
+from pipeline.core.runner import StageResult, run_stage
+
+log = logging.getLogger(__name__)
+
+HIGHER_IS_BETTER = {"accuracy", "precision", "recall", "f1", "roc_auc", "r2"}
+CHAMPION, CANDIDATE = "champion", "candidate"
+
+
+def decide(candidate: dict, champion: dict | None, settings: GateConfig) -> dict:
+    """Blessed or not, with one reason per check. `champion` is None when there is none yet."""
+    reasons, passes = [], True
+    for name, bar in settings.thresholds.items():
+        value = candidate.get(name)
+        if value is None:
+            reasons.append(f"{name}: not measured for this task, threshold ignored")
+            continue
+        higher = name in HIGHER_IS_BETTER
+        ok = value >= bar if higher else value <= bar
+        passes &= ok
+        reasons.append(f"{name} {value:.4f} {'>=' if higher else '<='} {bar}: {'passes' if ok else 'FAILS'}")
+    metric, blessed = settings.metric, passes
+    if champion is None:
+        reasons.append("no champion yet: the thresholds decide")
+    else:
+        higher = metric in HIGHER_IS_BETTER
+        improvement = (candidate[metric] - champion[metric]) * (1 if higher else -1)
+        beats = improvement >= settings.min_improvement - 1e-12
+        blessed = passes and beats
+        verdict = "beats" if beats else "does not beat"
+        reasons.append(
+            f"{metric}: candidate {candidate[metric]:.4f} vs champion {champion[metric]:.4f} on the same test split"
+            f" (improvement {improvement:+.4f}, required {settings.min_improvement}): {verdict}"
+        )
+    return {"blessed": bool(blessed), "reasons": reasons}
+
+
+def evaluate_registered(model_uri: str, config: Config, spec: dict) -> dict | None:
+    """Holdout metrics of a registered model on the current test split; None if it cannot read it."""
+    import mlflow
+
+    from pipeline.ml import models  # noqa: F401 - registers the pipeline's custom layers for loading
+    from pipeline.ml.evaluation import test_metrics
+
+    model = mlflow.keras.load_model(model_uri)
+    try:
+        return test_metrics(model, config.paths.prepared, spec)
+    except (ValueError, KeyError, TypeError) as error:
+        log.warning("%s cannot read the current test split (%s)", model_uri, error)
+        return None
+
+
+def record(client, name: str, version: int, decision: dict, forced_reason: str | None = None) -> None:
+    """Tags the model version with the decision; moves the `champion` alias if blessed."""
+    client.set_model_version_tag(
+        name,
+        str(version),
+        "gate.decision",
+        "forced" if forced_reason else ("blessed" if decision["blessed"] else "rejected"),
+    )
+    client.set_model_version_tag(name, str(version), "gate.reasons", " | ".join(decision["reasons"])[:4900])
+    if forced_reason:
+        client.set_model_version_tag(name, str(version), "gate.forced_reason", forced_reason)
+    if decision["blessed"] or forced_reason:
+        client.set_registered_model_alias(name, CHAMPION, str(version))
+
+
+def gate(config: Config, force_reason: str | None = None) -> dict:
+    """Runs the gate for the candidate of the last export; returns the decision (also written to disk)."""
+    import mlflow
+
+    from pipeline.ml.features import load_spec
+
+    export_report = json.loads((Path(config.paths.reports) / "export" / "export.json").read_text())
+    registered = export_report["registered_model"]
+    name, version = registered["name"], int(registered["version"])
+    candidate = json.loads((Path(config.paths.reports) / "evaluate" / "metrics.json").read_text())
+    client = mlflow.tracking.MlflowClient()
+    aliases = client.get_registered_model(name).aliases
+    champion_version = int(aliases[CHAMPION]) if CHAMPION in aliases else None
+    champion = None
+    if champion_version is not None and champion_version != version:
+        champion = evaluate_registered(f"models:/{name}@{CHAMPION}", config, load_spec(config.paths.prepared))
+    decision = decide(candidate, champion, config.gate)
+    if champion_version == version:
+        decision["reasons"].append("the candidate already is the champion")
+    if champion_version is not None and champion is None and champion_version != version:
+        decision["reasons"].append(f"champion v{champion_version} cannot read the current test split: not compared")
+    if force_reason:
+        decision["reasons"].append(f"FORCED by hand: {force_reason}")
+    record(client, name, version, decision, force_reason)
+    result = {
+        "model": name,
+        "candidate_version": version,
+        "champion_version_before": champion_version,
+        "champion_version_after": version if (decision["blessed"] or force_reason) else champion_version,
+        "blessed": decision["blessed"],
+        "forced": bool(force_reason),
+        "metric": config.gate.metric,
+        "candidate": candidate.get(config.gate.metric),
+        "champion": None if champion is None else champion.get(config.gate.metric),
+        "reasons": decision["reasons"],
+    }
+    write_json_atomic(Path(config.paths.reports) / "gate" / "decision.json", result)
+    return result
+
+
+def _summary(result: dict) -> str:
+    verdict = "FORCED champion" if result["forced"] else ("blessed: new champion" if result["blessed"] else "rejected")
+    return f"{result['model']} v{result['candidate_version']} {verdict}; " + "; ".join(result["reasons"])
+
+
+def run(config: Config) -> StageResult:
+    from pipeline.ml.distribute import setup_tensorflow
+
+    setup_tensorflow(config)
+    result = gate(config)
+    return StageResult(
+        summary=_summary(result),
+        metrics={"gate_blessed": float(result["blessed"])},
+        artifacts=[Path(config.paths.reports) / "gate" / "decision.json"],
+    )
+
+
+def force(params_file: str, reason: str) -> int:
+    """`pipeline gate --force-bless --reason ...`: makes the candidate champion whatever the checks say."""
+    if not reason or not reason.strip():
+        print(
+            'pipeline gate: error: --force-bless needs --reason "why" (it is recorded on the model version).',
+            file=sys.stderr,
+        )
+        return 2
+
+    def body(config: Config) -> StageResult:
+        from pipeline.ml.distribute import setup_tensorflow
+
+        setup_tensorflow(config)
+        result = gate(config, force_reason=reason.strip())
+        return StageResult(summary=_summary(result), metrics={"gate_forced": 1.0})
+
+    run_stage("gate", params_file, body)
+    return 0
+
+
+def main(params_file: str = "params.yaml") -> None:
+    run_stage("gate", params_file, run)

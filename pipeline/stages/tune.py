@@ -1,0 +1,377 @@
+"""Stage `tune`: hyperparameter search with Keras Tuner, every trial a nested MLflow run.
+
+The search space is declared in `params.yaml` (`tune.space`), apart from the model builder;
+each trial builds the model with `models.build_model` from the defaults plus the trial's
+values. The best hyperparameters go to `paths.hyperparameters`, which `train` reads. With
+`tune.enabled: false` the stage writes the defaults there instead, without importing TensorFlow.
+
+Resumable: the tuner's folder (under `paths.work`) is keyed by a hash of the search space,
+budget, model family, data and seed, so rerunning an interrupted search continues it without
+redoing finished trials, and a changed search starts afresh.
+"""
+
+from __future__ import annotations
+
+import csv
+import hashlib
+import json
+import logging
+import os
+import subprocess
+import sys
+import time
+from collections.abc import Callable
+from pathlib import Path
+from typing import Any
+
+from pipeline.core.config import Config, TuneConfig
+from pipeline.core.outputs import write_json_atomic
+from pipeline.core.runner import StageResult, run_stage
+from pipeline.ml import hyperparameters as hyperparameter_file
+
+log = logging.getLogger(__name__)
+
+TRIAL_TAG = "pipeline.trial_id"
+
+
+def declare(hp, name: str, entry: dict, default: Any = None) -> Any:
+    """Declares one search-space entry on a Keras Tuner `HyperParameters` and returns its value."""
+    if "choice" in entry:
+        values = entry["choice"]
+        return hp.Choice(name, values, default=default if default in values else None)
+    low, high = entry["min"], entry["max"]
+    sampling = "log" if entry.get("log") else "linear"
+    inside = default is not None and low <= default <= high
+    if isinstance(low, int) and isinstance(high, int) and isinstance(entry.get("step", 1), int):
+        return hp.Int(name, low, high, step=entry.get("step"), sampling=sampling, default=default if inside else None)
+    return hp.Float(
+        name,
+        float(low),
+        float(high),
+        step=entry.get("step"),
+        sampling=sampling,
+        default=float(default) if inside else None,
+    )
+
+
+def default_for(name: str, defaults: dict[str, Any]) -> Any:
+    if name == "num_layers":
+        return len(defaults["hidden_units"])
+    if name == "units":
+        return defaults["hidden_units"][0] if defaults["hidden_units"] else None
+    if name == "filters":
+        return defaults["filters"][0] if defaults["filters"] else None
+    return defaults.get(name)
+
+
+def hypermodel_builder(space: dict, defaults: dict[str, Any], spec: dict) -> Callable:
+    """The Keras Tuner hypermodel: `build(hp)` declares the space and builds the model."""
+    from pipeline.ml.models import build_model
+
+    names = hyperparameter_file.searched_names(space, defaults["family"])
+
+    def build(hp):
+        values = {name: declare(hp, name, space[name], default_for(name, defaults)) for name in names}
+        return build_model(hyperparameter_file.apply_search_values(defaults, values), spec)
+
+    return build
+
+
+def search_key(settings: TuneConfig, defaults: dict[str, Any], fingerprint: str, seed: int) -> str:
+    """Names the tuner folder: the same space, budget, defaults, data and seed resume one search."""
+    budget = {key: value for key, value in vars(settings).items() if key not in ("enabled", "max_seconds")}
+    payload = json.dumps(
+        {"budget": budget, "defaults": defaults, "data": fingerprint, "seed": seed}, sort_keys=True, default=str
+    )
+    return hashlib.sha256(payload.encode()).hexdigest()[:16]
+
+
+def make_tuner(
+    settings: TuneConfig, hypermodel: Callable, datasets: Callable, directory: Path, seed: int, deadline: float | None
+):
+    """A Keras Tuner of the configured algorithm that records every trial as a nested MLflow run.
+
+    `datasets(batch_size)` returns the (train, validation) datasets for a trial's batch size.
+    """
+    import keras
+    import keras_tuner
+    import mlflow
+
+    from pipeline.ml.training import epoch_logging_callback
+
+    direction = "max" if "accuracy" in settings.objective else "min"
+    objective = keras_tuner.Objective(settings.objective, direction=direction)
+
+    class TrackedTrials:
+        """Mixed into a Keras Tuner class: one nested MLflow run per trial, and the time budget."""
+
+        def pre_create_trial(self):
+            if (
+                deadline is not None
+                and time.monotonic() > deadline
+                and self.oracle.max_trials != len(self.oracle.trials)
+            ):
+                log.warning("tune.max_seconds reached: no new trials are started")
+                self.oracle.max_trials = len(self.oracle.trials)
+            return super().pre_create_trial()
+
+        def run_trial(self, trial, *args, **kwargs):
+            values = trial.hyperparameters.values
+            train, validation = datasets(int(values.get("batch_size", 0)) or None)
+            callbacks = [
+                *kwargs.pop("callbacks", []),
+                keras.callbacks.EarlyStopping(
+                    monitor=settings.objective, mode=direction, patience=settings.early_stopping_patience
+                ),
+                epoch_logging_callback(),
+            ]
+            tags = {TRIAL_TAG: trial.trial_id, "pipeline.tuner_id": tuner_id() or "local"}
+            # The trial's run stays open until the oracle has recorded the trial (`on_trial_end`): a
+            # search killed in between leaves it RUNNING, and the resume settles it from the oracle.
+            self._trial_run = mlflow.start_run(run_name=f"trial {trial.trial_id}", nested=True, tags=tags)
+            try:
+                mlflow.log_params({name: value for name, value in values.items()})
+                results = super().run_trial(
+                    trial, train, *args, validation_data=validation, callbacks=callbacks, **kwargs
+                )
+                histories = results if isinstance(results, list) else [results]
+                pick = max if direction == "max" else min
+                scores = [pick(history.history[settings.objective]) for history in histories]
+                epochs = sum(len(history.history[settings.objective]) for history in histories)
+                mlflow.log_metrics({"score": sum(scores) / len(scores), "epochs": epochs})
+            except BaseException:
+                self._end_trial_run("FAILED")
+                raise
+            record_epochs(directory, trial.trial_id, epochs)
+            return results
+
+        def on_trial_end(self, trial):
+            super().on_trial_end(trial)
+            self._end_trial_run("FINISHED" if trial.status == "COMPLETED" else "FAILED")
+
+        def _end_trial_run(self, status: str) -> None:
+            run = getattr(self, "_trial_run", None)
+            active = mlflow.active_run()
+            if run is not None and active is not None and active.info.run_id == run.info.run_id:
+                mlflow.end_run(status=status)
+            self._trial_run = None
+
+    common = dict(
+        objective=objective,
+        executions_per_trial=settings.executions_per_trial,
+        seed=seed,
+        directory=str(directory),
+        project_name="search",
+        overwrite=False,
+    )
+    if settings.algorithm == "hyperband":
+        base = keras_tuner.Hyperband
+        arguments = dict(max_epochs=settings.max_epochs, factor=settings.hyperband_factor, hyperband_iterations=1)
+    else:
+        base = {
+            "random": keras_tuner.RandomSearch,
+            "bayesian": keras_tuner.BayesianOptimization,
+            "grid": keras_tuner.GridSearch,
+        }[settings.algorithm]
+        arguments = dict(max_trials=settings.max_trials)
+    tuner_class = type(f"Tracked{base.__name__}", (TrackedTrials, base), {})
+    return tuner_class(hypermodel=hypermodel, **arguments, **common)
+
+
+EPOCHS_DIR = "epochs"
+
+
+def record_epochs(directory: Path, trial_id: str, epochs: int) -> None:
+    """Keeps each finished trial's epoch count beside the tuner's state (it survives a resume).
+
+    One file per trial: in a distributed search several workers finish trials at once.
+    """
+    write_json_atomic(Path(directory) / EPOCHS_DIR / f"{trial_id}.json", {"epochs": epochs})
+
+
+def recorded_epochs(directory: Path) -> dict[str, int]:
+    files = (Path(directory) / EPOCHS_DIR).glob("*.json")
+    return {file.stem: json.loads(file.read_text())["epochs"] for file in files}
+
+
+def tuner_id() -> str | None:
+    """This process's Keras Tuner id in a distributed search (`chief`, `tuner0`, ...), else None."""
+    return os.environ.get("KERASTUNER_TUNER_ID") if os.environ.get("KERASTUNER_ORACLE_IP") else None
+
+
+def is_worker() -> bool:
+    return tuner_id() is not None and "chief" not in tuner_id()
+
+
+def mark_interrupted_trials(parent_run_id: str, completed: set[str] | None = None) -> int:
+    """Trial runs left RUNNING by a killed search are settled: FINISHED if the oracle had recorded
+    the trial as completed (`completed`: their ids), else KILLED (the trial will run again).
+    Returns how many were marked KILLED."""
+    import mlflow
+
+    client = mlflow.tracking.MlflowClient()
+    run = client.get_run(parent_run_id)
+    stale = client.search_runs(
+        [run.info.experiment_id],
+        filter_string=f"tags.mlflow.parentRunId = '{parent_run_id}' and attributes.status = 'RUNNING'",
+    )
+    killed = 0
+    for child in stale:
+        done = completed is not None and child.data.tags.get(TRIAL_TAG) in completed
+        client.set_terminated(child.info.run_id, status="FINISHED" if done else "KILLED")
+        killed += not done
+    return killed
+
+
+def trial_rows(tuner, directory: Path) -> list[dict]:
+    """One row per trial: id, status, score, epochs run, and its hyperparameter values."""
+    epochs = recorded_epochs(directory)
+    rows = []
+    for trial in tuner.oracle.trials.values():
+        rows.append(
+            {
+                "trial": trial.trial_id,
+                "status": trial.status,
+                "score": trial.score,
+                "epochs": epochs.get(trial.trial_id, 0),
+                **{name: value for name, value in trial.hyperparameters.values.items()},
+            }
+        )
+    return rows
+
+
+def write_trials_csv(path: Path, rows: list[dict]) -> Path:
+    fields = list(dict.fromkeys(key for row in rows for key in row)) or ["trial", "status", "score", "epochs"]
+    path.parent.mkdir(parents=True, exist_ok=True)
+    with open(path, "w", newline="") as handle:
+        writer = csv.DictWriter(handle, fieldnames=fields)
+        writer.writeheader()
+        writer.writerows(rows)
+    return path
+
+
+def search(config: Config, spec: dict, defaults: dict[str, Any]) -> tuple[dict[str, Any], dict, list[dict]]:
+    """Runs (or resumes) the search; returns (best hyperparameters, summary, trial rows)."""
+    import mlflow
+
+    from pipeline.ml.features import make_dataset
+
+    settings = config.tune
+    key = search_key(settings, defaults, spec["fingerprint"], config.base.seed)
+    directory = Path(config.paths.work) / "tune" / key
+    resumed = (directory / "search" / "oracle.json").is_file()
+    if resumed:
+        log.info("resuming the search in %s", directory)
+
+    def datasets(batch_size: int | None):
+        batch = batch_size or int(defaults["batch_size"])
+        cache = config.train.cache_limit_mb
+        return (
+            make_dataset(
+                config.paths.prepared, spec, "train", batch, shuffle=True, seed=config.base.seed, cache_limit_mb=cache
+            ),
+            make_dataset(config.paths.prepared, spec, "validation", batch, cache_limit_mb=cache),
+        )
+
+    deadline = time.monotonic() + settings.max_seconds if settings.max_seconds else None
+    tuner = make_tuner(
+        settings, hypermodel_builder(settings.space, defaults, spec), datasets, directory, config.base.seed, deadline
+    )
+    if mlflow.active_run() is not None and tuner_id() is None:  # `launch_distributed` does it for its processes
+        completed = {trial.trial_id for trial in tuner.oracle.trials.values() if trial.status == "COMPLETED"}
+        killed = mark_interrupted_trials(mlflow.active_run().info.run_id, completed)
+        if killed:
+            log.info("marked %d trial run(s) of an interrupted search as KILLED", killed)
+    started = time.perf_counter()
+    tuner.search(epochs=settings.max_epochs, verbose=1 if sys.stdout.isatty() else 2)
+    seconds = time.perf_counter() - started
+    if is_worker():
+        return None, {"search_seconds": round(seconds, 1)}, []
+    best = tuner.get_best_hyperparameters(1)[0].values
+    names = hyperparameter_file.searched_names(settings.space, defaults["family"])
+    best_hyperparameters = hyperparameter_file.apply_search_values(
+        defaults, {name: best[name] for name in names if name in best}
+    )
+    rows = trial_rows(tuner, directory)
+    completed = [row for row in rows if row["status"] == "COMPLETED"]
+    summary = {
+        "algorithm": settings.algorithm,
+        "objective": settings.objective,
+        "best_score": tuner.oracle.get_best_trials(1)[0].score,
+        "trials_completed": len(completed),
+        "total_epochs": sum(row["epochs"] for row in completed),
+        "search_seconds": round(seconds, 1),
+        "resumed": resumed,
+    }
+    return best_hyperparameters, summary, rows
+
+
+def run(config: Config) -> StageResult:
+    defaults = hyperparameter_file.defaults_from_config(config)
+    target = Path(config.paths.hyperparameters)
+    reports = Path(config.paths.reports) / "tune"
+    if not config.tune.enabled:
+        hyperparameter_file.save(target, defaults, source="params.yaml (tune.enabled: false)")
+        # The stage's DVC outputs exist either way: no trials, and a summary that says why.
+        write_trials_csv(reports / "trials.csv", [])
+        write_json_atomic(reports / "metrics.json", {"enabled": False, "trials_completed": 0})
+        return StageResult(summary=f"search disabled: the defaults from params.yaml -> {target}")
+
+    from pipeline.ml.distribute import setup_tensorflow
+    from pipeline.ml.features import load_spec
+
+    setup_tensorflow(config)
+    spec = load_spec(config.paths.prepared)
+    best, summary, rows = search(config, spec, defaults)
+    if best is None:
+        return StageResult(summary=f"worker {tuner_id()}: no trials left ({summary['search_seconds']} s)")
+    hyperparameter_file.save(
+        target, best, source=f"{config.tune.algorithm} search, {config.tune.objective} {summary['best_score']:.4f}"
+    )
+    trials = write_trials_csv(reports / "trials.csv", rows)
+    metrics = write_json_atomic(reports / "metrics.json", summary)
+    import mlflow
+
+    mlflow.set_tags({f"tune.best.{name}": json.dumps(value) for name, value in best.items()})
+    mlflow.log_dict({"hyperparameters": best}, "tune/best_hyperparameters.json")
+    return StageResult(
+        summary=f"{config.tune.algorithm}: {summary['trials_completed']} trials, {summary['total_epochs']} epochs,"
+        f" best {config.tune.objective}={summary['best_score']:.4f} in {summary['search_seconds']} s -> {target}",
+        metrics={
+            "tune_best_score": summary["best_score"],
+            "tune_trials": summary["trials_completed"],
+            "tune_total_epochs": summary["total_epochs"],
+        },
+        artifacts=[trials, metrics],
+    )
+
+
+def launch_distributed(params_file: str, workers: int, host: str = "127.0.0.1", port: int | None = None) -> int:
+    """Runs the tune stage as Keras Tuner's chief plus `workers` worker processes on this machine.
+
+    The chief serves the oracle on `host:port` and writes the stage's outputs; workers run trials.
+    Returns the first non-zero exit status, or 0.
+    """
+    from pipeline.core import tracking
+    from pipeline.core.config import load_config
+    from pipeline.core.processes import free_port
+
+    config = load_config(params_file)
+    # Open the pipeline's MLflow run first, so that the processes find it rather than racing to create it.
+    with tracking.pipeline_run(config, "tune") as run:
+        killed = mark_interrupted_trials(run.info.run_id)
+    if killed:
+        log.info("marked %d trial run(s) of an interrupted search as KILLED", killed)
+    environment = {**os.environ, "KERASTUNER_ORACLE_IP": host, "KERASTUNER_ORACLE_PORT": str(port or free_port())}
+    command = [sys.executable, "-m", "pipeline", "run", "tune", "--params", str(params_file)]
+    chief = subprocess.Popen(command, env={**environment, "KERASTUNER_TUNER_ID": "chief"})
+    others = [
+        subprocess.Popen(command, env={**environment, "KERASTUNER_TUNER_ID": f"tuner{index}"})
+        for index in range(workers)
+    ]
+    statuses = [process.wait() for process in others] + [chief.wait()]
+    return next((status for status in statuses if status), 0)
+
+
+def main(params_file: str = "params.yaml") -> None:
+    run_stage("tune", params_file, run)

@@ -1,0 +1,134 @@
+"""The package's architecture, checked: imports point down, never in a circle, nothing imports a stage,
+and every DVC stage depends on all the project code it imports."""
+
+from __future__ import annotations
+
+import ast
+import importlib
+from pathlib import Path
+
+import pytest
+import yaml
+
+from pipeline.cli import STAGES
+
+ROOT = Path(__file__).resolve().parents[2]
+PACKAGE = ROOT / "pipeline"
+# Lower layers never import higher ones: stages -> serving/ops -> ml -> data -> core.
+LAYERS = {"core": 0, "data": 1, "ml": 2, "serving": 3, "ops": 3, "stages": 4}
+HEAVY = ("tensorflow", "keras", "keras_tuner")
+
+
+def module_name(path: Path) -> str:
+    parts = path.relative_to(ROOT).with_suffix("").parts
+    return ".".join(parts[:-1] if parts[-1] == "__init__" else parts)
+
+
+def project_imports(path: Path) -> set[str]:
+    """Every project module `path` imports, at the top or inside functions."""
+    imported = set()
+    for node in ast.walk(ast.parse(path.read_text())):
+        if isinstance(node, ast.ImportFrom) and node.module and node.module.split(".")[0] == "pipeline":
+            for alias in node.names:
+                candidate = f"{node.module}.{alias.name}"
+                is_module = (ROOT / (candidate.replace(".", "/") + ".py")).is_file()
+                imported.add(candidate if is_module else node.module)
+        elif isinstance(node, ast.Import):
+            imported.update(alias.name for alias in node.names if alias.name.split(".")[0] == "pipeline")
+    return imported
+
+
+def import_graph() -> dict[str, set[str]]:
+    return {module_name(path): project_imports(path) for path in PACKAGE.rglob("*.py")}
+
+
+def module_file(name: str) -> Path:
+    path = ROOT / (name.replace(".", "/") + ".py")
+    return path if path.is_file() else ROOT / name.replace(".", "/") / "__init__.py"
+
+
+def closure(graph: dict[str, set[str]], start: str) -> set[str]:
+    seen, todo = {start}, [start]
+    while todo:
+        for name in graph[todo.pop()]:
+            if name not in seen:
+                seen.add(name)
+                todo.append(name)
+    return seen
+
+
+def layer(name: str) -> str | None:
+    parts = name.split(".")
+    return parts[1] if len(parts) > 2 and parts[1] in LAYERS else None
+
+
+def test_every_import_names_a_module_that_exists():
+    graph = import_graph()
+    missing = {f"{name} -> {target}" for name, targets in graph.items() for target in targets if target not in graph}
+    assert not missing
+
+
+def test_there_are_no_import_cycles():
+    graph = import_graph()
+    cycles = []
+
+    def visit(name: str, path: list[str], finished: set[str]) -> None:
+        for target in sorted(graph[name]):
+            if target in path:
+                cycles.append(" -> ".join(path[path.index(target) :] + [target]))
+            elif target not in finished:
+                visit(target, [*path, target], finished)
+        finished.add(name)
+
+    finished: set[str] = set()
+    for name in sorted(graph):
+        if name not in finished:
+            visit(name, [name], finished)
+    assert not cycles
+
+
+def test_imports_point_down_and_nothing_but_the_cli_imports_a_stage():
+    wrong = []
+    for name, targets in import_graph().items():
+        for target in targets:
+            source_layer, target_layer = layer(name), layer(target)
+            if target_layer == "stages" and name != "pipeline.cli":
+                wrong.append(f"{name} imports the stage {target}")
+            elif source_layer and target_layer and LAYERS[target_layer] > LAYERS[source_layer]:
+                wrong.append(f"{name} ({source_layer}) imports {target} ({target_layer})")
+    assert not wrong
+
+
+def test_core_does_not_import_tensorflow():
+    for path in (PACKAGE / "core").glob("*.py"):
+        for node in ast.walk(ast.parse(path.read_text())):
+            names = [alias.name for alias in node.names] if isinstance(node, ast.Import) else []
+            if isinstance(node, ast.ImportFrom) and node.module:
+                names = [node.module]
+            assert not [name for name in names if name.split(".")[0] in HEAVY], path
+
+
+def test_every_stage_module_has_run_and_main():
+    for module, entry_point in STAGES.values():
+        loaded = importlib.import_module(module)
+        assert callable(getattr(loaded, entry_point))
+    for path in (PACKAGE / "stages").glob("[!_]*.py"):
+        assert callable(importlib.import_module(module_name(path)).run), path
+
+
+@pytest.mark.parametrize("stage", list(STAGES))
+def test_dvc_stage_depends_on_all_the_code_it_imports(stage):
+    """The cli only dispatches (`python -m pipeline run STAGE`); what the stage module reaches is its code."""
+    dvc_stage = yaml.safe_load((ROOT / "dvc.yaml").read_text())["stages"][stage]
+    assert dvc_stage["cmd"] == f"python -m pipeline run {stage}"
+    declared = [ROOT / dep for dep in dvc_stage["deps"] if str(dep).startswith("pipeline")]
+    graph = import_graph()
+    module, _ = STAGES[stage]
+    undeclared = []
+    for name in closure(graph, module):
+        path = module_file(name)
+        if path.parent == PACKAGE and path.name == "__init__.py":
+            continue  # the package marker (empty)
+        if not any(path == dep or dep in path.parents for dep in declared):
+            undeclared.append(str(path.relative_to(ROOT)))
+    assert not undeclared, f"dvc.yaml: stage {stage} imports {sorted(undeclared)} but does not depend on them"
