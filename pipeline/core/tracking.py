@@ -13,6 +13,7 @@ import hashlib
 import json
 import logging
 import os
+import socket
 import subprocess
 from collections.abc import Iterator
 from pathlib import Path
@@ -24,6 +25,7 @@ log = logging.getLogger(__name__)
 
 PACKAGE_DIR = Path(__file__).resolve().parents[1]  # the `pipeline` package
 KEY_TAG = "pipeline.key"
+OWNER_TAG = "pipeline.owner"  # host:pid of the stage process that has the run open
 
 
 def code_fingerprint() -> str:
@@ -75,13 +77,13 @@ def git_commit() -> Optional[str]:
     return completed.stdout.strip() or None
 
 
-def configure(config: Config) -> None:
-    """Points MLflow at the configured store and experiment."""
+def configure(config: Config):
+    """Points MLflow at the configured store and experiment; returns the experiment."""
     os.environ.setdefault("MLFLOW_DISABLE_TELEMETRY", "true")
     import mlflow
 
     mlflow.set_tracking_uri(config.tracking.resolved_uri)
-    mlflow.set_experiment(config.tracking.experiment)
+    return mlflow.set_experiment(config.tracking.experiment)
 
 
 def run_tags(config: Config, key: str) -> dict[str, str]:
@@ -109,7 +111,8 @@ def pipeline_run(config: Config, stage: str) -> Iterator[object]:
     """Starts (or reopens) the MLflow run of this pipeline execution and logs all params."""
     import mlflow
 
-    configure(config)
+    experiment = configure(config)
+    settle_orphaned_runs(experiment.experiment_id)
     key = run_key(config)
     tags = run_tags(config, key)
     existing = mlflow.search_runs(filter_string=f"tags.`{KEY_TAG}` = '{key}'", max_results=1, output_format="list")
@@ -123,9 +126,53 @@ def pipeline_run(config: Config, stage: str) -> Iterator[object]:
     with context as run:
         mlflow.set_tags(tags)  # a reopened run gets this execution's commit and experiment name
         mlflow.log_params({name: _param_value(value) for name, value in config.to_flat_dict().items()})
-        mlflow.set_tag(f"pipeline.stage.{stage}", "running")
+        mlflow.set_tags({f"pipeline.stage.{stage}": "running", OWNER_TAG: owner()})
         yield run
         mlflow.set_tag(f"pipeline.stage.{stage}", "done")
+
+
+def owner() -> str:
+    return f"{socket.gethostname()}:{os.getpid()}"
+
+
+def _process_alive(pid: int) -> bool:
+    try:
+        os.kill(pid, 0)
+    except ProcessLookupError:
+        return False
+    except PermissionError:  # alive, but another user's
+        return True
+    return True
+
+
+def settle_orphaned_runs(experiment_id: str) -> int:
+    """Marks KILLED the runs of the current experiment left RUNNING by a stage process of this machine
+    that no longer exists (killed, or the machine restarted), with their nested runs (search trials),
+    so that the MLflow UI never shows a run as running forever. Returns how many runs were settled.
+
+    Runs opened on other machines are left alone: only their owner can tell whether they still run."""
+    import mlflow
+
+    client = mlflow.tracking.MlflowClient()
+    running = client.search_runs([experiment_id], filter_string="attributes.status = 'RUNNING'")
+    host = socket.gethostname()
+    settled = 0
+    for run in running:
+        owner_host, _, pid = run.data.tags.get(OWNER_TAG, "").rpartition(":")
+        if owner_host != host or not pid.isdigit() or _process_alive(int(pid)):
+            continue
+        children = client.search_runs(
+            [experiment_id],
+            filter_string=f"tags.mlflow.parentRunId = '{run.info.run_id}' and attributes.status = 'RUNNING'",
+        )
+        for child in [*children, run]:
+            for name, value in child.data.tags.items():
+                if name.startswith("pipeline.stage.") and value == "running":
+                    client.set_tag(child.info.run_id, name, "killed")
+            client.set_terminated(child.info.run_id, status="KILLED")
+            settled += 1
+        log.warning("MLflow: run %s was left running by process %s, which is gone; marked KILLED", run.info.run_id, pid)
+    return settled
 
 
 def _param_value(value: object) -> str:

@@ -8,6 +8,8 @@ import csv
 import hashlib
 import json
 import logging
+import os
+import shutil
 import sys
 import time
 from collections.abc import Mapping
@@ -40,15 +42,15 @@ def training_key(hyperparameters: Mapping[str, Any], config: Config, spec: dict)
 def history_recorder(path: Path):
     """A callback that rewrites the per-epoch history CSV after every epoch.
 
-    It lives beside the BackupAndRestore checkpoint, so a resumed run keeps the curves of
-    the epochs done before the interruption.
+    The file shows progress while training runs; a resumed run takes its rows from the backup
+    (see `training_backup`), so it keeps the curves of the epochs done before the interruption.
     """
     import keras
 
     class HistoryRecorder(keras.callbacks.Callback):
         def __init__(self):
             super().__init__()
-            self.rows = read_history(path)
+            self.rows = []  # the backup restores the rows of a resumed run
 
         def on_epoch_end(self, epoch, logs=None):
             self.rows = [row for row in self.rows if int(row["epoch"]) < epoch]
@@ -56,13 +58,6 @@ def history_recorder(path: Path):
             write_history(path, self.rows)
 
     return HistoryRecorder()
-
-
-def read_history(path: Path) -> list[dict]:
-    if not Path(path).is_file():
-        return []
-    with open(path, newline="") as handle:
-        return [{key: float(value) for key, value in row.items()} for row in csv.DictReader(handle)]
 
 
 def write_history(path: Path, rows: list[dict]) -> None:
@@ -76,6 +71,139 @@ def write_history(path: Path, rows: list[dict]) -> None:
     temporary.replace(path)
 
 
+BACKUP_DIR = "backup"
+CORRUPT_PREFIX = "corrupt-"
+
+
+def training_backup(directory: Path, early_stopping, recorder):
+    """A callback that backs up the whole training state after every epoch; `restore()` resumes from it.
+
+    Keras' BackupAndRestore writes its backup in place, so a kill in mid-write leaves a truncated file
+    that fails every later run. Here each backup is a folder `epoch-NNNN` written under a temporary name
+    and renamed once complete (a rename is atomic): every model variable (weights and the dropout
+    layers' seed states), the optimizer's variables, the early-stopping state (best value and weights,
+    patience count) and the history rows. A backup that does not load is set aside as `corrupt-...`
+    (kept for inspection), reported in one line, and the next older one is tried; with none left,
+    training starts from the beginning.
+
+    It must come after `early_stopping` and `recorder` in the callback list: their `on_train_begin`
+    resets the state this one restores.
+    """
+    import keras
+    import numpy as np
+
+    directory = Path(directory)
+
+    class TrainingBackup(keras.callbacks.Callback):
+        def __init__(self):
+            super().__init__()
+            self.state: dict | None = None
+            self.best_weights = None
+
+        def restore(self, model) -> int:
+            """Loads the newest readable backup into `model` (built and compiled); returns the number of
+            epochs it holds (0: none), or -1 when that run had already stopped early."""
+            optimizer = model.optimizer
+            if optimizer is not None and not optimizer.built:
+                optimizer.build(model.trainable_variables)
+            initial = [
+                np.asarray(variable).copy() for variables in _state_variables(model).values() for variable in variables
+            ]
+            for candidate in sorted(directory.glob("epoch-*"), reverse=True):
+                try:
+                    self._load(model, candidate)
+                except Exception as error:  # any unreadable backup is set aside, never fatal
+                    flat = [variable for variables in _state_variables(model).values() for variable in variables]
+                    for variable, value in zip(flat, initial, strict=True):
+                        variable.assign(value)
+                    aside = candidate.with_name(f"{CORRUPT_PREFIX}{candidate.name}-{int(time.time())}")
+                    candidate.rename(aside)
+                    reason = str(error).splitlines()[0][:200] if str(error) else ""
+                    log.warning(
+                        "training backup %s is unreadable (%s: %s); set aside as %s",
+                        candidate,
+                        type(error).__name__,
+                        reason,
+                        aside.name,
+                    )
+                    continue
+                log.info(
+                    "resuming an interrupted training run after epoch %d (backup %s)",
+                    self.state["epoch"],
+                    candidate.name,
+                )
+                return -1 if self.state["stopped"] else int(self.state["epoch"])
+            return 0
+
+        def _load(self, model, backup: Path) -> None:
+            state = json.loads((backup / "state.json").read_text())
+            with np.load(backup / "variables.npz") as arrays:
+                for kind, variables in _state_variables(model).items():
+                    if sum(name.startswith(f"{kind}_") for name in arrays.files) != len(variables):
+                        raise ValueError(f"the backup's {kind} variables do not match this model")
+                    for index, variable in enumerate(variables):
+                        variable.assign(arrays[f"{kind}_{index}"])
+            self.best_weights = None
+            if (backup / "best_weights.npz").is_file():
+                with np.load(backup / "best_weights.npz") as arrays:
+                    self.best_weights = [arrays[f"arr_{index}"] for index in range(len(arrays.files))]
+            self.state = state
+
+        def on_train_begin(self, logs=None):
+            if self.state is not None:
+                early_stopping.wait = self.state["wait"]
+                early_stopping.best = self.state["best"]
+                early_stopping.best_epoch = self.state["best_epoch"]
+                early_stopping.best_weights = self.best_weights
+                recorder.rows = self.state["history"]
+
+        def on_epoch_end(self, epoch, logs=None):
+            directory.mkdir(parents=True, exist_ok=True)
+            final = directory / f"epoch-{epoch + 1:04d}"
+            staging = directory / f".{final.name}.partial-{os.getpid()}"
+            shutil.rmtree(staging, ignore_errors=True)
+            staging.mkdir()
+            arrays = {
+                f"{kind}_{index}": np.asarray(variable)
+                for kind, variables in _state_variables(self.model).items()
+                for index, variable in enumerate(variables)
+            }
+            np.savez(staging / "variables.npz", **arrays)
+            if early_stopping.best_weights is not None:
+                np.savez(staging / "best_weights.npz", *early_stopping.best_weights)
+            state = {
+                "epoch": epoch + 1,
+                "stopped": bool(self.model.stop_training),
+                "wait": early_stopping.wait,
+                "best": None if early_stopping.best is None else float(early_stopping.best),
+                "best_epoch": early_stopping.best_epoch,
+                "history": recorder.rows,
+            }
+            (staging / "state.json").write_text(json.dumps(state))
+            _sync_directory(staging)
+            shutil.rmtree(final, ignore_errors=True)
+            staging.rename(final)
+            for older in directory.glob("epoch-*"):
+                if older.name < final.name:
+                    shutil.rmtree(older, ignore_errors=True)
+
+    return TrainingBackup()
+
+
+def _state_variables(model) -> dict[str, list]:
+    """Everything training changes: the model's variables (weights and the dropout layers' seed
+    states), and the optimizer's (iterations, moments)."""
+    optimizer = model.optimizer
+    return {"model": list(model.variables), "optimizer": list(optimizer.variables) if optimizer is not None else []}
+
+
+def _sync_directory(directory: Path) -> None:
+    """Flushes every file in `directory` to disk, so a rename after it never publishes unwritten data."""
+    for path in directory.iterdir():
+        with open(path, "rb") as handle:
+            os.fsync(handle.fileno())
+
+
 def train_model(
     model,
     train_dataset,
@@ -85,8 +213,14 @@ def train_model(
     monitor: str,
     work_dir: Path,
     extra_callbacks: list | None = None,
+    steps_per_epoch: int | None = None,
 ) -> tuple[list[dict], int, float]:
-    """Fits `model` with early stopping, checkpoints and backup/restore in `work_dir`.
+    """Fits `model` with early stopping and a crash-safe backup in `work_dir` (see `training_backup`).
+
+    `train_dataset` is one pass over the (shuffled, batched) training split, of `steps_per_epoch`
+    batches (counted once when not given). It is repeated, and a resumed run skips the batches of the
+    epochs already done, so that the data order does not depend on how Keras creates iterators: with
+    op determinism, a resumed run ends with the same weights as an uninterrupted one.
 
     Returns the per-epoch history rows (including epochs done before a resume), the number
     of epochs run by this call, and the seconds it spent in `fit`.
@@ -94,28 +228,28 @@ def train_model(
     import keras
 
     work_dir.mkdir(parents=True, exist_ok=True)
-    history_path = work_dir / HISTORY_FILE
     mode = "max" if "accuracy" in monitor else "min"
-    recorder = history_recorder(history_path)
-    resumed_epochs = len(recorder.rows)
-    if resumed_epochs:
-        log.info("resuming an interrupted training run after epoch %d", int(recorder.rows[-1]["epoch"]))
-    callbacks = [
-        keras.callbacks.BackupAndRestore(str(work_dir / "backup")),
-        keras.callbacks.EarlyStopping(monitor=monitor, mode=mode, patience=patience, restore_best_weights=True),
-        keras.callbacks.ModelCheckpoint(str(work_dir / "best.keras"), monitor=monitor, mode=mode, save_best_only=True),
-        recorder,
-        *(extra_callbacks or []),
-    ]
+    recorder = history_recorder(work_dir / HISTORY_FILE)
+    stopping = keras.callbacks.EarlyStopping(monitor=monitor, mode=mode, patience=patience, restore_best_weights=True)
+    backup = training_backup(work_dir / BACKUP_DIR, stopping, recorder)
+    done = backup.restore(model)
+    initial_epoch = epochs if done < 0 else done
+    if steps_per_epoch is None:
+        steps_per_epoch = int(train_dataset.reduce(0, lambda count, _: count + 1))
+    repeated = train_dataset.repeat().skip(initial_epoch * steps_per_epoch)
     started = time.perf_counter()
     model.fit(
-        train_dataset,
+        repeated,
         validation_data=validation_dataset,
         epochs=epochs,
-        callbacks=callbacks,
+        initial_epoch=initial_epoch,
+        steps_per_epoch=steps_per_epoch,
+        callbacks=[stopping, recorder, *(extra_callbacks or []), backup],
+        shuffle=False,  # the dataset is shuffled already
         verbose=1 if sys.stdout.isatty() else 2,
     )
-    return recorder.rows, len(recorder.rows) - resumed_epochs, time.perf_counter() - started
+    resumed_rows = len(backup.state["history"]) if backup.state else 0
+    return recorder.rows, len(recorder.rows) - resumed_rows, time.perf_counter() - started
 
 
 def summarise_history(rows: list[dict], monitor: str) -> dict[str, float]:

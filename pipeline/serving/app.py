@@ -13,6 +13,7 @@ columns, types, ranges, categories, image shape) before the model sees it: a bad
 import json
 import logging
 import math
+import re
 from typing import Any
 
 import numpy as np
@@ -117,6 +118,34 @@ def _table_batch(instances: list, spec: dict) -> dict[str, np.ndarray]:
     }
 
 
+MAX_JSON_DEPTH = 32  # an image request nests 5 deep; Python's json parser recurses once per level
+_JSON_STRING = re.compile(rb'"(?:[^"\\]|\\.)*"')
+
+
+def json_depth(raw: bytes) -> int:
+    """How deeply the arrays and objects of a JSON text nest, found without parsing it (brackets
+    inside strings do not count), so a hostile body is refused before the recursive parser sees it."""
+    structure = np.frombuffer(_JSON_STRING.sub(b'""', raw), dtype=np.uint8)
+    opened = (structure == ord("[")) | (structure == ord("{"))
+    closed = (structure == ord("]")) | (structure == ord("}"))
+    if not opened.any():
+        return 0
+    return int(np.max(np.cumsum(opened.astype(np.int64) - closed.astype(np.int64))))
+
+
+def parse_body(raw: bytes) -> Any:
+    """The request body as Python objects; RequestError (400) for anything that is not JSON we can read."""
+    depth = json_depth(raw)
+    if depth > MAX_JSON_DEPTH:
+        raise RequestError(f"the JSON body nests {depth} levels deep; the limit is {MAX_JSON_DEPTH}")
+    try:
+        return json.loads(raw)
+    except (UnicodeDecodeError, json.JSONDecodeError) as problem:
+        raise RequestError(f"malformed JSON: {problem}") from None
+    except RecursionError:  # only reachable if the depth scan above were wrong; never a 500
+        raise RequestError(f"the JSON body nests too deeply; the limit is {MAX_JSON_DEPTH}") from None
+
+
 def instances_from_body(body: Any, spec: dict) -> list:
     """The request's examples as a list, from TF Serving's row (`instances`) or columnar (`inputs`) format."""
     if not isinstance(body, dict) or (("instances" in body) == ("inputs" in body)):
@@ -185,6 +214,7 @@ def create_app(model: ServedModel, max_batch_size: int = 256, max_body_bytes: in
     """The FastAPI application serving `model`."""
     from fastapi import FastAPI, Request
     from fastapi.responses import JSONResponse
+    from starlette.concurrency import run_in_threadpool
 
     app = FastAPI(title=f"{model.name} (Keras MLOps pipeline)", docs_url="/docs")
 
@@ -229,20 +259,24 @@ def create_app(model: ServedModel, max_batch_size: int = 256, max_body_bytes: in
         raw = await request.body()
         if len(raw) > max_body_bytes:
             return error(f"request body of {len(raw)} bytes exceeds the limit of {max_body_bytes}", status=413)
+        # Parsing, checking and the model run in a worker thread: /health and metadata answer meanwhile.
+        status, answer = await run_in_threadpool(answer_request, raw)
+        return answer if status == 200 else error(answer, status=status)
+
+    def answer_request(raw: bytes) -> tuple[int, Any]:
         try:
-            body = json.loads(raw)
-        except (UnicodeDecodeError, json.JSONDecodeError) as problem:
-            return error(f"malformed JSON: {problem}")
-        try:
-            inputs = validate_request(body, model.spec, max_batch_size)
+            inputs = validate_request(parse_body(raw), model.spec, max_batch_size)
         except RequestError as problem:
-            return error(str(problem), status=problem.status)
+            return problem.status, str(problem)
+        except Exception as problem:  # noqa: BLE001 - a request the checks did not foresee is still the client's
+            log.warning("request refused by an unexpected check failure: %r", problem)
+            return 400, f"the request could not be read: {type(problem).__name__}: {problem}"
         try:
             outputs = model.predict(inputs)
         except Exception as problem:  # noqa: BLE001 - a model failure must not take the server down
             log.exception("prediction failed")
-            return error(f"the model could not answer this request: {problem}", status=500)
-        return {"predictions": outputs.tolist()}
+            return 500, f"the model could not answer this request: {problem}"
+        return 200, {"predictions": np.asarray(outputs).tolist()}
 
     return app
 

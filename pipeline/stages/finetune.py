@@ -194,6 +194,7 @@ def _fit(model, train_dataset, validation_dataset, epochs: int, patience: int, c
         validation_data=validation_dataset,
         epochs=epochs,
         callbacks=[stopping, *callbacks],
+        shuffle=False,  # the dataset is shuffled already
         verbose=1 if sys.stdout.isatty() else 2,
     )
     names = list(history.history)

@@ -1,13 +1,14 @@
 """Stage `train`: fit the model over mini-batches and epochs with validation every epoch.
 
-EarlyStopping restores the best weights; ModelCheckpoint keeps the best model so far; and
-BackupAndRestore lets a run killed mid-training resume at the epoch it reached. The learning
+EarlyStopping restores the best weights, and a crash-safe backup after every epoch lets a run
+killed at any instant resume at the epoch it reached (`pipeline.ml.training`). The learning
 curves go to a DVC plots file, a PNG and MLflow.
 """
 
 from __future__ import annotations
 
 import logging
+import math
 import shutil
 import sys
 from pathlib import Path
@@ -61,6 +62,7 @@ def run(config: Config) -> StageResult:
         monitor=config.train.monitor,
         work_dir=work_dir,
         extra_callbacks=[epoch_logging_callback()] if chief else [],
+        steps_per_epoch=math.ceil(spec["splits"]["train"]["num_examples"] / batch_size),
     )
     if not chief:
         shutil.rmtree(work_dir, ignore_errors=True)

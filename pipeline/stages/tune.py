@@ -25,9 +25,10 @@ from pathlib import Path
 from typing import Any
 
 from pipeline.core.config import Config, TuneConfig
-from pipeline.core.outputs import write_json_atomic
+from pipeline.core.outputs import write_json_atomic, write_text_atomic
 from pipeline.core.runner import StageResult, run_stage
 from pipeline.ml import hyperparameters as hyperparameter_file
+from pipeline.ml.training import CORRUPT_PREFIX
 
 log = logging.getLogger(__name__)
 
@@ -178,6 +179,55 @@ def make_tuner(
     return tuner_class(hypermodel=hypermodel, **arguments, **common)
 
 
+def write_state_atomically() -> None:
+    """Keras Tuner writes its oracle and trial files in place, so a kill in mid-write leaves a truncated
+    JSON file that fails every resume: route its one JSON writer through a temporary file and a rename."""
+    import keras_tuner.src.utils as tuner_utils
+
+    if getattr(tuner_utils.save_json, "atomic", False):
+        return
+
+    def save_json(path, obj):
+        text = json.dumps(obj)
+        if "://" in str(path):  # a remote file system (gs://, s3://): no rename there
+            with tf_file(path) as handle:
+                handle.write(text)
+        else:
+            write_text_atomic(Path(path), text)
+        return text
+
+    save_json.atomic = True
+    tuner_utils.save_json = save_json
+
+
+def tf_file(path: str):
+    import keras_tuner.src.backend as tuner_backend
+
+    return tuner_backend.io.File(path, "w")
+
+
+def open_tuner(make: Callable, directory: Path):
+    """`make()`, which reloads the search state in `directory`; state that does not load (a search killed
+    before its writes were atomic, a disk error) is set aside as `corrupt-...` and the search starts over."""
+    write_state_atomically()
+    try:
+        return make()
+    except (ValueError, KeyError, TypeError, OSError) as error:
+        if not directory.exists():
+            raise
+        aside = directory.with_name(f"{CORRUPT_PREFIX}{directory.name}-{int(time.time())}")
+        directory.rename(aside)
+        reason = str(error).splitlines()[0][:200] if str(error) else ""
+        log.warning(
+            "the search state in %s is unreadable (%s: %s); set aside as %s, starting the search over",
+            directory,
+            type(error).__name__,
+            reason,
+            aside,
+        )
+        return make()
+
+
 EPOCHS_DIR = "epochs"
 
 
@@ -274,8 +324,16 @@ def search(config: Config, spec: dict, defaults: dict[str, Any]) -> tuple[dict[s
         )
 
     deadline = time.monotonic() + settings.max_seconds if settings.max_seconds else None
-    tuner = make_tuner(
-        settings, hypermodel_builder(settings.space, defaults, spec), datasets, directory, config.base.seed, deadline
+    tuner = open_tuner(
+        lambda: make_tuner(
+            settings,
+            hypermodel_builder(settings.space, defaults, spec),
+            datasets,
+            directory,
+            config.base.seed,
+            deadline,
+        ),
+        directory,
     )
     if mlflow.active_run() is not None and tuner_id() is None:  # `launch_distributed` does it for its processes
         completed = {trial.trial_id for trial in tuner.oracle.trials.values() if trial.status == "COMPLETED"}

@@ -38,3 +38,69 @@ def test_stages_of_one_execution_share_one_run_in_a_real_sqlite_store(config, wo
         pass
     runs = mlflow.search_runs(experiment_names=[config.tracking.experiment], output_format="list")
     assert sorted(run.data.params["train.epochs"] for run in runs) == ["4", "9"]
+
+
+ORPHAN = """
+import os, sys, time
+from pipeline.core import tracking
+from pipeline.core.config import load_config
+with tracking.pipeline_run(load_config("params.yaml"), "train"):
+    print("open", flush=True)
+    time.sleep(600)
+"""
+
+
+@pytest.fixture
+def own_store(workdir, monkeypatch):
+    """An absolute store URI for this test (MLflow caches stores by URI: a relative one would be shared)."""
+    monkeypatch.setenv("MLFLOW_TRACKING_URI", f"sqlite:///{workdir / 'mlflow.db'}")
+
+
+def test_a_run_left_running_by_a_killed_stage_is_marked_killed_by_the_next_stage(config, own_store):
+    import os
+    import signal
+    import subprocess
+    import sys
+
+    import mlflow
+
+    stage_process = subprocess.Popen([sys.executable, "-c", ORPHAN], stdout=subprocess.PIPE, text=True)
+    assert stage_process.stdout.readline().strip() == "open"
+    os.kill(stage_process.pid, signal.SIGKILL)  # as a machine or container dies: no exit handler runs
+    stage_process.wait()
+    tracking.configure(config)
+    (orphan,) = mlflow.search_runs(experiment_names=[config.tracking.experiment], output_format="list")
+    assert orphan.info.status == "RUNNING"
+
+    variant = dataclasses.replace(config, train=dataclasses.replace(config.train, epochs=9))  # another run key
+    with tracking.pipeline_run(variant, "train"):
+        pass
+    runs = {
+        run.info.run_id: run
+        for run in mlflow.search_runs(experiment_names=[config.tracking.experiment], output_format="list")
+    }
+    assert runs[orphan.info.run_id].info.status == "KILLED"
+    assert runs[orphan.info.run_id].data.tags["pipeline.stage.train"] == "killed"
+    assert sorted(run.info.status for run in runs.values()) == ["FINISHED", "KILLED"]
+
+
+def test_a_run_held_by_a_live_process_is_left_alone(config, own_store):
+    import subprocess
+    import sys
+
+    import mlflow
+
+    stage_process = subprocess.Popen([sys.executable, "-c", ORPHAN], stdout=subprocess.PIPE, text=True)
+    try:
+        assert stage_process.stdout.readline().strip() == "open"
+        variant = dataclasses.replace(config, train=dataclasses.replace(config.train, epochs=9))
+        with tracking.pipeline_run(variant, "train"):
+            pass
+        statuses = sorted(
+            run.info.status
+            for run in mlflow.search_runs(experiment_names=[config.tracking.experiment], output_format="list")
+        )
+        assert statuses == ["FINISHED", "RUNNING"]  # a parallel queue worker's run is not an orphan
+    finally:
+        stage_process.kill()
+        stage_process.wait()

@@ -47,3 +47,24 @@ def test_the_search_folder_changes_with_the_space_or_budget_only(config):
     smaller = {**config.tune.space, "units": {"choice": [8]}}
     assert key != search_key(dataclasses.replace(config.tune, space=smaller), defaults, "data", 42)
     assert key != search_key(config.tune, defaults, "other data", 42)
+
+
+def test_the_tuner_state_is_written_by_rename_so_a_crash_never_leaves_half_a_file(tmp_path, monkeypatch):
+    import os
+
+    import keras_tuner.src.utils as tuner_utils
+
+    from pipeline.stages.tune import write_state_atomically
+
+    write_state_atomically()
+    path = tmp_path / "oracle.json"
+    tuner_utils.save_json(str(path), {"trials": 1})
+    assert path.read_text() == '{"trials": 1}'
+
+    def crash(*_):
+        raise OSError("killed")
+
+    monkeypatch.setattr(os, "replace", crash)
+    with pytest.raises(OSError):
+        tuner_utils.save_json(str(path), {"trials": 2, "more": "x" * 10_000})
+    assert path.read_text() == '{"trials": 1}'

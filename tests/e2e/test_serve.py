@@ -110,6 +110,39 @@ def test_bad_requests_get_a_4xx_with_a_reason_and_the_server_keeps_serving(serve
     assert status == 200 and len(answer["predictions"][0]) == 10
 
 
+def test_a_deeply_nested_body_gets_a_400_not_a_500(server):
+    base, _ = server
+    status, answer = call(f"{base}/v1/models/digits:predict", b'{"instances": ' + b"[" * 5000 + b"]" * 5000 + b"}")
+    assert status == 400 and "nests 5001 levels deep" in answer["error"]
+
+
+def test_concurrent_mixed_traffic_gets_no_5xx_no_dropped_connection_and_the_same_answers(server):
+    """A bounded load: several clients at once, valid and invalid requests interleaved."""
+    from concurrent.futures import ThreadPoolExecutor
+
+    base, _ = server
+    url = f"{base}/v1/models/digits:predict"
+    generator = np.random.default_rng(0)
+    valid = json.dumps({"instances": generator.integers(0, 256, (16, 8, 8, 1)).tolist()}).encode()
+    invalid = [
+        b'{"instances": [',
+        b'{"instances": ' + b"[" * 3000 + b"]" * 3000 + b"}",
+        json.dumps({"instances": [[[1, 2], [3, 4]]]}).encode(),
+        json.dumps({"instances": [np.zeros((8, 8)).tolist()] * 300}).encode(),
+        b"\xff\xfe not json",
+    ]
+    status, expected = call(url, valid)
+    assert status == 200
+    requests = [valid if index % 2 else invalid[index // 2 % len(invalid)] for index in range(240)]
+    with ThreadPoolExecutor(max_workers=8) as clients:
+        answers = list(clients.map(lambda body: (body is valid, *call(url, body)), requests))
+    assert len(answers) == len(requests)  # call() raises on a refused or dropped connection
+    assert all(status < 500 for _, status, _ in answers)
+    assert all(answer == expected for is_valid, _, answer in answers if is_valid)
+    assert all(400 <= status < 500 for is_valid, status, _ in answers if not is_valid)
+    assert call(url, valid) == (200, expected)
+
+
 def read_fields(data: bytes) -> list[tuple[int, bytes]]:
     """A generic protobuf wire-format reader (length-delimited and varint fields only)."""
     fields, position = [], 0

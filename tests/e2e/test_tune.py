@@ -51,6 +51,14 @@ def test_a_killed_search_resumes_without_repeating_finished_trials(workdir):
     assert "4 trials" in again.stdout
     assert len(trial_runs(workdir)) == len(runs), "a finished search reruns no trial"
 
+    (oracle,) = (workdir / ".pipeline" / "tune").glob("*/search/oracle.json")
+    oracle.write_text(oracle.read_text()[:40])  # what a kill in mid-write of Keras Tuner's own writer leaves
+    recovered = stage("tune", workdir)
+    assert "is unreadable" in recovered.stderr and "starting the search over" in recovered.stderr
+    assert json.loads((workdir / "reports/tune/metrics.json").read_text())["trials_completed"] == 4
+    (aside,) = (workdir / ".pipeline" / "tune").glob("corrupt-*")
+    assert (aside / "search" / "oracle.json").is_file(), "the broken state is kept for inspection"
+
 
 def test_a_chief_and_two_workers_share_one_search(workdir):
     write_params(workdir, {"tune": {**SEARCH, "max_trials": 4, "max_epochs": 2}})
