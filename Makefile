@@ -29,8 +29,8 @@ lint: install
 	$(BIN)/ruff check pipeline tests bench
 	$(BIN)/ruff format --check pipeline tests bench
 
-bench: install  ## benchmarks (minutes); results go to docs/benchmarks.md by hand
-	PATH="$(CURDIR)/$(BIN):$$PATH" $(BIN)/python bench/bench_pipeline.py
+bench: install  ## every benchmark (an hour or more); results go to docs/benchmarks.md by hand
+	set -e; for script in bench/bench_*.py; do echo "== $$script"; PATH="$(CURDIR)/$(BIN):$$PATH" $(BIN)/python $$script; done
 
 clean:
 	rm -rf data/ingested data/validated data/prepared data/finetune models reports .pipeline mlflow.db mlruns

@@ -22,7 +22,10 @@ def main() -> None:
     parser = argparse.ArgumentParser()
     parser.add_argument("--repeats", type=int, default=100)
     parser.add_argument("--size", type=int, default=200)
+    parser.add_argument("--smoke", action="store_true", help="a tiny run: checks the benchmark still works")
     args = parser.parse_args()
+    if args.smoke:
+        args.repeats, args.size = 3, 60
 
     from pipeline.core.config import load_config
     from pipeline.ml.features import load_spec

@@ -5,7 +5,10 @@
 2. End-to-end `dvc repro` wall time on digits and on penguins, and the no-op rerun time.
 3. Wall time and peak memory (max RSS) of each stage, each run as its own process.
 
-Usage: python bench/bench_pipeline.py [--epochs N] [--repeats N]
+Usage: python bench/bench_pipeline.py [--epochs N] [--repeats N] [--smoke [--keep DIR]]
+
+--smoke runs every part once on digits with a tiny configuration (tests/e2e/test_bench.py runs it, so
+the benchmark cannot rot); --keep leaves the smoke project in DIR (bench_serve.py --smoke serves it).
 """
 
 from __future__ import annotations
@@ -37,16 +40,30 @@ def sh(command: list[str], cwd: Path) -> subprocess.CompletedProcess:
     return subprocess.run(command, cwd=cwd, env=ENVIRONMENT, check=True, capture_output=True, text=True)
 
 
-def make_project(parent: Path, source: str) -> Path:
+# A configuration that runs every stage in seconds (--smoke): the numbers mean nothing, the code paths run.
+SMOKE = {
+    "model": {"filters": [8], "hidden_units": [16]},
+    "train": {"epochs": 1},
+    "tune": {"enabled": False},
+    "finetune": {"enabled": False},
+    "export": {"version": 1},
+}
+
+
+def make_project(parent: Path, source: str, overrides: dict | None = None) -> Path:
+    """A git + DVC repository holding this project's pipeline, as a user's clone would."""
     project = parent / source
     project.mkdir()
     shutil.copytree(ROOT / "pipeline", project / "pipeline", ignore=shutil.ignore_patterns("__pycache__"))
-    shutil.copytree(ROOT / "data" / "user", project / "data" / "user")
+    for data in ("user", "feedback"):  # every dependency of the ingest stage
+        shutil.copytree(ROOT / "data" / data, project / "data" / data)
     shutil.copytree(ROOT / "expectations", project / "expectations")
-    for name in ("dvc.yaml", ".gitignore"):
+    for name in ("dvc.yaml", ".gitignore", ".dvcignore"):
         shutil.copy(ROOT / name, project / name)
     params = yaml.safe_load((ROOT / "params.yaml").read_text())
     params["data"]["source"] = source
+    for section, values in (overrides or {}).items():
+        params[section].update(values)
     (project / "params.yaml").write_text(yaml.safe_dump(params, sort_keys=False))
     for command in (
         ["git", "init", "-q"],
@@ -138,16 +155,24 @@ def main() -> None:
     parser.add_argument("--epochs", type=int, default=8, help="epochs per throughput measurement")
     parser.add_argument("--repeats", type=int, default=3, help="no-op reruns to time")
     parser.add_argument("--rounds", type=int, default=3, help="alternating throughput rounds per input")
+    parser.add_argument("--smoke", action="store_true", help="every part once, tiny: checks the benchmark runs")
+    parser.add_argument("--keep", help="with --smoke: keep the smoke project in this folder")
     args = parser.parse_args()
+    sources, overrides, measured = ("digits", "penguins"), None, STAGES
+    if args.smoke:
+        sources, overrides, measured = ("digits",), SMOKE, ("ingest",)
+        args.epochs, args.repeats, args.rounds = 2, 1, 1
     with tempfile.TemporaryDirectory(prefix="bench-pipeline-") as scratch:
+        parent = Path(args.keep) if args.keep else Path(scratch)
+        parent.mkdir(parents=True, exist_ok=True)
         rows = []
-        for source in ("digits", "penguins"):
-            project = make_project(Path(scratch), source)
+        for source in sources:
+            project = make_project(parent, source, overrides)
             first = timed(["dvc", "repro"], project)
             noop = statistics.median(timed(["dvc", "repro"], project) for _ in range(args.repeats))
             rows.append((source, first, noop))
             if source == "digits":
-                stages = {stage: stage_peak_memory(project, stage) for stage in STAGES}
+                stages = {stage: stage_peak_memory(project, stage) for stage in measured}
                 streamed, in_memory = throughput(project, args.epochs, args.rounds)
         print("| data | first `dvc repro` (s) | no-op `dvc repro` (s, median) |\n|---|---|---|")
         for source, first, noop in rows:

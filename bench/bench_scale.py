@@ -71,7 +71,10 @@ def main() -> None:
     parser = argparse.ArgumentParser()
     parser.add_argument("--factors", type=int, nargs="+", default=[1, 10, 100])
     parser.add_argument("--epochs", type=int, default=3)
+    parser.add_argument("--smoke", action="store_true", help="a tiny run: checks the benchmark still works")
     args = parser.parse_args()
+    if args.smoke:
+        args.factors, args.epochs = [1], 1
     with tempfile.TemporaryDirectory() as scratch:
         for factor in args.factors:
             project = make_project(Path(scratch), factor, args.epochs)

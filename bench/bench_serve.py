@@ -58,7 +58,10 @@ def main() -> None:
     parser.add_argument("--clients", type=int, default=4)
     parser.add_argument("--seconds", type=float, default=10.0)
     parser.add_argument("--batch", type=int, default=32)
+    parser.add_argument("--smoke", action="store_true", help="a tiny run: checks the benchmark still works")
     args = parser.parse_args()
+    if args.smoke:
+        args.clients, args.seconds = 2, 1.0
     sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
     from pipeline.core.processes import background_server, free_port
     from pipeline.serving.loading import load_served_model

@@ -1,7 +1,9 @@
 """Search benchmark: Hyperband versus random search on digits, best validation accuracy
 against the total training epochs spent (run on demand; results in docs/benchmarks.md).
 
-Usage: python bench/bench_tune.py [--random-trials N] [--plot PATH]
+Usage: python bench/bench_tune.py [--random-trials N] [--plot PATH] [--smoke]
+
+--smoke: two 1-epoch trials of each algorithm on a tiny model (checks the benchmark runs).
 """
 
 from __future__ import annotations
@@ -16,12 +18,16 @@ from pathlib import Path
 import yaml
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
-from bench_pipeline import make_project, sh  # noqa: E402
+from bench_pipeline import SMOKE, make_project, sh  # noqa: E402
 
 
-def run_search(project: Path, algorithm: str, max_trials: int) -> tuple[dict, list[dict]]:
+def run_search(
+    project: Path, algorithm: str, max_trials: int, max_epochs: int | None = None
+) -> tuple[dict, list[dict]]:
     params = yaml.safe_load((project / "params.yaml").read_text())
-    params["tune"].update(algorithm=algorithm, max_trials=max_trials, max_seconds=None)
+    params["tune"].update(enabled=True, algorithm=algorithm, max_trials=max_trials, max_seconds=None)
+    if max_epochs:
+        params["tune"]["max_epochs"] = max_epochs
     (project / "params.yaml").write_text(yaml.safe_dump(params, sort_keys=False))
     sh([sys.executable, "-m", "pipeline", "run", "tune"], project)
     summary = json.loads((project / "reports/tune/metrics.json").read_text())
@@ -44,15 +50,19 @@ def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--random-trials", type=int, default=10, help="trials of random search (9 epochs max each)")
     parser.add_argument("--plot", default="docs/figures/tune_hyperband_vs_random.png")
+    parser.add_argument("--smoke", action="store_true", help="tiny budgets: checks the benchmark runs")
     args = parser.parse_args()
     curves = {}
+    budgets = (("hyperband", 30, None), ("random", args.random_trials, None))
+    if args.smoke:
+        budgets = (("hyperband", 2, 2), ("random", 2, 1))
     with tempfile.TemporaryDirectory(prefix="bench-tune-") as scratch:
-        project = make_project(Path(scratch), "digits")
+        project = make_project(Path(scratch), "digits", SMOKE if args.smoke else None)
         for stage in ("ingest", "validate", "preprocess"):
             sh([sys.executable, "-m", "pipeline", "run", stage], project)
         print("| algorithm | trials | total epochs | best val_accuracy | search time (s) |\n|---|---|---|---|---|")
-        for algorithm, trials in (("hyperband", 30), ("random", args.random_trials)):
-            summary, rows = run_search(project, algorithm, trials)
+        for algorithm, trials, max_epochs in budgets:
+            summary, rows = run_search(project, algorithm, trials, max_epochs)
             curves[algorithm] = best_so_far(rows)
             print(
                 f"| {algorithm} | {summary['trials_completed']} | {summary['total_epochs']} |"
@@ -72,6 +82,8 @@ def main() -> None:
     axis.legend()
     figure.tight_layout()
     Path(args.plot).parent.mkdir(parents=True, exist_ok=True)
+    if args.smoke:
+        args.plot = str(Path(tempfile.gettempdir()) / "bench_tune_smoke.png")
     figure.savefig(args.plot, dpi=100)
     print(f"\nplot: {args.plot}")
 

@@ -87,7 +87,10 @@ def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--rows", type=int, default=1_000_000)
     parser.add_argument("--images", type=int, default=50_000)
+    parser.add_argument("--smoke", action="store_true", help="a tiny run: checks the benchmark still works")
     args = parser.parse_args()
+    if args.smoke:
+        args.rows, args.images = 3_000, 100
     sys.path.insert(0, str(ROOT))
     from pipeline.data.sources import scan_image_dir
 

@@ -39,11 +39,16 @@ class BaseConfig:
     deterministic: bool = True
     strategy: Literal["auto", "cpu", "one_device", "mirrored", "multi_worker", "tpu"] = "auto"
     logical_cpus: Optional[int] = None
+    gpu_memory_limit_mb: Optional[int] = None
     log_level: Literal["DEBUG", "INFO", "WARNING", "ERROR"] = "INFO"
 
     def _validate(self, section: str) -> None:
         if self.logical_cpus is not None and not 1 <= self.logical_cpus <= 64:
             _fail(f"{section}.logical_cpus", self.logical_cpus, "null, or 1 to 64 logical CPU devices")
+        if self.gpu_memory_limit_mb is not None and self.gpu_memory_limit_mb < 256:
+            _fail(
+                f"{section}.gpu_memory_limit_mb", self.gpu_memory_limit_mb, "null (grow as needed) or at least 256 MiB"
+            )
 
 
 @dataclasses.dataclass(frozen=True)
@@ -476,6 +481,14 @@ class Config:
                 _fail("gate.metric", self.gate.metric, "rmse or mae for a regression task")
         if self.finetune.enabled is True and self.finetune_mismatch:
             _fail("finetune.data", self.finetune.data, self.finetune_mismatch)
+        if self.train.jit_compile and self.base.deterministic:
+            # Keras drops XLA under op determinism with only a warning: the setting would silently do nothing.
+            _fail(
+                "train.jit_compile",
+                True,
+                "false while base.deterministic is true (TensorFlow's op determinism turns XLA off);"
+                " set base.deterministic: false to compile with XLA",
+            )
         family = self.model.family
         if self.data.kind == "table" and family in ("cnn", "rnn", "transformer"):
             _fail(

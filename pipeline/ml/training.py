@@ -232,7 +232,8 @@ def train_model(
     recorder = history_recorder(work_dir / HISTORY_FILE)
     stopping = keras.callbacks.EarlyStopping(monitor=monitor, mode=mode, patience=patience, restore_best_weights=True)
     backup = training_backup(work_dir / BACKUP_DIR, stopping, recorder)
-    done = backup.restore(model)
+    with model.distribute_strategy.scope():  # the optimizer's slots must belong to the model's strategy
+        done = backup.restore(model)
     initial_epoch = epochs if done < 0 else done
     if steps_per_epoch is None:
         steps_per_epoch = int(train_dataset.reduce(0, lambda count, _: count + 1))

@@ -68,3 +68,22 @@ def signature_description(version_dir: Path) -> dict:
             for name, spec in signature.structured_outputs.items()
         },
     }
+
+
+# The disagreement to expect between two runs of the same model in a compute dtype (a few units in the
+# last place of its mantissa, on probabilities in [0, 1]): float16 keeps 11 bits, bfloat16 8.
+PARITY_TOLERANCE_BY_DTYPE = {"float16": 1e-2, "bfloat16": 5e-2}
+
+
+def compute_dtype(model) -> str:
+    """The lowest precision any layer of `model` computes in (float32 unless trained with mixed precision)."""
+    dtypes = {getattr(layer.dtype_policy, "compute_dtype", "float32") for layer in model.layers}
+    for dtype in ("bfloat16", "float16"):
+        if dtype in dtypes:
+            return dtype
+    return "float32"
+
+
+def parity_tolerance(model, configured: float) -> float:
+    """`export.tolerance`, widened to what the model's compute dtype can promise (mixed precision)."""
+    return max(configured, PARITY_TOLERANCE_BY_DTYPE.get(compute_dtype(model), 0.0))

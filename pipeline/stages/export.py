@@ -22,7 +22,9 @@ from pipeline.core.runner import StageResult, run_stage
 from pipeline.ml.distribute import setup_tensorflow
 from pipeline.serving.saved_model import (
     check_parity,
+    compute_dtype,
     export_saved_model,
+    parity_tolerance,
     serving_spec,
     signature_description,
 )
@@ -81,6 +83,14 @@ def run(config: Config) -> StageResult:
     model = load_trained_model(config.paths.model)
     version = resolve_version(config.export.version)
     settings = config.export
+    tolerance = parity_tolerance(model, settings.tolerance)
+    if tolerance != settings.tolerance:
+        log.info(
+            "parity tolerance %g: the model computes in %s (export.tolerance %g is for float32)",
+            tolerance,
+            compute_dtype(model),
+            settings.tolerance,
+        )
     target, edge_target = Path(config.paths.serving), Path(config.paths.edge)
     target.parent.mkdir(parents=True, exist_ok=True)
     test_split = list(make_dataset(config.paths.prepared, spec, "test", 256))
@@ -94,7 +104,7 @@ def run(config: Config) -> StageResult:
         staging = Path(scratch) / "out"
         version_dir = staging / config.model_name / str(version)
         export_saved_model(model, spec, version_dir)
-        difference = check_parity(model, version_dir, test_split, settings.tolerance)
+        difference = check_parity(model, version_dir, test_split, tolerance)
         description = signature_description(version_dir)
         checks.write_warmup_requests(version_dir, config.model_name, warmup)
         edge_dir = Path(scratch) / "edge"
@@ -105,9 +115,7 @@ def run(config: Config) -> StageResult:
         infra = {"servable": None, "skipped": "export.infra_validation is false"}
         if settings.infra_validation:
             warmup_expected = np.concatenate([np.asarray(model(inputs, training=False)) for inputs in warmup])
-            infra = checks.infra_validate(
-                version_dir, config.model_name, spec, warmup, warmup_expected, settings.tolerance
-            )
+            infra = checks.infra_validate(version_dir, config.model_name, spec, warmup, warmup_expected, tolerance)
         replace_directory(staging, target)
         replace_directory(edge_dir, edge_target)
     published = target / config.model_name / str(version)
@@ -121,6 +129,8 @@ def run(config: Config) -> StageResult:
         "version": version,
         "path": str(published),
         "max_abs_difference": difference,
+        "compute_dtype": compute_dtype(model),
+        "parity_tolerance": tolerance,
         "signature": description,
         "mlflow_model_uri": model_uri,
         "registered_model": {"name": config.model_name, "version": registered_version, "alias": "candidate"},

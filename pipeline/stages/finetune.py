@@ -209,7 +209,9 @@ def fine_tune(model, base, spec: dict, train_dataset, validation_dataset, settin
 
     log_epochs = log_epochs or (lambda first_step: [])
     freeze(base)
-    compile_for_task(model, spec, keras.optimizers.Adam(settings.head_learning_rate))
+    # A new optimizer belongs to the strategy the model was built under (OneDeviceStrategy on one GPU).
+    with model.distribute_strategy.scope():
+        compile_for_task(model, spec, keras.optimizers.Adam(settings.head_learning_rate))
     log.info("phase 1: base frozen, training the new head (%d trainable weights)", len(model.trainable_weights))
     head = _fit(
         model,
@@ -222,7 +224,8 @@ def fine_tune(model, base, spec: dict, train_dataset, validation_dataset, settin
     unfrozen = unfreeze_top(base, settings.unfreeze_layers)
     rows = [{"phase": 1, **row} for row in head]
     if settings.unfreeze_layers and settings.fine_tune_epochs:
-        compile_for_task(model, spec, keras.optimizers.Adam(settings.fine_tune_learning_rate))
+        with model.distribute_strategy.scope():
+            compile_for_task(model, spec, keras.optimizers.Adam(settings.fine_tune_learning_rate))
         log.info("phase 2: fine-tuning the head and %s at learning rate %g", unfrozen, settings.fine_tune_learning_rate)
         tuned = _fit(
             model,
@@ -294,7 +297,8 @@ def _skip(config: Config, reason: str) -> StageResult:
 def run(config: Config) -> StageResult:
     if config.finetune_skip_reason:
         return _skip(config, config.finetune_skip_reason)
-    strategy = setup_tensorflow(config)
+    # a keras.applications backbone is big enough for mixed precision to pay on a GPU
+    strategy = setup_tensorflow(config, large_model=config.finetune.base != "trained")
     from pipeline.ml.evaluation import evaluate_model, test_metrics
     from pipeline.ml.features import load_spec, make_dataset
     from pipeline.ml.models import load_trained_model
@@ -305,7 +309,8 @@ def run(config: Config) -> StageResult:
     source = None
     if settings.base == "trained":
         check_same_inputs(load_spec(config.paths.prepared), spec, target.data.source)
-        source = load_trained_model(config.paths.model)
+        with strategy.scope():  # its weights become the new model's: they must live under the same strategy
+            source = load_trained_model(config.paths.model)
     batch_size = settings.batch_size * strategy.num_replicas_in_sync
 
     def datasets():

@@ -50,6 +50,11 @@ def test_the_shipped_params_file_is_valid():
         ),
         ({"tune": {"algorithm": "annealing"}}, "tune.algorithm = 'annealing' is not valid; expected one of: hyperband"),
         (
+            {"train": {"jit_compile": True}},
+            "train.jit_compile = True is not valid; expected false while base.deterministic is true",
+        ),
+        ({"base": {"gpu_memory_limit_mb": 10}}, "base.gpu_memory_limit_mb = 10 is not valid"),
+        (
             {
                 "data": {"source": "penguins", "task": "regression"},
                 "tune": {"objective": "val_accuracy"},

@@ -1,7 +1,11 @@
 """Crash safety: `dvc repro` killed with SIGKILL (its whole process group, as when a machine or container
-dies) at seeded random instants, then run again, ends green and clean, with an uninterrupted run's metrics.
+dies) at seeded random instants in every stage, then run again, ends green and clean, with an
+uninterrupted run's metrics.
 
-CHAOS_KILLS and CHAOS_SEED widen or replay it (`bench/bench_chaos.py` runs the larger version)."""
+Each kill aims at one stage: it lands a random time after that stage starts, up to the stage's own
+duration in the uninterrupted run plus two seconds (DVC's hashing and lock writing after it), so kills
+fall in start-up, mid-epoch, mid-write and between stages. CHAOS_ROUNDS and CHAOS_SEED widen or
+replay it (`bench/bench_chaos.py` runs the larger version)."""
 
 from __future__ import annotations
 
@@ -21,8 +25,9 @@ from tests.conftest import make_dvc_project, run
 
 pytestmark = pytest.mark.e2e
 
-KILLS = int(os.environ.get("CHAOS_KILLS", "4"))
+ROUNDS = int(os.environ.get("CHAOS_ROUNDS", "1"))
 SEED = int(os.environ.get("CHAOS_SEED", "20261125"))
+STAGES = ("ingest", "validate", "preprocess", "tune", "train", "evaluate", "export", "gate", "monitor")
 TIMINGS = ("train_seconds", "train_examples_per_second")
 
 
@@ -40,8 +45,8 @@ def outcome(project: Path) -> dict:
     }
 
 
-def repro_killed_after(project: Path, seconds: float, log: Path) -> tuple[bool, str]:
-    """Starts `dvc repro`, SIGKILLs its process group after `seconds`; (finished first, last stage started)."""
+def repro_killed_in(project: Path, stage: str, delay: float, log: Path) -> str:
+    """Runs `dvc repro`; SIGKILLs its process group `delay` seconds after `stage` starts. Says what happened."""
     with open(log, "w") as output:
         process = subprocess.Popen(
             ["dvc", "repro"],
@@ -51,15 +56,17 @@ def repro_killed_after(project: Path, seconds: float, log: Path) -> tuple[bool, 
             env=environment(),
             start_new_session=True,
         )
-        try:
-            process.wait(timeout=seconds)
-            finished = True
-        except subprocess.TimeoutExpired:
-            os.killpg(process.pid, signal.SIGKILL)
-            process.wait()
-            finished = False
-    stages = re.findall(r"Running stage '(\w+)'", log.read_text())
-    return finished, stages[-1] if stages else "(dvc start-up)"
+        started = None
+        while process.poll() is None:
+            if started is None and f"Running stage '{stage}'" in log.read_text():
+                started = time.monotonic()
+            if started is not None and time.monotonic() - started >= delay:
+                os.killpg(process.pid, signal.SIGKILL)
+                process.wait()
+                ran = re.findall(r"Running stage '(\w+)'", log.read_text())
+                return f"killed {delay:.1f} s into {stage} (last started: {ran[-1] if ran else '-'})"
+            time.sleep(0.05)
+    return f"{stage}: finished before the kill"
 
 
 def mlflow_statuses(project: Path) -> list[str]:
@@ -72,22 +79,22 @@ def mlflow_statuses(project: Path) -> list[str]:
 @pytest.fixture(scope="module")
 def uninterrupted(tmp_path_factory):
     project = make_dvc_project(tmp_path_factory.mktemp("uninterrupted"))
-    started = time.monotonic()
-    run(["dvc", "repro"], project)
-    return outcome(project), time.monotonic() - started
+    completed = run(["dvc", "repro"], project)
+    durations = {name: float(seconds) for name, seconds in re.findall(r"\[(\w+)\] .* \(([\d.]+) s\)", completed.stdout)}
+    return outcome(project), durations
 
 
-def test_repro_killed_at_random_instants_recovers_with_the_same_results(tmp_path, uninterrupted):
-    expected, reference_seconds = uninterrupted
+def test_repro_killed_at_random_instants_in_every_stage_recovers_with_the_same_results(tmp_path, uninterrupted):
+    expected, durations = uninterrupted
+    assert set(STAGES) <= set(durations), durations
     project = make_dvc_project(tmp_path)
     generator = random.Random(SEED)
     kills = []
-    for attempt in range(KILLS):
-        instant = generator.uniform(1.0, reference_seconds * 0.5)
-        finished, stage = repro_killed_after(project, instant, tmp_path / f"attempt-{attempt}.log")
-        kills.append(f"{instant:.1f} s: {'finished first' if finished else 'killed in ' + stage}")
+    for attempt, stage in enumerate(STAGES * ROUNDS):
+        delay = generator.uniform(0.0, durations[stage] + 2.0)
+        kills.append(repro_killed_in(project, stage, delay, tmp_path / f"attempt-{attempt}.log"))
     print(f"kill points (seed {SEED}):", "; ".join(kills))
-    assert sum("killed" in kill for kill in kills) >= 2, f"too few kills landed to mean anything: {kills}"
+    assert sum(kill.startswith("killed") for kill in kills) >= len(kills) // 2, f"too few kills landed: {kills}"
 
     run(["dvc", "repro"], project, environment=environment())
     status = run(["dvc", "status"], project).stdout
