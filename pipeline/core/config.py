@@ -449,8 +449,33 @@ class TrackingConfig:
 
     @property
     def resolved_uri(self) -> str:
-        """The tracking URI in force: `MLFLOW_TRACKING_URI` wins over params.yaml."""
-        return os.environ.get("MLFLOW_TRACKING_URI") or self.uri
+        """The tracking URI in force: `MLFLOW_TRACKING_URI` wins over params.yaml.
+
+        A relative SQLite path is anchored at the project the user works in (`project_root`), not at
+        the current folder: `dvc exp run --queue` and `--temp` run stages in a temporary copy that DVC
+        deletes afterwards, and their runs must land in the project's store. SQLite waits up to 60 s for
+        a lock, so parallel queue workers writing one store wait instead of failing."""
+        uri = os.environ.get("MLFLOW_TRACKING_URI") or self.uri
+        if not uri.startswith("sqlite:///"):
+            return uri
+        path, _, query = uri.removeprefix("sqlite:///").partition("?")
+        if not Path(path).is_absolute():
+            path = str(project_root() / path)
+        return f"sqlite:///{path}?{query or 'timeout=60'}"
+
+    @property
+    def artifact_location(self) -> str | None:
+        """Where a new experiment keeps its artifacts: beside a local store, in the project (else the server's)."""
+        uri = self.resolved_uri
+        if uri.startswith("sqlite:///"):
+            return (Path(uri.removeprefix("sqlite:///").partition("?")[0]).parent / "mlruns").as_uri()
+        return None
+
+
+def project_root() -> Path:
+    """The repository the user works in: DVC's `DVC_ROOT` (set for every stage, and pointing at the
+    user's repository, not the temporary copy, in queued and `--temp` experiments), else the current folder."""
+    return Path(os.environ.get("DVC_ROOT") or Path.cwd()).resolve()
 
 
 @dataclasses.dataclass(frozen=True)

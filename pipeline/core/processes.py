@@ -11,12 +11,22 @@ import os
 import signal
 import socket
 import subprocess
+import sys
 import time
 import urllib.request
 from collections.abc import Iterator
 from pathlib import Path
 
 from pipeline.core.errors import StageError
+
+
+def die_with_parent() -> None:
+    """Run in a child before it starts: the kernel SIGKILLs it when its parent dies (Linux), so a server
+    started in its own session (stoppable as a group) never outlives a stage killed with SIGKILL."""
+    if sys.platform.startswith("linux"):
+        import ctypes
+
+        ctypes.CDLL("libc.so.6", use_errno=True).prctl(1, signal.SIGKILL)  # 1 = PR_SET_PDEATHSIG
 
 
 def free_port() -> int:
@@ -49,6 +59,7 @@ def background_server(
         text=True,
         start_new_session=True,
         env=environment,
+        preexec_fn=die_with_parent,
     )
     try:
         deadline = time.monotonic() + timeout

@@ -77,13 +77,27 @@ def git_commit() -> Optional[str]:
     return completed.stdout.strip() or None
 
 
-def configure(config: Config):
-    """Points MLflow at the configured store and experiment; returns the experiment."""
+# MLflow's UI opens an experiment in its GenAI view unless the experiment says it holds model training.
+EXPERIMENT_KIND = {"mlflow.experimentKind": "custom_model_development"}
+
+
+def configure(config: Config, name: str | None = None):
+    """Points MLflow at the configured store and experiment (created with its artifacts beside a local
+    store, and declared as model training); returns the experiment."""
     os.environ.setdefault("MLFLOW_DISABLE_TELEMETRY", "true")
     import mlflow
 
     mlflow.set_tracking_uri(config.tracking.resolved_uri)
-    return mlflow.set_experiment(config.tracking.experiment)
+    name = name or config.tracking.experiment
+    if mlflow.get_experiment_by_name(name) is None:
+        try:
+            mlflow.create_experiment(name, artifact_location=config.tracking.artifact_location, tags=EXPERIMENT_KIND)
+        except mlflow.exceptions.MlflowException:  # a parallel queue worker created it first
+            pass
+    experiment = mlflow.set_experiment(name)
+    if experiment.tags.get("mlflow.experimentKind") is None:  # a store made by an earlier version
+        mlflow.set_experiment_tags(EXPERIMENT_KIND)
+    return experiment
 
 
 def run_tags(config: Config, key: str) -> dict[str, str]:
@@ -122,7 +136,7 @@ def pipeline_run(config: Config, stage: str) -> Iterator[object]:
         context = mlflow.start_run(run_id=run_id)
     else:
         name = os.environ.get("DVC_EXP_NAME") or f"{config.data.source}-{config.model_family}-{key[:6]}"
-        context = mlflow.start_run(run_name=name, tags=tags)
+        context = mlflow.start_run(run_name=name, tags={**tags, "mlflow.note.content": describe(config, key)})
     with context as run:
         mlflow.set_tags(tags)  # a reopened run gets this execution's commit and experiment name
         mlflow.log_params({name: _param_value(value) for name, value in config.to_flat_dict().items()})
@@ -175,6 +189,17 @@ def settle_orphaned_runs(experiment_id: str) -> int:
     return settled
 
 
+def describe(config: Config, key: str) -> str:
+    """The run's description in the MLflow UI (Markdown)."""
+    experiment = os.environ.get("DVC_EXP_NAME")
+    how = f"`dvc exp run` experiment `{experiment}`" if experiment else "`dvc repro`"
+    return (
+        f"{how} of {config.data.source} data with a {config.model_family} model"
+        f" (`{config.tracking.experiment}`, run key `{key}`). Every stage logs here: params, holdout"
+        " metrics, learning curves, the datasets, the model and its registered version with the gate's decision."
+    )
+
+
 def _param_value(value: object) -> str:
     return json.dumps(value) if isinstance(value, (list, dict)) else str(value)
 
@@ -207,3 +232,41 @@ def log_hyperparameters(hyperparameters: dict) -> None:
     except MlflowException:
         log.warning("MLflow: this run already holds other hyperparameters; recording these as hp.* tags")
         mlflow.set_tags(values)
+
+
+SPLIT_CONTEXTS = {"train": "training", "validation": "validation", "test": "testing"}
+
+
+def log_datasets(config: Config, spec: dict) -> None:
+    """The data the run used, as MLflow datasets (the run page's Datasets, the runs table's column):
+    one per split, named `<source>-<split>`, with a digest from DVC's hash of the validated data (so two
+    runs on different data are told apart at a glance), the prepared folder as source, the schema, and
+    the git commit and example counts as tags."""
+    import mlflow
+    from mlflow.data.dataset_source_registry import resolve_dataset_source
+    from mlflow.data.meta_dataset import MetaDataset
+
+    version = data_version(config)
+    base = version.get("dvc.validated_md5") or version["data.fingerprint"]
+    source = resolve_dataset_source(str(Path(config.paths.prepared).resolve()))
+    schema = dataset_schema(spec)
+    commit = git_commit() or "unknown"
+    for split, context in SPLIT_CONTEXTS.items():
+        digest = hashlib.sha256(f"{base}:{split}".encode()).hexdigest()[:10]
+        dataset = MetaDataset(source=source, name=f"{config.data.source}-{split}", digest=digest, schema=schema)
+        tags = {"split": split, "examples": str(spec["splits"][split]["num_examples"]), "git.commit": commit}
+        tags.update({key: value for key, value in version.items() if key.startswith("dvc.")})
+        mlflow.log_input(dataset, context=context, tags=tags)
+
+
+def dataset_schema(spec: dict):
+    """The model's inputs as an MLflow schema: one column per table feature, or the image tensor."""
+    import numpy as np
+    from mlflow.types import ColSpec, Schema, TensorSpec
+
+    if spec["kind"] == "image":
+        image = spec["image"]
+        shape = (-1, image["height"], image["width"], image["channels"])
+        return Schema([TensorSpec(np.dtype("float32"), shape, name=image.get("name", "image"))])
+    types = {"numeric": "double"}
+    return Schema([ColSpec(types.get(feature["type"], "string"), feature["column"]) for feature in spec["features"]])

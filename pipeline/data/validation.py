@@ -464,6 +464,8 @@ def validate_configured(config: Config) -> StageResult:
         replace_directory(docs, reports / DOCS_DIR)
         summary["suite"] = str(suite_file)
         summary_path = write_json_atomic(reports / "summary.json", summary)
+        headline = ("success", "rows", "expectations", "errors", "warnings")
+        write_json_atomic(reports / "metrics.json", {key: summary[key] for key in headline if key in summary})
         pages = sorted((reports / DOCS_DIR).rglob("*.html"))
         for check in summary["failures"]:
             if check["severity"] == "warning":

@@ -208,3 +208,32 @@ def feature_extractor(model: keras.Model) -> keras.Model:
 def load_trained_model(path) -> keras.Model:
     """Loads a `.keras` model saved by the pipeline (its custom layers are registered by this module)."""
     return keras.saving.load_model(path)
+
+
+FLOAT32_POLICY = {
+    "module": "keras",
+    "class_name": "DTypePolicy",
+    "config": {"name": "float32"},
+    "registered_name": None,
+}
+
+
+def float32_copy(model: keras.Model) -> keras.Model:
+    """The same network and weights computing in float32: what is exported for serving and TFLite
+    when the model was trained in mixed precision (TFLite has no float16 kernels for most ops, and a
+    CPU server gains nothing from float16). A float32 model is returned as it is."""
+
+    def to_float32(item: Any) -> Any:
+        if isinstance(item, dict):
+            if item.get("class_name") == "DTypePolicy" and str(item["config"]["name"]).startswith("mixed_"):
+                return dict(FLOAT32_POLICY)
+            return {key: to_float32(value) for key, value in item.items()}
+        if isinstance(item, list):
+            return [to_float32(value) for value in item]
+        return item
+
+    if all(getattr(layer.dtype_policy, "compute_dtype", "float32") == "float32" for layer in model.layers):
+        return model
+    copy = model.__class__.from_config(to_float32(model.get_config()))
+    copy.set_weights(model.get_weights())  # mixed-precision variables are float32 already
+    return copy

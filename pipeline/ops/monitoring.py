@@ -12,9 +12,10 @@ without the label column) is compared with the training split (the reference):
 
 Within each family of tests the p-values are Bonferroni-corrected, so that a fresh sample of the
 training distribution raises a false alarm in at most about `monitor.p_value` of the runs per
-family. The report (`drift.json`, a DVC metrics file, and a self-contained `report.html` with the
-plots) ends with `retrain: true/false` and the reasons; `--fail-on-drift` exits 1 when retraining
-is due, for CI.
+family. The report (`drift.json`; its headline numbers in `metrics.json`, a DVC metrics file; and a
+self-contained `report.html` with the plots) ends with `retrain: true/false` and the reasons;
+`--fail-on-drift` exits 1 when retraining is due, for CI. A stage run on a holdout smaller than
+`monitor.min_examples` skips the tests and says so (small data never fails `dvc repro`).
 """
 
 from __future__ import annotations
@@ -335,6 +336,14 @@ def monitor(config: Config, data_path: Path | None) -> tuple[dict, dict]:
         current, labels = read_batch(Path(data_path), spec, config.data)
         source = str(data_path)
     examples = count_examples(current)
+    if examples < config.monitor.min_examples and data_path is None:
+        # The stage's sanity check of a small holdout: skipped with the reason, never a failed run.
+        reason = (
+            f"skipped: the test split has {examples} examples; drift tests need at least"
+            f" monitor.min_examples = {config.monitor.min_examples}"
+        )
+        skipped = {"skipped": reason, "retrain": False, "reasons": [reason], "families": {}}
+        return {**skipped, "data": source, "examples": examples, "reference_examples": count_examples(reference)}, {}
     if examples < config.monitor.min_examples:
         raise DataError(
             f"{source}: {examples} examples; drift tests need at least monitor.min_examples ="
@@ -502,7 +511,13 @@ def _histograms(axis, reference: np.ndarray, current: np.ndarray, title: str) ->
 def write_report(report: dict, samples: dict, spec: dict, output_dir: Path) -> tuple[Path, Path]:
     output_dir.mkdir(parents=True, exist_ok=True)
     json_path = write_json_atomic(output_dir / "drift.json", report)
-    html_path = write_text_atomic(output_dir / "report.html", render_html(report, samples, spec))
+    if "skipped" in report:
+        page = f"<!DOCTYPE html><html><body><h1>Monitor</h1><p>{html.escape(report['skipped'])}.</p></body></html>\n"
+    else:
+        page = render_html(report, samples, spec)
+    html_path = write_text_atomic(output_dir / "report.html", page)
+    # The few numbers people compare across runs (a DVC metrics file); every test's detail stays in drift.json.
+    write_json_atomic(output_dir / "metrics.json", {"examples": report["examples"], **monitor_metrics(report)})
     return json_path, html_path
 
 
@@ -521,8 +536,7 @@ def log_to_mlflow(config: Config, report: dict, paths: tuple[Path, Path]) -> Non
 
     from pipeline.core import tracking
 
-    tracking.configure(config)
-    mlflow.set_experiment(f"{config.tracking.experiment}-monitor")
+    tracking.configure(config, f"{config.tracking.experiment}-monitor")
     with mlflow.start_run(run_name=f"monitor {Path(report['data']).name}", tags={"pipeline.kind": "monitor"}):
         mlflow.log_params({"monitor.data": report["data"], "monitor.examples": report["examples"]})
         mlflow.set_tags({"pipeline.monitor.retrain": str(report["retrain"]).lower()})

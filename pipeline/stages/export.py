@@ -76,11 +76,12 @@ def _version(package: str) -> str:
 def run(config: Config) -> StageResult:
     setup_tensorflow(config)
     from pipeline.ml.features import load_spec, make_dataset
-    from pipeline.ml.models import load_trained_model
+    from pipeline.ml.models import float32_copy, load_trained_model
     from pipeline.serving import checks
 
     spec = load_spec(config.paths.prepared)
     model = load_trained_model(config.paths.model)
+    serving_model = float32_copy(model)  # what is exported; parity is judged against `model` itself
     version = resolve_version(config.export.version)
     settings = config.export
     tolerance = parity_tolerance(model, settings.tolerance)
@@ -103,7 +104,7 @@ def run(config: Config) -> StageResult:
     with tempfile.TemporaryDirectory(dir=target.parent, prefix=f".{target.name}-") as scratch:
         staging = Path(scratch) / "out"
         version_dir = staging / config.model_name / str(version)
-        export_saved_model(model, spec, version_dir)
+        export_saved_model(serving_model, spec, version_dir)
         difference = check_parity(model, version_dir, test_split, tolerance)
         description = signature_description(version_dir)
         checks.write_warmup_requests(version_dir, config.model_name, warmup)
@@ -119,7 +120,7 @@ def run(config: Config) -> StageResult:
         replace_directory(staging, target)
         replace_directory(edge_dir, edge_target)
     published = target / config.model_name / str(version)
-    model_uri = log_model_to_mlflow(model, spec)
+    model_uri = log_model_to_mlflow(serving_model, spec)
     from pipeline.core.tracking import data_version, git_commit
 
     tags = {**data_version(config), "git.commit": git_commit() or "unknown"}

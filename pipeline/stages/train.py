@@ -43,6 +43,7 @@ def run(config: Config) -> StageResult:
     chief = multiworker.is_chief()  # in a multi-worker run only the chief logs and writes outputs
     if chief:
         tracking.log_hyperparameters(hyperparameters)
+        tracking.log_datasets(config, spec)
     batch_size = int(hyperparameters["batch_size"]) * strategy.num_replicas_in_sync
     train_dataset = make_dataset(config.paths.prepared, spec, "train", batch_size, shuffle=True, seed=config.base.seed)
     validation_dataset = make_dataset(config.paths.prepared, spec, "validation", batch_size)

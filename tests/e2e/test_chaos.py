@@ -69,6 +69,18 @@ def repro_killed_in(project: Path, stage: str, delay: float, log: Path) -> str:
     return f"{stage}: finished before the kill"
 
 
+def processes_in(project: Path) -> list[str]:
+    """Command lines of the processes still running in `project` (what a kill must not leave behind)."""
+    found = []
+    for entry in Path("/proc").iterdir():
+        try:
+            if entry.name.isdigit() and Path(os.readlink(entry / "cwd")).is_relative_to(project):
+                found.append((entry / "cmdline").read_bytes().replace(b"\0", b" ").decode().strip())
+        except OSError:
+            continue
+    return found
+
+
 def mlflow_statuses(project: Path) -> list[str]:
     import sqlite3
 
@@ -95,6 +107,8 @@ def test_repro_killed_at_random_instants_in_every_stage_recovers_with_the_same_r
         kills.append(repro_killed_in(project, stage, delay, tmp_path / f"attempt-{attempt}.log"))
     print(f"kill points (seed {SEED}):", "; ".join(kills))
     assert sum(kill.startswith("killed") for kill in kills) >= len(kills) // 2, f"too few kills landed: {kills}"
+    time.sleep(1.0)
+    assert processes_in(project) == [], "a killed run left processes behind (e.g. an export's check server)"
 
     run(["dvc", "repro"], project, environment=environment())
     status = run(["dvc", "status"], project).stdout

@@ -167,6 +167,27 @@ def test_one_mlflow_run_holds_params_metrics_tags_and_a_loadable_model(reproduce
     assert np.asarray(model.predict(np.zeros((2, 8, 8, 1), dtype="float32"))).shape == (2, 10)
 
 
+def test_the_mlflow_ui_opens_on_model_training_and_shows_the_datasets(reproduced):
+    project, _ = reproduced
+    import mlflow
+
+    (mlflow_run,) = [run for run in mlflow_runs(project) if "mlflow.parentRunId" not in run.data.tags]
+    experiment = mlflow.get_experiment(mlflow_run.info.experiment_id)
+    assert experiment.tags["mlflow.experimentKind"] == "custom_model_development"
+    assert experiment.artifact_location == (project / "mlruns").as_uri()  # in the project, whoever created it
+    inputs = {entry.dataset.name: entry for entry in mlflow_run.inputs.dataset_inputs}
+    assert set(inputs) == {"digits-train", "digits-validation", "digits-test"}
+    lock = yaml.safe_load((project / "dvc.lock").read_text())
+    (validated,) = [out for out in lock["stages"]["validate"]["outs"] if out["path"] == "data/validated"]
+    for split, entry in inputs.items():
+        tags = {tag.key: tag.value for tag in entry.tags}
+        assert tags["dvc.validated_md5"] == validated["md5"] and tags["split"] == split.split("-")[1]
+        assert tags["mlflow.data.context"] in ("training", "validation", "testing")
+        assert '"image"' in entry.dataset.schema and len(entry.dataset.digest) == 10
+    assert int({tag.key: tag.value for tag in inputs["digits-test"].tags}["examples"]) == 270
+    assert mlflow_run.data.tags["mlflow.note.content"].startswith("`dvc repro` of digits")
+
+
 def test_saved_model_serves_raw_pixels_in_a_process_with_only_tensorflow(reproduced):
     project, _ = reproduced
     version_dir = project / "models/serving/digits/1"
