@@ -8,7 +8,6 @@ preprocessing layers, so the exported model takes raw input.
 from __future__ import annotations
 
 import logging
-import re
 import tempfile
 from pathlib import Path
 from typing import Optional
@@ -19,6 +18,7 @@ import pandas as pd
 from pipeline.core.config import Config, DataConfig, PreprocessConfig
 from pipeline.core.outputs import replace_directory, write_json_atomic
 from pipeline.core.runner import StageResult
+from pipeline.data.columns import input_names
 from pipeline.data.sources import DataError
 from pipeline.data.validation import load_validated
 
@@ -27,18 +27,6 @@ log = logging.getLogger(__name__)
 SPEC_FILE = "spec.json"
 SPLITS = ("train", "validation", "test")
 MISSING_CATEGORY = ""
-
-
-def input_name(column: str, taken: set[str]) -> str:
-    """A stable Keras/TF-Serving input name for a column: lower case, [a-z0-9_], unique."""
-    name = re.sub(r"[^0-9a-z_]+", "_", str(column).strip().lower()).strip("_") or "feature"
-    if name[0].isdigit():
-        name = f"f_{name}"
-    candidate, suffix = name, 2
-    while candidate in taken:
-        candidate, suffix = f"{name}_{suffix}", suffix + 1
-    taken.add(candidate)
-    return candidate
 
 
 def clean_table(
@@ -51,7 +39,7 @@ def clean_table(
     """
     table = table[table[label].notna()].reset_index(drop=True)
     features = table.drop(columns=[label])
-    specs, taken = [], {"label"}
+    specs, names = [], input_names(list(features.columns))
     for column in features.columns:
         is_numeric = pd.api.types.is_numeric_dtype(features[column]) and not pd.api.types.is_bool_dtype(
             features[column]
@@ -59,7 +47,7 @@ def clean_table(
         specs.append(
             {
                 "column": str(column),
-                "name": input_name(column, taken),
+                "name": names[str(column)],
                 "type": "numeric" if is_numeric else "categorical",
             }
         )

@@ -31,6 +31,7 @@ from pipeline.core.outputs import replace_directory, write_json_atomic
 from pipeline.core.progress import progress
 from pipeline.core.runner import StageResult
 from pipeline.data import expectations, sources
+from pipeline.data.columns import input_names
 from pipeline.data.ingestion import load_source, read_ingested
 from pipeline.data.sources import DataError
 
@@ -473,6 +474,8 @@ def validate_configured(config: Config) -> StageResult:
         if not summary["success"]:
             _log_report(summary_path, pages)
             raise StageError(failure_message(summary, summary_path, reports / DOCS_DIR))
+        if description["kind"] == "table":  # every column must map to its own model input key
+            input_names([column for column in frame.columns if column != description["label"]])
         dataset = write_validated(description, frame, suite, staging, table_written=chunked)
         replace_directory(staging, target)
     return StageResult(

@@ -2,7 +2,8 @@ import numpy as np
 import pandas as pd
 import pytest
 
-from pipeline.data.preparation import clean_table, input_name, split_indices, table_statistics
+from pipeline.data.columns import input_names
+from pipeline.data.preparation import clean_table, split_indices, table_statistics
 from pipeline.data.sources import DataError
 
 
@@ -16,12 +17,37 @@ def penguin_like_table() -> pd.DataFrame:
     )
 
 
-def test_input_names_are_stable_and_unique():
-    taken = {"label"}
-    assert input_name("Bill Length (mm)", taken) == "bill_length_mm"
-    assert input_name("bill_length_mm", taken) == "bill_length_mm_2"
-    assert input_name("2nd", taken) == "f_2nd"
-    assert input_name("label", taken) == "label_2"
+HOSTILE_COLUMNS = [
+    "class",
+    "Bill Length (mm)",
+    "2nd",
+    "label",
+    "a.b/c-d[0]",
+    "naïve café",
+    "λ",
+    "match",
+    "self",
+    "   ",
+    "if",
+]
+
+
+def test_any_column_name_becomes_a_valid_stable_signature_key():
+    import keyword
+
+    names = input_names(HOSTILE_COLUMNS)
+    assert names["class"] == "class_" and names["Bill Length (mm)"] == "bill_length_mm"
+    assert names["2nd"] == "f_2nd" and names["label"] == "label_" and names["naïve café"] == "naive_cafe"
+    assert names["a.b/c-d[0]"] == "a_b_c_d_0" and names["self"] == "self_"
+    for key in names.values():
+        assert key.isidentifier() and not keyword.iskeyword(key) and not keyword.issoftkeyword(key)
+    assert input_names(HOSTILE_COLUMNS) == names  # stable
+    assert len(set(names.values())) == len(names)
+
+
+def test_two_columns_that_would_share_a_key_are_a_clear_error():
+    with pytest.raises(DataError, match="columns 'Bill Length' and 'bill_length' would both become the model input"):
+        input_names(["Bill Length", "bill_length"])
 
 
 def test_impute_keeps_rows_with_missing_features_and_drops_unlabelled_rows():
