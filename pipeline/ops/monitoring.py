@@ -156,11 +156,31 @@ def ks_test(reference: np.ndarray, current: np.ndarray) -> dict:
     return {"test": "ks", "statistic": float(result.statistic), "p_value": float(result.pvalue)}
 
 
-def population_stability_index(reference_counts: np.ndarray, current_counts: np.ndarray) -> float:
-    """PSI = sum((current - reference) * ln(current / reference)) over category shares."""
-    reference = np.maximum(reference_counts / max(reference_counts.sum(), 1), 1e-4)
-    current = np.maximum(current_counts / max(current_counts.sum(), 1), 1e-4)
+def population_stability_index(
+    reference_counts: np.ndarray, current_counts: np.ndarray, smoothing: float = 0.5
+) -> float:
+    """PSI = sum((current - reference) * ln(current / reference)) over category shares.
+
+    Shares are Laplace-smoothed (`smoothing` pseudo-examples per category): a category absent from a
+    small sample is evidence of little, and a fixed floor such as 1e-4 turned one empty category of a
+    52-row holdout into a PSI of 0.28, a false alarm."""
+    reference_counts, current_counts = np.asarray(reference_counts, float), np.asarray(current_counts, float)
+    reference = (reference_counts + smoothing) / (reference_counts.sum() + smoothing * len(reference_counts))
+    current = (current_counts + smoothing) / (current_counts.sum() + smoothing * len(current_counts))
     return float(np.sum((current - reference) * np.log(current / reference)))
+
+
+def psi_p_value(psi: float, reference_size: float, current_size: float, categories: int) -> float:
+    """How likely a PSI this large is between two samples of one distribution: PSI times the effective
+    sample size 1 / (1/n1 + 1/n2) is about chi-square with categories - 1 degrees of freedom. A small
+    sample's PSI is noisy (about (k - 1) / n on its own), so a PSI above the threshold counts as drift
+    only when it is also this unlikely."""
+    from scipy.stats import chi2
+
+    if categories < 2 or not reference_size or not current_size:
+        return 1.0
+    effective = 1.0 / (1.0 / reference_size + 1.0 / current_size)
+    return float(chi2.sf(psi * effective, categories - 1))
 
 
 def category_test(reference: np.ndarray, current: np.ndarray) -> dict:
@@ -170,14 +190,19 @@ def category_test(reference: np.ndarray, current: np.ndarray) -> dict:
     categories = sorted(set(reference.tolist()) | set(current.tolist()))
     counts = np.array([[np.sum(sample == category) for category in categories] for sample in (reference, current)])
     kept = counts.sum(axis=0) > 0
-    result = {"test": "chi2", "psi": population_stability_index(counts[0], counts[1])}
+    psi = population_stability_index(counts[0], counts[1])
+    result = {
+        "test": "chi2",
+        "psi": psi,
+        "psi_p_value": psi_p_value(psi, counts[0].sum(), counts[1].sum(), len(categories)),
+    }
     if kept.sum() < 2:
         result.update(statistic=0.0, p_value=1.0)
     else:
         statistic, p_value, _, _ = chi2_contingency(counts[:, kept])
         result.update(statistic=float(statistic), p_value=float(p_value))
     result["shares"] = {
-        "reference": {str(c): float(n) for c, n in zip(categories, counts[0] / counts[0].sum(), strict=True)},
+        "reference": {str(c): float(n) for c, n in zip(categories, counts[0] / max(counts[0].sum(), 1), strict=True)},
         "current": {str(c): float(n) for c, n in zip(categories, counts[1] / max(counts[1].sum(), 1), strict=True)},
     }
     return result
@@ -245,14 +270,17 @@ def compare(
                 tests[name] = ks_test(ref_values, new_values)
                 ref_missing, new_missing = float(np.mean(np.isnan(ref_values))), float(np.mean(np.isnan(new_values)))
             else:
-                tests[name] = category_test(ref_values, new_values)
+                # Missing values are counted once, in their own family below: not as a category here too.
+                tests[name] = category_test(ref_values[ref_values != ""], new_values[new_values != ""])
                 ref_missing, new_missing = float(np.mean(ref_values == "")), float(np.mean(new_values == ""))
             missing[name] = {"reference": ref_missing, "current": new_missing}
         drifted = flag(tests, settings.p_value)
         drifted += [
             name
             for name, test in tests.items()
-            if test.get("psi", 0.0) > settings.psi_threshold and name not in drifted
+            if test.get("psi", 0.0) > settings.psi_threshold
+            and test.get("psi_p_value", 0.0) < settings.p_value / len(tests)
+            and name not in drifted
         ]
         families["features"] = {"tests": tests, "drifted": drifted}
         rates = [
