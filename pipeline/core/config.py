@@ -234,7 +234,7 @@ TUNABLE = {
 class TuneConfig:
     enabled: bool = True
     algorithm: Literal["hyperband", "random", "bayesian", "grid"] = "hyperband"
-    objective: Literal["val_accuracy", "val_loss"] = "val_accuracy"
+    objective: Literal["auto", "val_accuracy", "val_loss"] = "auto"
     max_trials: int = 30
     max_epochs: int = 9
     hyperband_factor: int = 3
@@ -340,14 +340,14 @@ class ExportConfig:
 
 @dataclasses.dataclass(frozen=True)
 class GateConfig:
-    metric: Literal["accuracy", "f1", "roc_auc", "rmse", "mae"] = "accuracy"
+    metric: Literal["auto", "accuracy", "f1", "roc_auc", "rmse", "mae"] = "auto"
     min_improvement: float = 0.0
-    thresholds: dict = dataclasses.field(default_factory=lambda: {"accuracy": 0.9})
+    thresholds: Union[Literal["auto"], dict] = "auto"
 
     def _validate(self, section: str) -> None:
         if self.min_improvement < 0:
             _fail(f"{section}.min_improvement", self.min_improvement, "0 or a positive margin")
-        for name, value in self.thresholds.items():
+        for name, value in (self.thresholds if isinstance(self.thresholds, dict) else {}).items():
             if name not in ("accuracy", "precision", "recall", "f1", "roc_auc", "r2", "rmse", "mae", "loss"):
                 _fail(
                     f"{section}.thresholds.{name}",
@@ -682,9 +682,31 @@ def config_from_dict(raw: Mapping[str, Any]) -> Config:
         raise ConfigError(f"params.yaml: unknown section {unknown[0]!r}; sections are: {', '.join(sections)}.")
     hints = typing.get_type_hints(Config)
     built = {name: _build_section(name, hints[name], raw.get(name)) for name in sections}
-    config = Config(**built)
+    config = with_task_defaults(Config(**built))
     config._validate("")
     return config
+
+
+# What `auto` means for each task: the search objective, the gate's metric and its absolute bars.
+TASK_DEFAULTS = {
+    "classification": {"objective": "val_accuracy", "metric": "accuracy", "thresholds": {"accuracy": 0.9}},
+    "regression": {"objective": "val_loss", "metric": "rmse", "thresholds": {"r2": 0.0}},  # beat the mean
+}
+
+
+def with_task_defaults(config: Config) -> Config:
+    """`tune.objective`, `gate.metric` and `gate.thresholds` left on `auto` follow `data.task`, so that
+    `data.task: regression` alone gives a working regression run."""
+    defaults = TASK_DEFAULTS[config.data.task_name]
+    tune = config.tune
+    if tune.objective == "auto":
+        tune = dataclasses.replace(tune, objective=defaults["objective"])
+    gate = config.gate
+    if gate.metric == "auto":
+        gate = dataclasses.replace(gate, metric=defaults["metric"])
+    if gate.thresholds == "auto":
+        gate = dataclasses.replace(gate, thresholds=dict(defaults["thresholds"]))
+    return dataclasses.replace(config, tune=tune, gate=gate)
 
 
 def load_config(params_file: Union[str, Path] = DEFAULT_PARAMS_FILE) -> Config:

@@ -129,6 +129,20 @@ def table_statistics(features: pd.DataFrame, specs: list[dict]) -> list[dict]:
     return enriched
 
 
+def as_mode(image, mode: str):
+    """`image` upright (its EXIF orientation applied, as photo viewers show it) in `mode` ("L" or "RGB");
+    transparent pixels (RGBA, LA, palette with transparency) become white, not the hidden colour."""
+    from PIL import Image, ImageOps
+
+    image = ImageOps.exif_transpose(image)
+    if image.mode == "P" and "transparency" in image.info:
+        image = image.convert("RGBA")
+    if image.mode in ("RGBA", "LA", "PA"):
+        background = Image.new("RGBA", image.size, (255, 255, 255, 255))
+        image = Image.alpha_composite(background, image.convert("RGBA"))
+    return image.convert(mode)
+
+
 def load_images(paths: list[str], image_size: Optional[list[int]], color_mode: str) -> np.ndarray:
     """Decodes image files into one uint8 array (N, height, width, channels), resizing as configured."""
     from PIL import Image, UnidentifiedImageError
@@ -139,7 +153,7 @@ def load_images(paths: list[str], image_size: Optional[list[int]], color_mode: s
     for path in paths:
         try:
             with Image.open(path) as image:
-                image = image.convert(mode)
+                image = as_mode(image, mode)
                 if size is None:
                     size = (image.height, image.width)
                 if (image.height, image.width) != size:

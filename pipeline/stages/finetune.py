@@ -16,6 +16,8 @@ of epochs, and both are scored on the target's test split, so the transfer gain 
 
 from __future__ import annotations
 
+import dataclasses
+import json
 import logging
 import shutil
 import sys
@@ -25,6 +27,7 @@ from pathlib import Path
 from pipeline.core.config import Config, FinetuneConfig
 from pipeline.core.outputs import replace_directory, write_json_atomic
 from pipeline.core.runner import StageError, StageResult, format_metrics, run_stage
+from pipeline.data.preparation import SPEC_FILE
 from pipeline.ml.distribute import setup_tensorflow
 from pipeline.ml.training import epoch_logging_callback, write_history
 
@@ -48,6 +51,8 @@ def prepare_target(config: Config) -> StageResult:
 
     target = config.target_config()
     root = Path(config.paths.finetune_data)
+    if not config.finetune_skip_reason:
+        target = fitted_to_base(config, target)
     if config.finetune_skip_reason:
         for directory in (root, Path(target.paths.reports)):  # the stage's outputs, each saying why it is empty
             replace_directory_with_note(directory, f"Skipped: {config.finetune_skip_reason}.\n")
@@ -78,6 +83,23 @@ def prepare_target(config: Config) -> StageResult:
         f" labelled train {counts['train']} / validation {counts['validation']} / test {counts['test']} -> {prepared}",
         metrics={f"target_{split}_examples": count for split, count in counts.items()},
     )
+
+
+def fitted_to_base(config: Config, target: Config) -> Config:
+    """finetune.base=trained reads the trained model's inputs: image targets are prepared at its image
+    size and colour mode (resized, channels converted), so any image folder can be fine-tuned onto the
+    default target. Explicit finetune.data.image_size wins; a mismatch is then caught by check_same_inputs."""
+    spec_file = Path(config.paths.prepared) / SPEC_FILE
+    if config.finetune.base != "trained" or target.data.kind != "image" or not spec_file.is_file():
+        return target
+    image = json.loads(spec_file.read_text()).get("image")
+    if not image:
+        return target
+    size = target.data.image_size or [image["height"], image["width"]]
+    mode = "rgb" if image["channels"] == 3 else "grayscale"
+    if (size, mode) != (target.data.image_size, target.data.color_mode):
+        log.info("the target is prepared at %dx%d %s, the trained base's input", size[0], size[1], mode)
+    return dataclasses.replace(target, data=dataclasses.replace(target.data, image_size=size, color_mode=mode))
 
 
 def replace_directory_with_note(directory: Path, note: str) -> None:

@@ -117,3 +117,41 @@ def test_training_shards_are_not_in_class_order_even_when_the_source_is(tmp_path
     first_quarter = labels[: len(labels) // 4]
     assert len(set(first_quarter.tolist())) == 3  # every class early on, not one class after another
     assert sorted(np.bincount(labels).tolist()) == sorted(spec["splits"]["train"]["class_counts"])
+
+
+def write_user_images(folder) -> list:
+    """A folder as users have them: JPEG/PNG/BMP/GIF, upper-case extensions, every size and mode."""
+    from PIL import Image
+
+    folder.mkdir(parents=True, exist_ok=True)
+    red = (200, 30, 30)
+    paths = []
+    rotated = Image.new("RGB", (40, 20), red)
+    rotated.paste((0, 0, 0), (0, 0, 10, 20))  # a black stripe on the left, before rotation
+    exif = Image.Exif()
+    exif[0x0112] = 6  # orientation: rotate 90 degrees clockwise to display
+    rotated.save(folder / "PHOTO.JPG", exif=exif)
+    paths.append(folder / "PHOTO.JPG")
+    transparent = Image.new("RGBA", (12, 12), (0, 0, 0, 0))
+    transparent.save(folder / "clear.png")
+    paths.append(folder / "clear.png")
+    Image.new("P", (30, 17), 3).save(folder / "palette.GIF")
+    paths.append(folder / "palette.GIF")
+    Image.new("L", (8, 8), 90).save(folder / "grey.bmp")
+    paths.append(folder / "grey.bmp")
+    Image.new("RGB", (64, 48), red).save(folder / "big.jpeg")
+    paths.append(folder / "big.jpeg")
+    return [str(path) for path in paths]
+
+
+def test_user_images_of_every_format_and_mode_come_out_upright_at_the_configured_size(tmp_path):
+    from pipeline.data.preparation import load_images
+
+    paths = write_user_images(tmp_path / "photos")
+    images = load_images(paths, [16, 16], "rgb")
+    assert images.shape == (5, 16, 16, 3) and images.dtype == np.uint8
+    upright = images[0]
+    assert upright[:3].mean() < 60 and upright[-3:].mean() > 60  # the stripe is on top once the EXIF turn is applied
+    assert (images[1] == 255).all()  # transparent is white, not black
+    grey = load_images(paths, [16, 16], "grayscale")
+    assert grey.shape == (5, 16, 16, 1)

@@ -30,7 +30,7 @@ COVERED = {
         "tests/e2e/test_repro.py::test_an_experiment_variant_on_penguins_appears_beside_the_first_run"
     ),
     "dvc exp run -S base.strategy=mirrored -S base.logical_cpus=2": (
-        "tests/e2e/test_strategies.py::test_train_under_mirrored_strategy_and_with_mixed_precision"
+        "tests/e2e/test_strategies.py::test_the_whole_pipeline_runs_under_the_strategy_and_precision"
     ),
     "dvc exp show": "tests/e2e/test_repro.py::test_an_experiment_variant_on_penguins_appears_beside_the_first_run",
     "dvc metrics show": "tests/e2e/test_repro.py::test_metrics_are_readable_by_dvc",
