@@ -380,14 +380,17 @@ def monitor(config: Config, data_path: Path | None) -> tuple[dict, dict]:
 
     def outputs_of(features):
         batches = _batches(features, 512)
-        return np.concatenate([np.asarray(model(batch, training=False)) for batch in batches])
+        return np.concatenate([np.asarray(model(batch, training=False), dtype=np.float32) for batch in batches])
 
     reference_outputs, current_outputs = outputs_of(reference), outputs_of(current)
     embeddings = (None, None)
     if spec["kind"] == "image":
         extractor = feature_extractor(model)
         embeddings = tuple(
-            np.concatenate([np.asarray(extractor(batch, training=False)) for batch in _batches(sample, 512)])
+            # float32: a mixed-precision model's hidden layers are float16, which numpy's linalg refuses
+            np.concatenate(
+                [np.asarray(extractor(batch, training=False), dtype=np.float32) for batch in _batches(sample, 512)]
+            )
             for sample in (reference, current)
         )
     report = compare(reference, current, spec, config.monitor, reference_outputs, current_outputs, *embeddings)
