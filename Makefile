@@ -4,7 +4,6 @@ VENV ?= .venv
 BIN := $(VENV)/bin
 export DVC_NO_ANALYTICS := 1
 export MLFLOW_DISABLE_TELEMETRY := true
-export TF_CPP_MIN_LOG_LEVEL := 2
 
 .PHONY: install repro test test-fast lint bench clean
 

@@ -30,7 +30,6 @@ STAGES = ("ingest", "validate", "preprocess", "tune", "train", "evaluate", "expo
 ENVIRONMENT = {
     **os.environ,
     "PATH": f"{Path(sys.executable).parent}{os.pathsep}{os.environ['PATH']}",
-    "TF_CPP_MIN_LOG_LEVEL": "2",
     "DVC_NO_ANALYTICS": "1",
     "MLFLOW_DISABLE_TELEMETRY": "true",
 }

@@ -14,9 +14,11 @@ from pathlib import Path
 import pytest
 import yaml
 
+from pipeline.core.runner import quiet_tensorflow
+
 ROOT = Path(__file__).resolve().parents[1]
 
-os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
+quiet_tensorflow()  # as every stage process does
 os.environ.setdefault("DVC_NO_ANALYTICS", "1")
 os.environ.setdefault("MLFLOW_DISABLE_TELEMETRY", "true")
 

@@ -29,12 +29,20 @@ class StageResult:
     artifacts: list[Path] = dataclasses.field(default_factory=list)
 
 
+def quiet_tensorflow() -> None:
+    """TensorFlow's C++ log level, unless the user set one: warnings and errors hidden (2), and on a
+    machine without an NVIDIA driver errors too (3), where every process would otherwise print
+    `failed call to cuInit: UNKNOWN ERROR (303)`: no GPU is the expected state there, not an error."""
+    has_driver = any(Path(path).exists() for path in ("/dev/nvidiactl", "/proc/driver/nvidia"))
+    os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2" if has_driver else "3")
+
+
 def configure_logging(level: str = "INFO") -> None:
     logging.basicConfig(
         level=level, format="%(asctime)s %(levelname)s %(name)s: %(message)s", datefmt="%H:%M:%S", force=True
     )
     # Libraries' start-up chatter hides the pipeline's own output.
-    os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
+    quiet_tensorflow()
     for noisy in ("great_expectations", "mlflow", "alembic"):
         logging.getLogger(noisy).setLevel(max(logging.WARNING, logging.getLogger().level))
 

@@ -12,6 +12,7 @@ from typing import Any
 
 from pipeline.core.config import Config
 from pipeline.core.errors import StageError
+from pipeline.core.runner import quiet_tensorflow
 
 log = logging.getLogger(__name__)
 
@@ -166,7 +167,7 @@ def setup_tensorflow(config: Config, large_model: bool = False) -> Any:
     """Sets GPU memory growth, splits the CPU into logical devices if asked, seeds every generator,
     applies op determinism, picks the distribution strategy and the mixed-precision policy, and logs
     the effective choices to the active MLflow run; returns the strategy."""
-    os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
+    quiet_tensorflow()
     import keras
     import tensorflow as tf
 
