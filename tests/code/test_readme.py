@@ -33,6 +33,12 @@ COVERED = {
         "tests/e2e/test_strategies.py::test_the_whole_pipeline_runs_under_the_strategy_and_precision"
     ),
     "dvc exp show": "tests/e2e/test_repro.py::test_an_experiment_variant_on_penguins_appears_beside_the_first_run",
+    "dvc exp run --queue -S train.learning_rate": (
+        "tests/e2e/test_experiments.py::test_three_queued_variants_run_two_at_a_time_land_in_the_projects_store"
+    ),
+    "dvc exp run --run-all --jobs 2": (
+        "tests/e2e/test_experiments.py::test_three_queued_variants_run_two_at_a_time_land_in_the_projects_store"
+    ),
     "dvc metrics show": "tests/e2e/test_repro.py::test_metrics_are_readable_by_dvc",
     "git add expectations/ && dvc repro": PROFILE_TEST,
     "pipeline validate --profile": PROFILE_TEST,
@@ -79,8 +85,12 @@ COVERED = {
 }
 
 
+DOCUMENTS = ["README.md", *sorted(str(path.relative_to(ROOT)) for path in (ROOT / "docs").glob("*.md"))]
+
+
 def readme_commands() -> list[str]:
-    text = (ROOT / "README.md").read_text()
+    """The commands of every `bash` block of the README and of docs/*.md."""
+    text = "\n".join((ROOT / document).read_text() for document in DOCUMENTS)
     commands = []
     for block in re.findall(r"```bash\n(.*?)```", text, re.S):
         for line in block.splitlines():
