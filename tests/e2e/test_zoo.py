@@ -70,15 +70,16 @@ def messy_table() -> tuple[pd.DataFrame, str]:
     return table, "label"
 
 
-def run_stages(directory, overrides: dict) -> None:
+def run_stages(directory, overrides: dict, stages=STAGES, profile: bool = True) -> None:
     write_params(directory, overrides)
     from pipeline.core.config import load_config
     from pipeline.data import validation
 
-    validation.profile(load_config("params.yaml"), force=True)
+    if profile:
+        validation.profile(load_config("params.yaml"), force=True)
     from pipeline.cli import main
 
-    for name in STAGES:
+    for name in stages:
         assert main(["run", name]) == 0
 
 
@@ -132,3 +133,62 @@ def test_the_hostile_table_under_dvc_repro_is_served_and_predicted_by_its_own_co
     rows.to_csv(tmp_path / "new.csv", index=False)
     predicted = run(["pipeline", "predict", "--model", "models/serving", "--input", str(tmp_path / "new.csv")], project)
     assert len(predicted.stdout.strip().splitlines()) >= 5
+
+
+def test_the_built_in_penguins_holdout_raises_no_false_alarm(workdir):
+    """It did: `retrain: true; features drifted: sex` (an empty category in the training split only)."""
+    run_stages(workdir, {**FAST, "data": {"source": "penguins"}}, profile=False)
+    drift = json.loads((workdir / "reports/monitor/drift.json").read_text())
+    assert drift["retrain"] is False and drift["families"]["features"]["drifted"] == [], drift["reasons"]
+
+
+def write_shapes(root, per_class: int = 60) -> None:
+    """Three classes of bright shapes of random colours, sizes and places on dark backgrounds, stored as
+    users' photos come: JPEG, PNG, BMP and
+    GIF mixed, upper-case extensions, RGB, RGBA, palette and greyscale, every image its own size."""
+    from PIL import Image, ImageDraw
+
+    generator = np.random.default_rng(1)
+    formats = [("JPG", "RGB"), ("png", "RGBA"), ("bmp", "RGB"), ("GIF", "P"), ("jpeg", "L"), ("PNG", "RGB")]
+    for shape in ("circle", "square", "triangle"):
+        (root / shape).mkdir(parents=True)
+        for index in range(per_class):
+            side = int(generator.integers(24, 64))
+            background = tuple(int(value) for value in generator.integers(0, 70, 3))
+            colour = tuple(int(value) for value in generator.integers(150, 256, 3))
+            image = Image.new("RGB", (side, side + int(generator.integers(0, 9))), background)
+            draw = ImageDraw.Draw(image)
+            size = int(side * generator.uniform(0.4, 0.7))
+            x, y = (int(value) for value in generator.integers(0, side - size, 2))
+            if shape == "circle":
+                draw.ellipse((x, y, x + size, y + size), fill=colour)
+            elif shape == "square":
+                draw.rectangle((x, y, x + size, y + size), fill=colour)
+            else:
+                draw.polygon([(x, y + size), (x + size, y + size), (x + size // 2, y)], fill=colour)
+            extension, mode = formats[index % len(formats)]
+            image.convert(mode).save(root / shape / f"{index:03d}.{extension}")
+
+
+def test_an_image_folder_of_every_format_and_mode_trains_fine_tunes_and_beats_chance(workdir):
+    write_shapes(workdir / "data/user/shapes")
+    settings = {
+        **FAST,
+        "data": {"source": "image_dir", "path": "data/user/shapes", "image_size": [24, 24], "color_mode": "rgb"},
+        "model": {"family": "cnn", "filters": [16, 32], "hidden_units": [32], "dropout": 0.0},
+        "train": {"epochs": 40, "early_stopping_patience": 20, "learning_rate": 0.003, "batch_size": 16},
+        "finetune": {"enabled": "auto", "head_epochs": 2, "fine_tune_epochs": 2},
+    }
+    stages = ("ingest", "validate", "preprocess", "tune", "train", "evaluate", "prepare_target", "finetune", "export")
+    run_stages(workdir, settings, stages)
+    metrics, predictions = holdout(workdir)
+    majority = predictions["actual"].value_counts(normalize=True).max()
+    assert metrics["accuracy"] > majority + 0.1, (metrics, majority)
+    transfer = json.loads((workdir / "reports/finetune/transfer.json").read_text())
+    assert "skipped" not in transfer, transfer  # the 8x8 grey target was prepared at the base's 24x24 RGB
+    from pipeline.ml.features import load_spec
+
+    target = load_spec(workdir / "data/finetune/prepared")["image"]
+    assert (target["height"], target["width"], target["channels"]) == (24, 24, 3)
+    export = json.loads((workdir / "reports/export/export.json").read_text())
+    assert export["signature"]["inputs"]["image"]["shape"] == [None, 24, 24, 3]
