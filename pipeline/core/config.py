@@ -168,10 +168,18 @@ class ModelConfig:
     l1: float = 0.0
     l2: float = 0.0001
     batch_norm: bool = False
+    augment_flip: Literal["none", "horizontal", "vertical", "horizontal_and_vertical"] = "none"
+    augment_rotation: float = 0.0
+    augment_translation: float = 0.0
+    augment_zoom: float = 0.0
+    augment_contrast: float = 0.0
 
     def _validate(self, section: str) -> None:
         if not 0.0 <= self.dropout < 1.0:
             _fail(f"{section}.dropout", self.dropout, "a rate in [0, 1)")
+        for name in ("augment_rotation", "augment_translation", "augment_zoom", "augment_contrast"):
+            if not 0.0 <= getattr(self, name) < 1.0:
+                _fail(f"{section}.{name}", getattr(self, name), "0 (off) or a fraction in (0, 1)")
         for name in ("l1", "l2"):
             if getattr(self, name) < 0:
                 _fail(f"{section}.{name}", getattr(self, name), "a non-negative regularisation factor")
@@ -227,6 +235,11 @@ TUNABLE = {
     "l2": "float",
     "learning_rate": "float",
     "batch_size": "int",
+    "augment_flip": ("none", "horizontal", "vertical", "horizontal_and_vertical"),
+    "augment_rotation": "rate",
+    "augment_translation": "rate",
+    "augment_zoom": "rate",
+    "augment_contrast": "rate",
 }
 
 

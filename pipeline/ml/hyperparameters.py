@@ -15,7 +15,8 @@ from pipeline.core.runner import StageError
 
 MODEL_KEYS = (
     "family hidden_units filters kernel_size rnn_cell rnn_units num_heads key_dim transformer_blocks"
-    " activation dropout l1 l2 batch_norm"
+    " activation dropout l1 l2 batch_norm augment_flip augment_rotation augment_translation augment_zoom"
+    " augment_contrast"
 ).split()
 TRAIN_KEYS = ("optimizer", "learning_rate", "momentum", "batch_size")
 # Search-space names that only some families read: the rest are left out of their searches.

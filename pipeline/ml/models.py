@@ -149,6 +149,59 @@ def head_for_task(spec: dict) -> tuple[int, str, keras.losses.Loss, list]:
     )
 
 
+AUGMENTATION_SEED = 1337
+
+
+@keras.saving.register_keras_serializable(package="pipeline")
+class Augmentation(keras.layers.Layer):
+    """Random flips, rotations, translations, zooms and contrast changes of raw images, in training only.
+
+    Keras' random preprocessing layers default to `training=True` when called without it, which is
+    how an exported SavedModel or a plain `model(images)` calls them: unwrapped, they would augment
+    every served image. This layer applies them only when Keras says it is training (`fit`)."""
+
+    def __init__(self, flip="none", rotation=0.0, translation=0.0, zoom=0.0, contrast=0.0, **kwargs):
+        super().__init__(**kwargs)
+        self.settings = dict(flip=flip, rotation=rotation, translation=translation, zoom=zoom, contrast=contrast)
+        seed = AUGMENTATION_SEED
+        self.steps = []
+        if flip != "none":
+            self.steps.append(keras.layers.RandomFlip(flip, seed=seed))
+        if rotation:
+            self.steps.append(keras.layers.RandomRotation(rotation, fill_mode="nearest", seed=seed))
+        if translation:
+            self.steps.append(keras.layers.RandomTranslation(translation, translation, fill_mode="nearest", seed=seed))
+        if zoom:
+            self.steps.append(keras.layers.RandomZoom(zoom, fill_mode="nearest", seed=seed))
+        if contrast:
+            self.steps.append(keras.layers.RandomContrast(contrast, value_range=(0, 255), seed=seed))
+
+    def call(self, inputs, training=None):
+        if not training:
+            return inputs
+        for step in self.steps:
+            inputs = step(inputs, training=True)
+        return inputs
+
+    def compute_output_shape(self, input_shape):
+        return input_shape
+
+    def get_config(self):
+        return {**super().get_config(), **self.settings}
+
+
+def augment(images, hyperparameters: Mapping[str, Any]):
+    """The `augment_*` hyperparameters as an `Augmentation` layer (none when all are off, the default:
+    a flipped 2 is no longer a 2)."""
+    settings = {name: hyperparameters.get(f"augment_{name}", off) for name, off in AUGMENTATION_OFF.items()}
+    if settings == AUGMENTATION_OFF:
+        return images
+    return Augmentation(**settings, name="augmentation")(images)
+
+
+AUGMENTATION_OFF = {"flip": "none", "rotation": 0.0, "translation": 0.0, "zoom": 0.0, "contrast": 0.0}
+
+
 def build_model(hyperparameters: Mapping[str, Any], spec: dict, jit_compile: bool = False) -> keras.Model:
     """Builds and compiles the Functional model for `spec` with `hyperparameters`.
 
@@ -159,7 +212,7 @@ def build_model(hyperparameters: Mapping[str, Any], spec: dict, jit_compile: boo
     if spec["kind"] == "table" and family != "mlp":
         raise ValueError(f"model family {family!r} reads images; use mlp for table data")
     inputs = build_inputs(spec)
-    features = preprocess_inputs(spec, inputs)
+    features = preprocess_inputs(spec, augment(inputs, hyperparameters) if spec["kind"] == "image" else inputs)
     if family == "cnn":
         features = _cnn_body(features, hyperparameters)
     elif family == "rnn":

@@ -103,3 +103,22 @@ def test_saved_model_reloads_with_identical_predictions(tmp_path, family):
     model.save(tmp_path / "model.keras")
     reloaded = load_trained_model(tmp_path / "model.keras")
     np.testing.assert_allclose(np.asarray(reloaded(inputs)), np.asarray(model(inputs)), atol=1e-6)
+
+
+def test_augmentation_changes_images_in_training_only():
+    hyperparameters = {
+        **HYPERPARAMETERS,
+        "augment_flip": "horizontal",
+        "augment_rotation": 0.1,
+        "augment_translation": 0.1,
+        "augment_zoom": 0.1,
+        "augment_contrast": 0.2,
+    }
+    model = build_model(hyperparameters, IMAGE_SPEC)
+    assert len(model.get_layer("augmentation").steps) == 5
+    images = np.random.default_rng(0).uniform(0, 255, (4, 8, 8, 1)).astype("float32")
+    # Called as a SavedModel or a server calls it (no `training`), the model does not augment.
+    np.testing.assert_array_equal(model(images), model(images, training=False))
+    assert not np.allclose(model(images, training=True), model(images, training=False))
+    plain = build_model(HYPERPARAMETERS, IMAGE_SPEC)
+    assert not any(layer.name.startswith("augment") for layer in plain.layers)  # off by default

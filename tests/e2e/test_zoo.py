@@ -178,7 +178,9 @@ def test_an_image_folder_of_every_format_and_mode_trains_fine_tunes_and_beats_ch
         "model": {"family": "cnn", "filters": [16, 32], "hidden_units": [32], "dropout": 0.0},
         "train": {"epochs": 40, "early_stopping_patience": 20, "learning_rate": 0.003, "batch_size": 16},
         "finetune": {"enabled": "auto", "head_epochs": 2, "fine_tune_epochs": 2},
+        "export": {"version": 1, "infra_validation": False, "tflite": True},  # TFLite without the random layers
     }
+    settings["model"].update(augment_rotation=0.05, augment_zoom=0.1)  # training only
     stages = ("ingest", "validate", "preprocess", "tune", "train", "evaluate", "prepare_target", "finetune", "export")
     run_stages(workdir, settings, stages)
     metrics, predictions = holdout(workdir)
