@@ -87,8 +87,34 @@ def configure(config: Config, name: str | None = None):
     os.environ.setdefault("MLFLOW_DISABLE_TELEMETRY", "true")
     import mlflow
 
-    mlflow.set_tracking_uri(config.tracking.resolved_uri)
+    uri = config.tracking.resolved_uri
+    mlflow.set_tracking_uri(uri)
     name = name or config.tracking.experiment
+    with store_lock(uri):  # parallel queue workers must not both create the store or the experiment
+        experiment = _experiment(mlflow, config, name)
+    return experiment
+
+
+@contextlib.contextmanager
+def store_lock(uri: str) -> Iterator[None]:
+    """An exclusive lock beside a local SQLite store (`<store>.lock`), held while the store and the
+    experiment are looked up or created: two processes creating one store at once break its schema."""
+    if not uri.startswith("sqlite:///"):
+        yield
+        return
+    import fcntl
+
+    path = Path(uri.removeprefix("sqlite:///").partition("?")[0])
+    path.parent.mkdir(parents=True, exist_ok=True)
+    with open(path.with_name(path.name + ".lock"), "w") as handle:
+        fcntl.flock(handle, fcntl.LOCK_EX)
+        try:
+            yield
+        finally:
+            fcntl.flock(handle, fcntl.LOCK_UN)
+
+
+def _experiment(mlflow, config: Config, name: str):
     if mlflow.get_experiment_by_name(name) is None:
         try:
             mlflow.create_experiment(name, artifact_location=config.tracking.artifact_location, tags=EXPERIMENT_KIND)
