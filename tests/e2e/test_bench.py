@@ -52,6 +52,10 @@ def test_bench_tune():
     assert "| hyperband |" in output and "| random |" in output
 
 
+def test_bench_augmentation():
+    assert "| 8 | none |" in bench("bench_augmentation.py")
+
+
 def test_bench_chaos():
     assert "ok" in bench("bench_chaos.py")
 
