@@ -3,11 +3,15 @@
 from __future__ import annotations
 
 import json
+import logging
 import os
 import shutil
 import tempfile
+import time
 from pathlib import Path
 from typing import Any
+
+log = logging.getLogger(__name__)
 
 
 def replace_directory(staging: Path, target: Path) -> None:
@@ -25,6 +29,22 @@ def replace_directory(staging: Path, target: Path) -> None:
     os.replace(staging, target)
     if old is not None:
         shutil.rmtree(old, ignore_errors=True) if old.is_dir() else old.unlink()
+
+
+CORRUPT_PREFIX = "corrupt-"
+
+
+def set_aside(path: Path, what: str, error: BaseException, then: str) -> Path:
+    """Renames unreadable state `path` to `corrupt-<name>-<time>` beside it (kept for inspection, never
+    deleted silently) and says so in one warning line: `<what> <path> is unreadable (<error>); ... <then>`."""
+    path = Path(path)
+    aside = path.with_name(f"{CORRUPT_PREFIX}{path.name}-{int(time.time())}")
+    path.rename(aside)
+    reason = str(error).splitlines()[0][:200] if str(error) else ""
+    log.warning(
+        "%s %s is unreadable (%s: %s); set aside as %s, %s", what, path, type(error).__name__, reason, aside.name, then
+    )
+    return aside
 
 
 def write_text_atomic(path: Path, text: str) -> Path:

@@ -17,6 +17,7 @@ from pathlib import Path
 from typing import Any
 
 from pipeline.core.config import Config
+from pipeline.core.outputs import set_aside
 
 log = logging.getLogger(__name__)
 
@@ -72,7 +73,6 @@ def write_history(path: Path, rows: list[dict]) -> None:
 
 
 BACKUP_DIR = "backup"
-CORRUPT_PREFIX = "corrupt-"
 
 
 def training_backup(directory: Path, early_stopping, recorder):
@@ -116,16 +116,7 @@ def training_backup(directory: Path, early_stopping, recorder):
                     flat = [variable for variables in _state_variables(model).values() for variable in variables]
                     for variable, value in zip(flat, initial, strict=True):
                         variable.assign(value)
-                    aside = candidate.with_name(f"{CORRUPT_PREFIX}{candidate.name}-{int(time.time())}")
-                    candidate.rename(aside)
-                    reason = str(error).splitlines()[0][:200] if str(error) else ""
-                    log.warning(
-                        "training backup %s is unreadable (%s: %s); set aside as %s",
-                        candidate,
-                        type(error).__name__,
-                        reason,
-                        aside.name,
-                    )
+                    set_aside(candidate, "training backup", error, "trying an older one")
                     continue
                 log.info(
                     "resuming an interrupted training run after epoch %d (backup %s)",

@@ -25,10 +25,9 @@ from pathlib import Path
 from typing import Any
 
 from pipeline.core.config import Config, TuneConfig
-from pipeline.core.outputs import write_json_atomic, write_text_atomic
+from pipeline.core.outputs import set_aside, write_json_atomic, write_text_atomic
 from pipeline.core.runner import StageResult, run_stage
 from pipeline.ml import hyperparameters as hyperparameter_file
-from pipeline.ml.training import CORRUPT_PREFIX
 
 log = logging.getLogger(__name__)
 
@@ -215,16 +214,7 @@ def open_tuner(make: Callable, directory: Path):
     except (ValueError, KeyError, TypeError, OSError) as error:
         if not directory.exists():
             raise
-        aside = directory.with_name(f"{CORRUPT_PREFIX}{directory.name}-{int(time.time())}")
-        directory.rename(aside)
-        reason = str(error).splitlines()[0][:200] if str(error) else ""
-        log.warning(
-            "the search state in %s is unreadable (%s: %s); set aside as %s, starting the search over",
-            directory,
-            type(error).__name__,
-            reason,
-            aside,
-        )
+        set_aside(directory, "the search state in", error, "starting the search over")
         return make()
 
 

@@ -12,7 +12,8 @@ import pytest
 keras = pytest.importorskip("keras")
 tf = pytest.importorskip("tensorflow")
 
-from pipeline.ml.training import BACKUP_DIR, CORRUPT_PREFIX, train_model  # noqa: E402
+from pipeline.core.outputs import CORRUPT_PREFIX  # noqa: E402
+from pipeline.ml.training import BACKUP_DIR, train_model  # noqa: E402
 
 EPOCHS = 5
 
@@ -87,7 +88,7 @@ def test_a_backup_truncated_in_mid_write_is_set_aside_and_training_starts_over(t
         fit(tmp_path, interrupt_after=3)
     state = tmp_path / BACKUP_DIR / "epoch-0003" / "variables.npz"
     state.write_bytes(state.read_bytes()[:96])  # what a SIGKILL in mid-write leaves
-    with caplog.at_level(logging.WARNING, logger="pipeline.ml.training"):
+    with caplog.at_level(logging.WARNING, logger="pipeline"):
         model, rows, epochs_run = fit(tmp_path)
     assert epochs_run == EPOCHS
     assert_same_weights(model, uninterrupted[0])
