@@ -12,17 +12,10 @@ from pathlib import Path
 
 import numpy as np
 
+from pipeline.core.metrics import class_probabilities
 from pipeline.core.outputs import write_json_atomic
 
 log = logging.getLogger(__name__)
-
-
-def class_probabilities(outputs: np.ndarray) -> np.ndarray:
-    """(N, classes) probabilities from the model output; a sigmoid (N, 1) becomes two columns."""
-    outputs = np.asarray(outputs, dtype=np.float64)
-    if outputs.ndim == 2 and outputs.shape[1] == 1:
-        return np.hstack([1.0 - outputs, outputs])
-    return outputs
 
 
 def classification_metrics(labels: np.ndarray, probabilities: np.ndarray, classes: list[str]) -> tuple[dict, dict]:

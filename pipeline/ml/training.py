@@ -17,6 +17,7 @@ from pathlib import Path
 from typing import Any
 
 from pipeline.core.config import Config
+from pipeline.core.metrics import direction, higher_is_better
 from pipeline.core.outputs import set_aside
 
 log = logging.getLogger(__name__)
@@ -219,7 +220,7 @@ def train_model(
     import keras
 
     work_dir.mkdir(parents=True, exist_ok=True)
-    mode = "max" if "accuracy" in monitor else "min"
+    mode = direction(monitor)
     recorder = history_recorder(work_dir / HISTORY_FILE)
     stopping = keras.callbacks.EarlyStopping(monitor=monitor, mode=mode, patience=patience, restore_best_weights=True)
     backup = training_backup(work_dir / BACKUP_DIR, stopping, recorder)
@@ -246,7 +247,7 @@ def train_model(
 
 def summarise_history(rows: list[dict], monitor: str) -> dict[str, float]:
     """The best epoch by `monitor` and its metrics, as `best_<name>` values."""
-    pick = max if "accuracy" in monitor else min
+    pick = max if higher_is_better(monitor) else min
     best = pick(rows, key=lambda row: row[monitor])
     summary = {"epochs_run": len(rows), "best_epoch": int(best["epoch"])}
     summary.update({f"best_{key}": value for key, value in best.items() if key != "epoch"})

@@ -30,6 +30,7 @@ from pathlib import Path
 import numpy as np
 
 from pipeline.core.config import Config, MonitorConfig
+from pipeline.core.metrics import predicted_classes
 from pipeline.core.outputs import write_json_atomic, write_text_atomic
 from pipeline.core.runner import StageError, StageResult, run_stage
 from pipeline.data.sources import DataError
@@ -291,20 +292,13 @@ def compare(
         families["missing_values"] = {"rates": missing, "drifted": rates}
     if spec["task"] == "classification":
         classes = spec["classes"]
-        ref_predicted = _predicted_classes(reference_outputs)
-        new_predicted = _predicted_classes(current_outputs)
+        ref_predicted = predicted_classes(reference_outputs)
+        new_predicted = predicted_classes(current_outputs)
         test = category_test(np.array(classes)[ref_predicted], np.array(classes)[new_predicted])
     else:
         test = ks_test(reference_outputs.reshape(-1), current_outputs.reshape(-1))
     families["predictions"] = {"tests": {"predicted": test}, "drifted": flag({"predicted": test}, settings.p_value)}
     return report
-
-
-def _predicted_classes(outputs: np.ndarray) -> np.ndarray:
-    outputs = np.asarray(outputs)
-    if outputs.ndim == 2 and outputs.shape[1] > 1:
-        return outputs.argmax(axis=1)
-    return (outputs.reshape(-1) >= 0.5).astype(int)
 
 
 def feedback_check(labels, outputs: np.ndarray, spec: dict, holdout: dict, settings: MonitorConfig) -> dict:
@@ -506,7 +500,7 @@ def render_html(report: dict, samples: dict, spec: dict) -> str:
     if spec["task"] == "classification":
         classes = spec["classes"]
         shares = [
-            np.bincount(_predicted_classes(samples[key]), minlength=len(classes)) / len(samples[key])
+            np.bincount(predicted_classes(samples[key]), minlength=len(classes)) / len(samples[key])
             for key in ("reference_outputs", "current_outputs")
         ]
         figure, axis = plt.subplots(figsize=(max(5, len(classes) * 0.6), 3))

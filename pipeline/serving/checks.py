@@ -17,6 +17,7 @@ from pathlib import Path
 import numpy as np
 
 from pipeline.core.errors import StageError
+from pipeline.core.metrics import predicted_classes
 from pipeline.core.processes import background_server, free_port
 
 log = logging.getLogger(__name__)
@@ -57,7 +58,7 @@ def accuracy(outputs: np.ndarray, labels: np.ndarray, spec: dict) -> float | Non
     if spec["task"] != "classification":
         return None
     labels = labels.reshape(-1).astype(int)
-    predicted = (outputs.reshape(-1) > 0.5).astype(int) if outputs.shape[1] == 1 else outputs.argmax(axis=1)
+    predicted = predicted_classes(outputs)
     return float((predicted == labels).mean())
 
 

@@ -9,6 +9,7 @@ import numpy as np
 import pandas as pd
 
 from pipeline.core.errors import StageError
+from pipeline.core.metrics import class_probabilities, predicted_classes
 from pipeline.data.sources import IMAGE_EXTENSIONS, DataError, load_table
 from pipeline.serving.loading import load_served_model, resolve_model_dir
 
@@ -69,14 +70,12 @@ def predict(model_path: Path, input_path: Path, prepared_dir: Path = Path("data/
     outputs = run(inputs)
     if spec["task"] == "regression":
         return pd.DataFrame({"example": ids, "prediction": outputs.reshape(-1)})
-    if outputs.shape[1] == 1:
-        outputs = np.hstack([1.0 - outputs, outputs])
-    classes = spec["classes"]
+    classes, probabilities = spec["classes"], class_probabilities(outputs)
     return pd.DataFrame(
         {
             "example": ids,
-            "prediction": [classes[index] for index in outputs.argmax(axis=1)],
-            "probability": outputs.max(axis=1).round(6),
+            "prediction": [classes[index] for index in predicted_classes(outputs)],
+            "probability": probabilities.max(axis=1).round(6),
         }
     )
 

@@ -25,6 +25,7 @@ import tempfile
 from pathlib import Path
 
 from pipeline.core.config import Config, FinetuneConfig
+from pipeline.core.metrics import higher_is_better
 from pipeline.core.outputs import replace_directory, write_json_atomic
 from pipeline.core.runner import StageError, StageResult, format_metrics, run_stage
 from pipeline.data.preparation import SPEC_FILE
@@ -365,7 +366,7 @@ def run(config: Config) -> StageResult:
     results, key = evaluate_model(model, prepared, spec, reports, config.evaluate.roc_curve_points)
     baseline = test_metrics(scratch, prepared, spec)
     metric = "accuracy" if spec["task"] == "classification" else "rmse"
-    higher = metric == "accuracy"
+    higher = higher_is_better(metric)
     gain = (results[metric] - baseline[metric]) * (1 if higher else -1)
     comparison = {
         "base": settings.base,

@@ -18,12 +18,12 @@ import sys
 from pathlib import Path
 
 from pipeline.core.config import Config, GateConfig
+from pipeline.core.metrics import higher_is_better
 from pipeline.core.outputs import write_json_atomic
 from pipeline.core.runner import StageResult, run_stage
 
 log = logging.getLogger(__name__)
 
-HIGHER_IS_BETTER = {"accuracy", "precision", "recall", "f1", "roc_auc", "r2"}
 CHAMPION, CANDIDATE = "champion", "candidate"
 
 
@@ -35,7 +35,7 @@ def decide(candidate: dict, champion: dict | None, settings: GateConfig) -> dict
         if value is None:
             reasons.append(f"{name}: not measured for this task, threshold ignored")
             continue
-        higher = name in HIGHER_IS_BETTER
+        higher = higher_is_better(name)
         ok = value >= bar if higher else value <= bar
         passes &= ok
         reasons.append(f"{name} {value:.4f} {'>=' if higher else '<='} {bar}: {'passes' if ok else 'FAILS'}")
@@ -43,7 +43,7 @@ def decide(candidate: dict, champion: dict | None, settings: GateConfig) -> dict
     if champion is None:
         reasons.append("no champion yet: the thresholds decide")
     else:
-        higher = metric in HIGHER_IS_BETTER
+        higher = higher_is_better(metric)
         improvement = (candidate[metric] - champion[metric]) * (1 if higher else -1)
         beats = improvement >= settings.min_improvement - 1e-12
         blessed = passes and beats

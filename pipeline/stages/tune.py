@@ -25,6 +25,7 @@ from pathlib import Path
 from typing import Any
 
 from pipeline.core.config import Config, TuneConfig
+from pipeline.core.metrics import direction
 from pipeline.core.outputs import set_aside, write_json_atomic, write_text_atomic
 from pipeline.core.runner import StageResult, run_stage
 from pipeline.ml import hyperparameters as hyperparameter_file
@@ -99,8 +100,8 @@ def make_tuner(
 
     from pipeline.ml.training import epoch_logging_callback
 
-    direction = "max" if "accuracy" in settings.objective else "min"
-    objective = keras_tuner.Objective(settings.objective, direction=direction)
+    mode = direction(settings.objective)
+    objective = keras_tuner.Objective(settings.objective, direction=mode)
 
     class TrackedTrials:
         """Mixed into a Keras Tuner class: one nested MLflow run per trial, and the time budget."""
@@ -121,7 +122,7 @@ def make_tuner(
             callbacks = [
                 *kwargs.pop("callbacks", []),
                 keras.callbacks.EarlyStopping(
-                    monitor=settings.objective, mode=direction, patience=settings.early_stopping_patience
+                    monitor=settings.objective, mode=mode, patience=settings.early_stopping_patience
                 ),
                 epoch_logging_callback(),
             ]
@@ -135,7 +136,7 @@ def make_tuner(
                     trial, train, *args, validation_data=validation, callbacks=callbacks, **kwargs
                 )
                 histories = results if isinstance(results, list) else [results]
-                pick = max if direction == "max" else min
+                pick = max if mode == "max" else min
                 scores = [pick(history.history[settings.objective]) for history in histories]
                 epochs = sum(len(history.history[settings.objective]) for history in histories)
                 mlflow.log_metrics({"score": sum(scores) / len(scores), "epochs": epochs})

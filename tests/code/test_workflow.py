@@ -1,5 +1,5 @@
-"""The CI retraining workflow, checked offline: GitHub's workflow schema, zizmor's audit, and that
-it hands every step to the one script (so the same job runs locally)."""
+"""The CI workflows (retraining, and the tests on pull requests), checked offline: GitHub's workflow
+schema, zizmor's audit, and that each hands its work to the one script (so the same job runs locally)."""
 
 import shutil
 import subprocess
@@ -12,6 +12,7 @@ import yaml
 from tests.conftest import ROOT
 
 WORKFLOW = ROOT / ".github" / "workflows" / "retrain.yml"
+WORKFLOWS = sorted((ROOT / ".github" / "workflows").glob("*.yml"))
 
 
 def tool(name: str) -> str:
@@ -21,17 +22,19 @@ def tool(name: str) -> str:
     return found
 
 
-def test_the_workflow_matches_github_s_schema():
+@pytest.mark.parametrize("workflow", WORKFLOWS, ids=lambda path: path.name)
+def test_the_workflow_matches_github_s_schema(workflow):
     completed = subprocess.run(
-        [tool("check-jsonschema"), "--builtin-schema", "vendor.github-workflows", str(WORKFLOW)],
+        [tool("check-jsonschema"), "--builtin-schema", "vendor.github-workflows", str(workflow)],
         capture_output=True,
         text=True,
     )
     assert completed.returncode == 0, completed.stdout + completed.stderr
 
 
-def test_zizmor_finds_no_security_problem():
-    completed = subprocess.run([tool("zizmor"), "--offline", str(WORKFLOW)], capture_output=True, text=True)
+@pytest.mark.parametrize("workflow", WORKFLOWS, ids=lambda path: path.name)
+def test_zizmor_finds_no_security_problem(workflow):
+    completed = subprocess.run([tool("zizmor"), "--offline", str(workflow)], capture_output=True, text=True)
     assert completed.returncode == 0, completed.stdout + completed.stderr
 
 
@@ -58,3 +61,10 @@ def test_the_workflow_triggers_and_delegates_to_the_script():
     assert runs == [".ci/retrain"]
     script = (ROOT / ".ci" / "retrain").read_text()
     assert "exec pipeline retrain" in script and (ROOT / ".ci" / "retrain").stat().st_mode & 0o111
+
+
+def test_pull_requests_run_the_projects_ci_entry_point():
+    workflow = yaml.safe_load((ROOT / ".github" / "workflows" / "test.yml").read_text())
+    assert {"pull_request", "push"} <= set(workflow[True])
+    runs = [step["run"] for step in workflow["jobs"]["test"]["steps"] if "run" in step]
+    assert runs == ["bash .ci/run"]
