@@ -25,8 +25,6 @@ AUGMENTED = {"augment_flip": "horizontal", "augment_rotation": 0.1, "augment_tra
 def accuracy(directory: Path, per_class: int, seed: int, epochs: int, augmented: bool) -> float:
     from tests.e2e.test_zoo import run_stages, write_shapes
 
-    if directory.exists():
-        shutil.rmtree(directory)
     (directory / "data" / "user").mkdir(parents=True)
     shutil.copytree(ROOT / "expectations", directory / "expectations")
     os.chdir(directory)
@@ -64,8 +62,11 @@ def main() -> None:
     with tempfile.TemporaryDirectory(prefix="bench-augmentation-") as scratch:
         for per_class in args.per_class:
             for augmented in (False, True):
+                # a folder per run: MLflow keeps the SQLite store of a URI open for the whole process
+                folder = f"{per_class}-{'on' if augmented else 'off'}"
                 scores = [
-                    accuracy(Path(scratch) / "run", per_class, seed, args.epochs, augmented) for seed in args.seeds
+                    accuracy(Path(scratch) / f"{folder}-{seed}", per_class, seed, args.epochs, augmented)
+                    for seed in args.seeds
                 ]
                 label = "flip, rotation, translation, zoom" if augmented else "none"
                 listed = ", ".join(f"{score:.3f}" for score in scores)
