@@ -55,7 +55,7 @@ def main() -> None:
     curves = {}
     budgets = (("hyperband", 30, None), ("random", args.random_trials, None))
     if args.smoke:
-        budgets = (("hyperband", 2, 2), ("random", 2, 1))
+        budgets = (("hyperband", 1, 2), ("random", 1, 1))
     with tempfile.TemporaryDirectory(prefix="bench-tune-") as scratch:
         project = make_project(Path(scratch), "digits", SMOKE if args.smoke else None)
         for stage in ("ingest", "validate", "preprocess"):
