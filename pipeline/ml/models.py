@@ -176,6 +176,11 @@ class Augmentation(keras.layers.Layer):
         if contrast:
             self.steps.append(keras.layers.RandomContrast(contrast, value_range=(0, 255), seed=seed))
 
+    def build(self, input_shape):
+        for step in self.steps:  # shape-preserving: each sees the input's shape
+            step.build(input_shape)
+        self.built = True
+
     def call(self, inputs, training=None):
         if not training:
             return inputs
