@@ -152,8 +152,8 @@ def pipeline_run(config: Config, stage: str) -> Iterator[object]:
     import mlflow
 
     experiment = configure(config)
-    settle_orphaned_runs(experiment.experiment_id)
     key = run_key(config)
+    settle_orphaned_runs(experiment.experiment_id, resuming_key=key)
     tags = run_tags(config, key)
     existing = mlflow.search_runs(filter_string=f"tags.`{KEY_TAG}` = '{key}'", max_results=1, output_format="list")
     if existing:
@@ -185,12 +185,14 @@ def _process_alive(pid: int) -> bool:
     return True
 
 
-def settle_orphaned_runs(experiment_id: str) -> int:
+def settle_orphaned_runs(experiment_id: str, resuming_key: str | None = None) -> int:
     """Marks KILLED the runs of the current experiment left RUNNING by a stage process of this machine
     that no longer exists (killed, or the machine restarted), with their nested runs (search trials),
     so that the MLflow UI never shows a run as running forever. Returns how many runs were settled.
 
-    Runs opened on other machines are left alone: only their owner can tell whether they still run."""
+    Runs opened on other machines are left alone: only their owner can tell whether they still run. The
+    nested runs of the run this execution reopens (`resuming_key`) are left to the resumed search too: it
+    settles each trial from its oracle (FINISHED if the oracle recorded it, KILLED if it runs again)."""
     import mlflow
 
     client = mlflow.tracking.MlflowClient()
@@ -201,10 +203,12 @@ def settle_orphaned_runs(experiment_id: str) -> int:
         owner_host, _, pid = run.data.tags.get(OWNER_TAG, "").rpartition(":")
         if owner_host != host or not pid.isdigit() or _process_alive(int(pid)):
             continue
-        children = client.search_runs(
-            [experiment_id],
-            filter_string=f"tags.mlflow.parentRunId = '{run.info.run_id}' and attributes.status = 'RUNNING'",
-        )
+        children = []
+        if run.data.tags.get(KEY_TAG) != resuming_key:
+            children = client.search_runs(
+                [experiment_id],
+                filter_string=f"tags.mlflow.parentRunId = '{run.info.run_id}' and attributes.status = 'RUNNING'",
+            )
         for child in [*children, run]:
             for name, value in child.data.tags.items():
                 if name.startswith("pipeline.stage.") and value == "running":

@@ -104,3 +104,30 @@ def test_a_run_held_by_a_live_process_is_left_alone(config, own_store):
     finally:
         stage_process.kill()
         stage_process.wait()
+
+
+@pytest.mark.parametrize("resumed", [True, False])
+def test_the_trials_of_a_search_that_resumes_are_left_to_it_and_others_are_settled(config, own_store, resumed):
+    """A killed search's trial run may belong to a trial its oracle had already recorded: the resumed search
+    marks it FINISHED. Marking it KILLED first (it raced in CI) would lose that; an abandoned run's trials
+    are settled with it."""
+    import subprocess
+    import sys
+
+    import mlflow
+
+    gone = subprocess.Popen([sys.executable, "-c", "pass"])
+    gone.wait()
+    experiment = tracking.configure(config)
+    parent = mlflow.start_run(
+        tags={tracking.KEY_TAG: "k1", tracking.OWNER_TAG: f"{tracking.socket.gethostname()}:{gone.pid}"}
+    )
+    child = mlflow.start_run(nested=True)
+    child_id, parent_id = child.info.run_id, parent.info.run_id
+    mlflow.end_run("RUNNING")  # leaves both open in the store, as a SIGKILL would
+    mlflow.end_run("RUNNING")
+    settled = tracking.settle_orphaned_runs(experiment.experiment_id, resuming_key="k1" if resumed else "k2")
+    client = mlflow.tracking.MlflowClient()
+    assert client.get_run(parent_id).info.status == "KILLED"
+    assert client.get_run(child_id).info.status == ("RUNNING" if resumed else "KILLED")
+    assert settled == (1 if resumed else 2)
