@@ -5,7 +5,7 @@ BIN := $(VENV)/bin
 export DVC_NO_ANALYTICS := 1
 export MLFLOW_DISABLE_TELEMETRY := true
 
-.PHONY: install repro test test-fast lint bench clean
+.PHONY: install repro test test-fast lint bench screenshots clean
 
 install: $(VENV)/.installed
 
@@ -30,6 +30,10 @@ lint: install
 
 bench: install  ## every benchmark (an hour or more); results go to docs/benchmarks.md by hand
 	set -e; for script in bench/bench_*.py; do echo "== $$script"; PATH="$(CURDIR)/$(BIN):$$PATH" $(BIN)/python $$script; done
+
+screenshots: install  ## the README's pictures of the MLflow UI: three queued variants, seen in headless Chromium
+	PATH="$(CURDIR)/$(BIN):$$PATH" MLFLOW_UI_SCREENSHOTS="$(CURDIR)/docs/figures" $(BIN)/python -m pytest \
+		tests/e2e/test_experiments.py -k browser
 
 clean:
 	rm -rf data/ingested data/validated data/prepared data/finetune models reports .pipeline mlflow.db mlruns

@@ -99,6 +99,14 @@ def build_parser() -> argparse.ArgumentParser:
     retrain.add_argument("--summary", help="also write the Markdown report here (e.g. $GITHUB_STEP_SUMMARY)")
     retrain.add_argument("--force", action="store_true", help="retrain even if nothing calls for it")
 
+    ui = commands.add_parser(
+        "ui", help="the MLflow UI on the project's store, with links to the runs table and the compare view"
+    )
+    ui.add_argument("--params", default="params.yaml", help="the params file (default: params.yaml)")
+    ui.add_argument("--host", default="127.0.0.1", help="the address to listen on (default: 127.0.0.1)")
+    ui.add_argument("--port", type=int, default=5000, help="the port (default: 5000)")
+    ui.add_argument("--compare", type=int, default=3, help="how many of the newest runs the compare link shows")
+
     predict = commands.add_parser("predict", help="print predictions of an exported model for a CSV or image folder")
     predict.add_argument(
         "--model",
@@ -153,6 +161,8 @@ def main(argv: list[str] | None = None) -> int:
         from pipeline.ops import retrain
 
         return retrain.command(args.params, args.data, args.base_rev, args.summary, args.force)
+    if args.command == "ui":
+        return _ui_command(args)
     if args.command == "check-config":
         from pipeline.core.config import ConfigError, load_config
 
@@ -185,6 +195,20 @@ def _validate_command(args: argparse.Namespace) -> int:
         return 2
     print(f"wrote {written}: review every bound, then commit it")
     return 0
+
+
+def _ui_command(args: argparse.Namespace) -> int:
+    from pipeline.core import tracking
+    from pipeline.core.config import load_config
+    from pipeline.core.runner import user_errors
+
+    try:
+        return tracking.ui(load_config(args.params), args.host, args.port, args.compare)
+    except user_errors() as error:
+        print(f"pipeline ui: error: {error}", file=sys.stderr)
+        return 2
+    except KeyboardInterrupt:
+        return 0
 
 
 def _serve_command(args: argparse.Namespace) -> int:

@@ -459,6 +459,12 @@ class ServeConfig:
 class TrackingConfig:
     uri: str = "sqlite:///mlflow.db"
     experiment: str = "keras-pipeline"
+    system_metrics_interval_s: Optional[float] = 5.0
+
+    def _validate(self, section: str) -> None:
+        interval = self.system_metrics_interval_s
+        if interval is not None and interval <= 0:
+            _fail(f"{section}.system_metrics_interval_s", interval, "a positive number of seconds, or null (off)")
 
     @property
     def resolved_uri(self) -> str:

@@ -163,12 +163,35 @@ def pipeline_run(config: Config, stage: str) -> Iterator[object]:
     else:
         name = os.environ.get("DVC_EXP_NAME") or f"{config.data.source}-{config.model_family}-{key[:6]}"
         context = mlflow.start_run(run_name=name, tags={**tags, "mlflow.note.content": describe(config, key)})
-    with context as run:
+    with context as run, system_metrics(run.info.run_id, stage, config.tracking.system_metrics_interval_s):
         mlflow.set_tags(tags)  # a reopened run gets this execution's commit and experiment name
         mlflow.log_params({name: _param_value(value) for name, value in config.to_flat_dict().items()})
         mlflow.set_tags({f"pipeline.stage.{stage}": "running", OWNER_TAG: owner()})
         yield run
         mlflow.set_tag(f"pipeline.stage.{stage}", "done")
+
+
+# The stages whose resource use is worth a look: the search and the two that train.
+SYSTEM_METRICS_STAGES = ("tune", "train", "finetune")
+
+
+@contextlib.contextmanager
+def system_metrics(run_id: str, stage: str, interval_s: float | None) -> Iterator[None]:
+    """MLflow's own system metrics (CPU, memory, disk, network; GPU where `pynvml` finds one) sampled
+    every `interval_s` seconds while a long stage runs, as `system/<stage>/...` (the run's System
+    metrics tab). The stage name keeps the series of the stage processes that share a run apart;
+    steps continue where an earlier (interrupted) attempt stopped."""
+    if interval_s is None or stage not in SYSTEM_METRICS_STAGES:
+        yield
+        return
+    from mlflow.system_metrics.system_metrics_monitor import SystemMetricsMonitor
+
+    monitor = SystemMetricsMonitor(run_id, sampling_interval=interval_s, node_id=stage, resume_logging=True)
+    monitor.start()
+    try:
+        yield
+    finally:
+        monitor.finish()
 
 
 def owner() -> str:
@@ -300,3 +323,55 @@ def dataset_schema(spec: dict):
         return Schema([TensorSpec(np.dtype("float32"), shape, name=image.get("name", "image"))])
     types = {"numeric": "double"}
     return Schema([ColSpec(types.get(feature["type"], "string"), feature["column"]) for feature in spec["features"]])
+
+
+# MLflow 3.17's UI shows every experiment in its GenAI mode unless the address (or the user's toggle,
+# kept in the browser) says otherwise: the experiment's `mlflow.experimentKind` tag no longer decides it.
+MODEL_TRAINING_VIEW = "workflowType=machine_learning"
+
+
+def ui_links(base_url: str, experiment_id: str, run_ids: list[str]) -> dict[str, str]:
+    """Addresses in the MLflow UI that open on what a user compares: the experiment's runs table, the
+    newest run's page and the compare view of `run_ids` (two or more), all in the model-training view."""
+    from urllib.parse import quote
+
+    base = base_url.rstrip("/")
+    links = {"runs": f"{base}/#/experiments/{experiment_id}/runs?{MODEL_TRAINING_VIEW}"}
+    if run_ids:
+        links["newest run"] = f"{base}/#/experiments/{experiment_id}/runs/{run_ids[0]}?{MODEL_TRAINING_VIEW}"
+    if len(run_ids) >= 2:
+        runs, experiments = quote(json.dumps(run_ids)), quote(json.dumps([experiment_id]))
+        links["compare"] = f"{base}/#/compare-runs?runs={runs}&experiments={experiments}&{MODEL_TRAINING_VIEW}"
+    return links
+
+
+def newest_pipeline_runs(experiment_id: str, count: int) -> list[str]:
+    """The ids of the newest `count` pipeline runs (not search trials) of an experiment, newest first."""
+    import mlflow
+
+    runs = mlflow.tracking.MlflowClient().search_runs(
+        [experiment_id], filter_string=f"tags.`{KEY_TAG}` != ''", order_by=["attributes.start_time DESC"]
+    )
+    return [run.info.run_id for run in runs if "mlflow.parentRunId" not in run.data.tags][:count]
+
+
+def ui(config: Config, host: str, port: int, compare: int) -> int:
+    """`pipeline ui`: prints the addresses of the runs table and the compare view of the newest runs, then
+    serves the project's store with `mlflow ui` (a tracking server's URI: only the addresses)."""
+    from pipeline.core.errors import ConfigError
+    from pipeline.core.runner import tool
+
+    uri = config.tracking.resolved_uri
+    local = uri.startswith("sqlite:///")
+    if local and not Path(uri.removeprefix("sqlite:///").partition("?")[0]).is_file():
+        raise ConfigError(f"no MLflow store at {uri} yet: run the pipeline first (`dvc repro`)")
+    experiment = configure(config)
+    base = f"http://{host}:{port}" if local else uri
+    links = ui_links(base, experiment.experiment_id, newest_pipeline_runs(experiment.experiment_id, compare))
+    for name, link in links.items():
+        print(f"{name}: {link}", flush=True)
+    if not local:
+        return 0
+    command = [tool("mlflow"), "ui", "--backend-store-uri", uri, "--host", host, "--port", str(port)]
+    print(f"serving {uri} (Ctrl-C stops it)", flush=True)
+    return subprocess.call(command)

@@ -10,6 +10,7 @@ from tests.conftest import ROOT
 
 # README command (its start) -> the test that runs it ("file::test"), "ci: ..." or "not here: why"
 SERVER_TEST = "tests/e2e/test_tracking_server.py::test_stages_log_to_an_mlflow_server_and_mlflow_ui_shows_the_run"
+UI_TEST = "tests/e2e/test_experiments.py::test_the_mlflow_ui_in_a_browser_shows_the_queued_variants_side_by_side"
 PROFILE_TEST = "tests/code/test_stages.py::test_profile_writes_a_suite_that_the_same_data_passes"
 WORKERS_TEST = "tests/e2e/test_multiworker.py::test_the_train_stage_on_two_workers_matches_one_worker"
 COVERED = {
@@ -21,6 +22,8 @@ COVERED = {
     "source .venv/bin/activate": "not here: shell set-up",
     "$EDITOR": "not here: the user edits the suite",
     "mlflow ui": SERVER_TEST,
+    "pipeline ui": UI_TEST,
+    "make screenshots": f"{UI_TEST} (the same test, keeping its pictures in docs/figures)",
     "mlflow server": SERVER_TEST,
     "MLFLOW_TRACKING_URI=http://127.0.0.1:5000 dvc repro": SERVER_TEST,
     "dvc exp run -S tune.enabled=false -S train.learning_rate": (

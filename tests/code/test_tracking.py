@@ -131,3 +131,23 @@ def test_the_trials_of_a_search_that_resumes_are_left_to_it_and_others_are_settl
     assert client.get_run(parent_id).info.status == "KILLED"
     assert client.get_run(child_id).info.status == ("RUNNING" if resumed else "KILLED")
     assert settled == (1 if resumed else 2)
+
+
+def test_long_stages_log_system_metrics_under_their_own_name(config, own_store):
+    import time
+
+    import mlflow
+
+    sampled = dataclasses.replace(config, tracking=dataclasses.replace(config.tracking, system_metrics_interval_s=0.2))
+    with tracking.pipeline_run(sampled, "train"):
+        time.sleep(1.5)
+    with tracking.pipeline_run(sampled, "evaluate"):  # short stages are not sampled
+        time.sleep(0.5)
+    (only,) = mlflow.search_runs(experiment_names=[config.tracking.experiment], output_format="list")
+    system = {name for name in only.data.metrics if name.startswith("system/")}
+    assert {"system/train/cpu_utilization_percentage", "system/train/system_memory_usage_megabytes"} <= system
+    assert all(name.startswith("system/train/") for name in system), system
+    history = mlflow.tracking.MlflowClient().get_metric_history(
+        only.info.run_id, "system/train/cpu_utilization_percentage"
+    )
+    assert len(history) >= 3 and [point.step for point in history] == list(range(len(history)))

@@ -1,45 +1,65 @@
 """DVC's ways of running experiments all log into the project's MLflow store: three variants queued
-and run two at a time in temporary copies of the workspace (which DVC deletes afterwards)."""
+and run two at a time in temporary copies of the workspace (which DVC deletes afterwards); then the
+MLflow UI over that store, in a real browser, shows them side by side."""
 
 from __future__ import annotations
 
 import json
+import os
+import shutil
 import sqlite3
+import sys
 import time
 from pathlib import Path
 
 import pytest
 
+from pipeline.core.processes import background_server, free_port
 from tests.conftest import make_dvc_project, run
 
 pytestmark = pytest.mark.e2e
 
 RATES = ("0.01", "0.003", "0.001")
+# Debian's chromium (.ci/run installs it), or the browser named by CHROMIUM_PATH.
+CHROMIUM = os.environ.get("CHROMIUM_PATH") or shutil.which("chromium") or "/usr/bin/chromium"
 
 
-def test_three_queued_variants_run_two_at_a_time_land_in_the_projects_store(tmp_path):
-    project = make_dvc_project(tmp_path, {"train": {"epochs": 2}})
+@pytest.fixture(scope="module")
+def queued_project(tmp_path_factory) -> Path:
+    project = make_dvc_project(tmp_path_factory.mktemp("queued"), {"train": {"epochs": 2}})
     for rate in RATES:
         run(["dvc", "exp", "run", "--queue", "-S", f"train.learning_rate={rate}"], project)
     started = time.monotonic()
     run(["dvc", "exp", "run", "--run-all", "--jobs", "2"], project, timeout=1200)
     print(f"3 queued experiments, 2 at a time: {time.monotonic() - started:.0f} s")
+    return project
+
+
+def pipeline_runs(project: Path) -> list:
+    import mlflow
+
+    mlflow.set_tracking_uri(f"sqlite:///{project / 'mlflow.db'}")
+    return [
+        found
+        for found in mlflow.search_runs(experiment_names=["keras-pipeline"], output_format="list")
+        if "mlflow.parentRunId" not in found.data.tags
+    ]
+
+
+def test_three_queued_variants_run_two_at_a_time_land_in_the_projects_store(queued_project):
+    project = queued_project
     status = run(["dvc", "queue", "status"], project).stdout
     assert status.count("Success") == 3, status
 
     import mlflow
 
-    mlflow.set_tracking_uri(f"sqlite:///{project / 'mlflow.db'}")
-    runs = [
-        found
-        for found in mlflow.search_runs(experiment_names=["keras-pipeline"], output_format="list")
-        if "mlflow.parentRunId" not in found.data.tags
-    ]
+    runs = pipeline_runs(project)
     assert sorted(found.data.params["train.learning_rate"] for found in runs) == sorted(RATES)
     assert all(found.info.status == "FINISHED" and "test_accuracy" in found.data.metrics for found in runs)
     assert len({found.data.tags["dvc.experiment"] for found in runs}) == 3  # named after DVC's experiments
     assert all(len(found.inputs.dataset_inputs) == 3 for found in runs)
     assert all(found.info.artifact_uri.startswith((project / "mlruns").as_uri()) for found in runs)
+    assert all("system/train/cpu_utilization_percentage" in found.data.metrics for found in runs)
     versions = mlflow.tracking.MlflowClient().search_model_versions("name = 'digits'")
     assert len(versions) == 3, "each queued run registered its model in the project's registry"
     for found in runs:  # the artifacts outlive DVC's temporary copies
@@ -54,3 +74,72 @@ def test_three_queued_variants_run_two_at_a_time_land_in_the_projects_store(tmp_
     assert len([line for line in table[1:] if line.strip()]) >= 4  # the workspace and the three experiments
     metrics = json.loads(run(["dvc", "metrics", "show", "--json"], project).stdout)
     assert len(json.dumps(metrics)) < 4000, "only the numbers people compare are DVC metrics"
+
+
+def test_the_mlflow_ui_in_a_browser_shows_the_queued_variants_side_by_side(queued_project):
+    """`pipeline ui` prints the addresses and serves the store; headless Chromium opens them as a user
+    would and must see the three runs with their data, then their differing params and test accuracy.
+    With MLFLOW_UI_SCREENSHOTS=DIR (`make screenshots`), the pictures are kept there for the README."""
+    if not Path(CHROMIUM).exists():
+        if os.environ.get("CI"):
+            pytest.fail(f"{CHROMIUM} is missing: .ci/run installs Debian's chromium (or set CHROMIUM_PATH)")
+        pytest.skip(f"{CHROMIUM} is missing (apt-get install chromium, or set CHROMIUM_PATH)")
+    playwright = pytest.importorskip("playwright.sync_api")
+    project = queued_project
+    runs = pipeline_runs(project)
+    names = sorted(found.info.run_name for found in runs)
+    port = free_port()
+    command = [sys.executable, "-m", "pipeline", "ui", "--port", str(port), "--compare", "3"]
+    shots = Path(os.environ.get("MLFLOW_UI_SCREENSHOTS") or project / "screenshots")
+    shots.mkdir(parents=True, exist_ok=True)
+    with background_server(command, f"http://127.0.0.1:{port}", cwd=project) as server:
+        printed = [server.stdout.readline() for _ in range(4)]  # runs, newest run, compare, serving
+        links = dict(line.strip().split(": ", 1) for line in printed if line.startswith(("runs:", "compare:")))
+        with playwright.sync_playwright() as driver:
+            browser = driver.chromium.launch(executable_path=CHROMIUM, args=CHROMIUM_FLAGS)
+            page = browser.new_page(viewport={"width": 1440, "height": 900})
+
+            page.goto(links["runs"])
+            for name in names:
+                page.get_by_text(name, exact=True).first.wait_for(timeout=60_000)
+            body = page.inner_text("body")
+            assert "GenAI" not in page.url and "Token Usage" not in body, "the UI opened in its GenAI view"
+            assert f"{len(runs)} matching runs" in body, body[:2000]
+            assert body.count("digits-train") >= len(runs), "each run lists its training data"
+            close_assistant(page)
+            page.screenshot(path=shots / "mlflow_runs.png")
+
+            page.goto(links["compare"])
+            page.get_by_text(f"Comparing {len(runs)} Runs").wait_for(timeout=60_000)
+            page.get_by_text("test_accuracy").first.wait_for(timeout=60_000)
+            body = page.inner_text("body")
+            for name in names:
+                assert name in body
+            for found in runs:  # each run's own learning rate and holdout accuracy, side by side
+                assert f"{float(found.data.params['train.learning_rate']):g}" in body
+            assert "train.learning_rate" in body and "test_accuracy" in body
+            close_assistant(page)
+            page.screenshot(path=shots / "mlflow_compare.png", full_page=False)
+            browser.close()
+    for picture in ("mlflow_runs.png", "mlflow_compare.png"):
+        assert (shots / picture).stat().st_size > 20_000, f"{picture}: an empty page?"
+
+
+# Root in a container, no GPU, and a closed network: without these Chromium stalls on background requests.
+CHROMIUM_FLAGS = [
+    "--no-sandbox",
+    "--disable-gpu",
+    "--disable-quic",
+    "--no-first-run",
+    "--disable-background-networking",
+    "--disable-component-update",
+    "--disable-sync",
+]
+
+
+def close_assistant(page) -> None:
+    """MLflow 3.17 opens an assistant panel beside every page; a user closes it to see the table."""
+    button = page.locator("button[aria-label*='lose']").last
+    if button.count():
+        button.click()
+        page.wait_for_timeout(500)
