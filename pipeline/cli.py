@@ -189,10 +189,12 @@ def _validate_command(args: argparse.Namespace) -> int:
     from pipeline.core.runner import user_errors
 
     try:
-        written = validation.profile(load_config(args.params), args.output, force=args.force)
+        written, notes = validation.profile(load_config(args.params), args.output, force=args.force)
     except user_errors() as error:
         print(f"pipeline validate: error: {error}", file=sys.stderr)
         return 2
+    for note in notes:
+        print(f"note: {note}")
     print(f"wrote {written}: review every bound, then commit it")
     return 0
 

@@ -83,10 +83,15 @@ class DataConfig:
     task: Optional[Literal["classification", "regression"]] = None
     image_size: Optional[list[int]] = None
     color_mode: Literal["grayscale", "rgb"] = "grayscale"
+    drop_columns: list[str] = dataclasses.field(default_factory=list)
 
     def _validate(self, section: str) -> None:
         if self.image_size is not None and (len(self.image_size) != 2 or any(side < 1 for side in self.image_size)):
             _fail(f"{section}.image_size", self.image_size, "null or [height, width] with positive sides")
+        if self.drop_columns and self.kind == "image":
+            _fail(f"{section}.drop_columns", self.drop_columns, "[] for image data (columns are a table's)")
+        if self.label_column in self.drop_columns:
+            _fail(f"{section}.drop_columns", self.drop_columns, f"columns other than the label {self.label_column!r}")
         if self.source in ("csv", "parquet") and not self.label:
             _fail(f"{section}.label", self.label, f"the name of the target column of your {self.source} file")
         if self.source in IMAGE_SOURCES and self.task == "regression":

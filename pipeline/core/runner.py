@@ -82,12 +82,6 @@ def run_stage(
     return result
 
 
-def tool(name: str) -> str:
-    """A command installed beside this interpreter (the project's .venv/bin), else found on PATH."""
-    candidate = Path(sys.executable).parent / name
-    return str(candidate) if candidate.exists() else name
-
-
 def format_metrics(metrics: dict[str, float], keys: Optional[list[str]] = None) -> str:
     keys = keys or list(metrics)
     return ", ".join(f"{key}={metrics[key]:.4f}" for key in keys if key in metrics)

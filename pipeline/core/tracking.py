@@ -359,7 +359,7 @@ def ui(config: Config, host: str, port: int, compare: int) -> int:
     """`pipeline ui`: prints the addresses of the runs table and the compare view of the newest runs, then
     serves the project's store with `mlflow ui` (a tracking server's URI: only the addresses)."""
     from pipeline.core.errors import ConfigError
-    from pipeline.core.runner import tool
+    from pipeline.core.processes import tool
 
     uri = config.tracking.resolved_uri
     local = uri.startswith("sqlite:///")

@@ -11,6 +11,9 @@ import hashlib
 import keyword
 import re
 import unicodedata
+import warnings
+
+import pandas as pd
 
 from pipeline.core.errors import DataError
 
@@ -43,3 +46,44 @@ def input_names(columns: list) -> dict[str, str]:
             )
         names[str(column)], owners[name] = name, str(column)
     return names
+
+
+def suspicious_columns(table: pd.DataFrame, label: str, min_values: int = 20) -> dict[str, str]:
+    """{column: why} for columns a model learns nothing lasting from, which a profile should point out:
+    dates and times (every future value is new), identifiers (every value differs) and text with more
+    distinct values than categories usually have. Judged on columns with at least `min_values` values."""
+    found = {}
+    for column in table.columns:
+        values = table[column].dropna()
+        if column == label or len(values) < min_values:
+            continue
+        text = pd.api.types.is_string_dtype(values) or values.dtype == object
+        distinct = values.nunique()
+        if text and _mostly_dates(values):
+            found[str(column)] = "holds dates or times"
+        elif distinct == len(values) and (text or _dense_integers(values) or IDENTIFIER.search(str(column))):
+            found[str(column)] = f"looks like an identifier (all {len(values)} values differ)"
+        elif text and distinct > max(50, len(values) // 2):
+            found[str(column)] = f"has {distinct} distinct texts in {len(values)} rows (free text or an identifier?)"
+    return found
+
+
+IDENTIFIER = re.compile(r"(^|[^a-z])(id|uuid|guid|key)$", re.IGNORECASE)
+
+
+def _dense_integers(values: pd.Series) -> bool:
+    """Whole numbers filling most of their range (1, 2, 3, ...): row numbers, not measurements."""
+    if not pd.api.types.is_integer_dtype(values):
+        return False
+    return bool(values.max() - values.min() + 1 <= 2 * len(values))
+
+
+def _mostly_dates(values: pd.Series, sample: int = 200) -> bool:
+    """At least 90 % of (a sample of) the texts parse as dates or times, and they are not plain numbers."""
+    texts = values.astype(str).head(sample)
+    if pd.to_numeric(texts, errors="coerce").notna().mean() > 0.5:
+        return False
+    with warnings.catch_warnings():  # "could not infer format": expected for mixed formats
+        warnings.simplefilter("ignore")
+        parsed = pd.to_datetime(texts, errors="coerce", format="mixed")
+    return bool(parsed.notna().mean() >= 0.9)

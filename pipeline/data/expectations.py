@@ -122,6 +122,24 @@ def save_suite(suite: Suite, path: Path, header: str) -> Path:
     return write_text_atomic(path, comment + text)
 
 
+def without_columns(suite: Suite, columns: list[str]) -> Suite:
+    """The suite with nothing to say about `columns` (`data.drop_columns`): their own expectations go,
+    and they leave the column sets and lists of the others, so a suite profiled before a column was
+    dropped still judges the rest."""
+    if not columns:
+        return suite
+    dropped, kept = set(columns), []
+    for item in suite.expectations:
+        if item.get("column") in dropped:
+            continue
+        item = dict(item)
+        for key in ("column_set", "column_list"):
+            if key in item:
+                item[key] = [column for column in item[key] if column not in dropped]
+        kept.append(item)
+    return dataclasses.replace(suite, expectations=kept)
+
+
 def to_gx_suite(suite: Suite, name: str, extra_columns: str = "error"):
     """The Great Expectations `ExpectationSuite` for `suite`.
 

@@ -109,6 +109,7 @@ def ingest(data: DataConfig, output_dir: Path, final_dir: Path | None = None, fe
             format=file_format,
             file=target.name,
             fingerprint=sources.fingerprint_files([str(target)]),
+            dropped_columns=list(data.drop_columns),  # read past by every stage; the snapshot stays as it was
         )
     if batches:
         description["feedback_batches"] = [batch.name for batch in batches]
@@ -133,10 +134,11 @@ def load_source(ingested_dir: Path) -> tuple[dict, Path]:
 
 
 def read_ingested(description: dict, path: Path) -> pd.DataFrame:
-    """The ingested table (parsed), or the image manifest (path, label)."""
+    """The ingested table (parsed, without `data.drop_columns`), or the image manifest (path, label)."""
     if description["kind"] == "image":
         return pd.read_parquet(path)
-    return sources.load_table(path, description["format"])
+    table = sources.load_table(path, description["format"])
+    return sources.drop_columns(table, description.get("dropped_columns", []))
 
 
 def snapshot(config: Config) -> StageResult:

@@ -245,6 +245,7 @@ def preprocess(
         if train_per_class is not None and task == "classification":
             indices["train"] = limit_per_class(indices["train"], labels, train_per_class, seed)
         spec["features"] = table_statistics(features.iloc[indices["train"]], feature_specs)
+        spec["dropped_columns"] = description.get("dropped_columns", [])  # requests may carry them: ignored
         columns = {name: features[name].to_numpy() for name in features.columns}
     if task == "regression":
         train_labels = labels[indices["train"]]

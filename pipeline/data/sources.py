@@ -87,7 +87,51 @@ def load_table(path: Path, file_format: str) -> pd.DataFrame:
         raise DataError(f"{path}: no data rows (only a header?); add examples to the file.")
     if file_format == "csv":
         check_csv_field_counts(path)
+    return with_text_column_names(table, path)
+
+
+def with_text_column_names(table: pd.DataFrame, path: Path) -> pd.DataFrame:
+    """The table with its column names as text: pandas gives a Parquet file written from a frame with
+    integer column names (0, 1, 2) its integers back, and settings (`data.label: "2"`), suites and
+    requests name columns by text.
+
+    Raises:
+        DataError: if two names become the same text (the integer 1 and the text "1").
+    """
+    names = [str(column) for column in table.columns]
+    repeated = sorted({name for name in names if names.count(name) > 1})
+    if repeated:
+        raise DataError(f"{path}: two columns are both named {repeated[0]!r}; rename one of them.")
+    if list(table.columns) != names:
+        table = table.set_axis(names, axis="columns")
     return table
+
+
+def drop_columns(table: pd.DataFrame, columns: list[str]) -> pd.DataFrame:
+    """The table without those of `columns` it has (`data.drop_columns`: identifiers, timestamps, free
+    text); a feedback batch or a request may lack them. The validate stage checks that the training
+    data has every one (`check_drop_columns`), so a misspelt name is caught once, where it matters."""
+    present = [column for column in columns if column in table.columns]
+    return table.drop(columns=present) if present else table
+
+
+def check_drop_columns(columns: list[str], header: list[str], path: Path) -> None:
+    """Raises DataError if `data.drop_columns` names a column that the table's header lacks."""
+    missing = [column for column in columns if column not in header]
+    if missing:
+        raise DataError(
+            f"{path}: data.drop_columns names {missing[0]!r}, which is not a column of this table;"
+            f" its columns are {header}."
+        )
+
+
+def table_header(path: Path, file_format: str) -> list[str]:
+    """The column names of a CSV or Parquet file, as text, without reading its rows."""
+    if file_format == "parquet":
+        import pyarrow.parquet as parquet
+
+        return [str(name) for name in parquet.read_schema(path).names if not str(name).startswith("__index_level_")]
+    return [str(name) for name in pd.read_csv(path, nrows=0).columns]
 
 
 def check_csv_field_counts(path: Path) -> None:

@@ -31,7 +31,7 @@ from pipeline.core.outputs import replace_directory, write_json_atomic
 from pipeline.core.progress import progress
 from pipeline.core.runner import StageResult
 from pipeline.data import expectations, sources
-from pipeline.data.columns import input_names
+from pipeline.data.columns import input_names, suspicious_columns
 from pipeline.data.ingestion import load_source, read_ingested
 from pipeline.data.sources import DataError
 
@@ -211,8 +211,10 @@ WHOLE_TABLE = (
 )
 
 
-def table_chunks(path: Path, file_format: str, chunk_rows: int) -> Iterator[pd.DataFrame]:
-    """The table in chunks of `chunk_rows` rows, each indexed by its file line numbers."""
+def table_chunks(
+    path: Path, file_format: str, chunk_rows: int, drop: list[str] | None = None
+) -> Iterator[pd.DataFrame]:
+    """The table in chunks of `chunk_rows` rows, each indexed by its file line numbers, without `drop`."""
     path = Path(path)
     if path.stat().st_size == 0:
         raise DataError(f"{path}: the file is empty; expected a {file_format} file with a header row and data rows.")
@@ -226,6 +228,7 @@ def table_chunks(path: Path, file_format: str, chunk_rows: int) -> Iterator[pd.D
     first_line = 2
     try:
         for chunk in chunks:
+            chunk = sources.drop_columns(sources.with_text_column_names(chunk, path), drop or [])
             chunk.index = pd.Index(np.arange(len(chunk)) + first_line, name="line")
             first_line += len(chunk)
             yield chunk
@@ -320,7 +323,8 @@ def validate_in_chunks(
     label = description["label"]
     summaries, narrow, writer = [], [], None
     try:
-        for chunk in progress(table_chunks(path, description["format"], chunk_rows), "validating chunks"):
+        chunks = table_chunks(path, description["format"], chunk_rows, description.get("dropped_columns"))
+        for chunk in progress(chunks, "validating chunks"):
             summaries.append(run_suite(chunk, per_chunk, extra_columns, max_examples))
             narrow.append(
                 pd.DataFrame(
@@ -394,6 +398,8 @@ def validated_description(description: dict, frame: pd.DataFrame, suite: expecta
     label = description["label"]
     result = {key: description[key] for key in ("source", "kind", "task", "label", "fingerprint")}
     result["num_examples"] = int(len(frame))
+    if description["kind"] == "table":
+        result["dropped_columns"] = description.get("dropped_columns", [])
     if description["task"] == "classification":
         observed = sorted(str(value) for value in frame[label].dropna().unique())
         result["classes"] = suite.classes if suite.classes and set(observed) <= set(suite.classes) else observed
@@ -430,7 +436,10 @@ def validate_configured(config: Config) -> StageResult:
     """The validate stage's work: the ingested snapshot checked against its suite, written to `paths.validated`."""
     description, snapshot = load_source(Path(config.paths.ingested))
     suite_file = suite_path(config)
-    suite = expectations.load_suite(suite_file)
+    dropped = description.get("dropped_columns", [])
+    suite = expectations.without_columns(expectations.load_suite(suite_file), dropped)
+    if dropped:
+        sources.check_drop_columns(dropped, sources.table_header(snapshot, description["format"]), snapshot)
     if suite.kind != description["kind"]:
         raise StageError(
             f"{suite_file} is a suite for {suite.kind} data, but {config.data.source} is {description['kind']} data."
@@ -476,6 +485,8 @@ def validate_configured(config: Config) -> StageResult:
             raise StageError(failure_message(summary, summary_path, reports / DOCS_DIR))
         if description["kind"] == "table":  # every column must map to its own model input key
             input_names([column for column in frame.columns if column != description["label"]])
+            for note in column_notes(frame, description["label"]):
+                log.warning(note)
         dataset = write_validated(description, frame, suite, staging, table_written=chunked)
         replace_directory(staging, target)
     return StageResult(
@@ -501,20 +512,36 @@ def _log_report(summary_path: Path, pages: list[Path]) -> None:
         mlflow.set_tag("pipeline.validation", "failed")
 
 
-def profile(config: Config, output: Path | None = None, force: bool = False) -> Path:
-    """Derives a starting suite from the configured (trusted) data and writes it for review."""
+def profile(config: Config, output: Path | None = None, force: bool = False) -> tuple[Path, list[str]]:
+    """Derives a starting suite from the configured (trusted) data and writes it for review; returns its
+    path and what the user should look at first (columns a model learns nothing lasting from)."""
     from pipeline.data.ingestion import ingest
 
     target = Path(output) if output else suite_path(config)
     if target.exists() and not force:
         raise StageError(f"{target} exists; review and edit it, or pass --force to overwrite it.")
+    notes = []
     with tempfile.TemporaryDirectory() as scratch:
         description = ingest(config.data, Path(scratch))
-        frame = validation_frame(description, Path(scratch) / description["file"])
+        snapshot = Path(scratch) / description["file"]
+        if description.get("dropped_columns"):
+            header = sources.table_header(snapshot, description["format"])
+            sources.check_drop_columns(description["dropped_columns"], header, snapshot)
+        frame = validation_frame(description, snapshot)
         if description["kind"] == "image":
             suite = expectations.profile_images(frame)
         else:
             suite = expectations.profile_table(frame, description["label"], description["task"])
+            notes = column_notes(frame, description["label"])
     source = config.data.source if config.data.source in BUILTIN_SOURCES else config.data.path
-    expectations.save_suite(suite, target, expectations.profile_header(source))
-    return target
+    header = "\n".join([expectations.profile_header(source), *notes])
+    expectations.save_suite(suite, target, header)
+    return target, notes
+
+
+def column_notes(frame: pd.DataFrame, label: str) -> list[str]:
+    """One line per column that looks like dates, an identifier or free text, with the fix."""
+    return [
+        f"Column {column!r} {why}: a model learns nothing lasting from it; add it to data.drop_columns."
+        for column, why in suspicious_columns(frame, label).items()
+    ]

@@ -20,7 +20,8 @@ from pathlib import Path
 
 from pipeline.core.config import Config, DataConfig
 from pipeline.core.outputs import write_json_atomic
-from pipeline.core.runner import StageError, StageResult, run_stage, tool
+from pipeline.core.processes import tool
+from pipeline.core.runner import StageError, StageResult, run_stage
 from pipeline.data.ingestion import FEEDBACK_TABLE
 from pipeline.data.sources import TABLE_FORMATS, DataError
 
@@ -46,7 +47,7 @@ def validate_batch(config: Config, path: Path, reports: Path) -> dict:
     from pipeline.data.validation import failure_message, run_suite, split_suite, suite_path, validation_frame
 
     data = batch_data(config, path)
-    suite = expectations.load_suite(suite_path(config))
+    suite = expectations.without_columns(expectations.load_suite(suite_path(config)), config.data.drop_columns)
     per_example, _ = split_suite(suite)
     with tempfile.TemporaryDirectory() as scratch:
         description = ingest(data, Path(scratch))

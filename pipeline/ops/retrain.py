@@ -25,7 +25,8 @@ import time
 from pathlib import Path
 
 from pipeline.core.config import Config, load_config
-from pipeline.core.runner import configure_logging, tool, user_errors
+from pipeline.core.processes import tool
+from pipeline.core.runner import configure_logging, user_errors
 
 log = logging.getLogger(__name__)
 

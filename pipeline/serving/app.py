@@ -76,12 +76,13 @@ def _table_batch(instances: list, spec: dict) -> dict[str, np.ndarray]:
     schema_columns = (spec.get("schema") or {}).get("columns", {})
     features = spec["features"]
     known = {feature["column"] for feature in features}
+    ignored = set(spec.get("dropped_columns", []))  # data.drop_columns: rows of the training file still hold them
     columns: dict[str, list] = {feature["name"]: [] for feature in features}
     for index, instance in enumerate(instances):
         field = f"instances[{index}]"
         if not isinstance(instance, dict):
             raise RequestError(f"{field}: expected an object of column values, got {type(instance).__name__}")
-        unknown = sorted(set(instance) - known)
+        unknown = sorted(set(instance) - known - ignored)
         if unknown:
             raise RequestError(f"{field}: unknown column {unknown[0]!r}; the model reads {sorted(known)}")
         for feature in features:
