@@ -191,7 +191,10 @@ def system_metrics(run_id: str, stage: str, interval_s: float | None) -> Iterato
     try:
         yield
     finally:
-        monitor.finish()
+        monitor.finish()  # drops the sample in progress: a stage shorter than the interval would log none
+        monitor.collect_metrics()
+        monitor.publish_metrics(monitor.aggregate_metrics())
+        monitor.mlflow_logger.flush()
 
 
 def owner() -> str:
@@ -291,10 +294,12 @@ SPLIT_CONTEXTS = {"train": "training", "validation": "validation", "test": "test
 
 
 def log_datasets(config: Config, spec: dict) -> None:
-    """The data the run used, as MLflow datasets (the run page's Datasets, the runs table's column):
-    one per split, named `<source>-<split>`, with a digest from DVC's hash of the validated data (so two
-    runs on different data are told apart at a glance), the prepared folder as source, the schema, and
-    the git commit and example counts as tags."""
+    """The data the run used, as MLflow datasets (the run page's Datasets, the runs table's column) and
+    the split sizes as `data_<split>_examples` metrics. The train stage logs them, not preprocess: DVC
+    restores an unchanged split from its run cache without running preprocess, so a new run (another
+    learning rate) would lack them. One dataset per split, named `<source>-<split>`, with a digest from
+    DVC's hash of the validated data (so two runs on different data are told apart at a glance), the
+    prepared folder as source, the schema, and the git commit and example counts as tags."""
     import mlflow
     from mlflow.data.dataset_source_registry import resolve_dataset_source
     from mlflow.data.meta_dataset import MetaDataset
@@ -304,6 +309,7 @@ def log_datasets(config: Config, spec: dict) -> None:
     source = resolve_dataset_source(str(Path(config.paths.prepared).resolve()))
     schema = dataset_schema(spec)
     commit = git_commit() or "unknown"
+    mlflow.log_metrics({f"data_{split}_examples": spec["splits"][split]["num_examples"] for split in SPLIT_CONTEXTS})
     for split, context in SPLIT_CONTEXTS.items():
         digest = hashlib.sha256(f"{base}:{split}".encode()).hexdigest()[:10]
         dataset = MetaDataset(source=source, name=f"{config.data.source}-{split}", digest=digest, schema=schema)
@@ -372,6 +378,6 @@ def ui(config: Config, host: str, port: int, compare: int) -> int:
         print(f"{name}: {link}", flush=True)
     if not local:
         return 0
-    command = [tool("mlflow"), "ui", "--backend-store-uri", uri, "--host", host, "--port", str(port)]
+    command = [tool("mlflow"), "ui", "--backend-store-uri", uri, "--host", host, "--port", str(port), "--workers", "2"]
     print(f"serving {uri} (Ctrl-C stops it)", flush=True)
     return subprocess.call(command)

@@ -286,6 +286,5 @@ def prepare_configured(config: Config) -> StageResult:
     return StageResult(
         summary=f"split {sum(counts.values())} examples into "
         + " / ".join(f"{split} {count}" for split, count in counts.items())
-        + f" -> {target}",
-        metrics={f"data_{split}_examples": count for split, count in counts.items()},
+        + f" -> {target}",  # the split sizes go to MLflow with the datasets (train logs them: DVC may skip this)
     )

@@ -29,7 +29,8 @@ def test_stages_of_one_execution_share_one_run_in_a_real_sqlite_store(config, wo
         with tracking.pipeline_run(config, stage):
             tracking.log_stage_result(stage, StageResult(summary="", metrics={metric: 0.5}))
     (only,) = mlflow.search_runs(experiment_names=[config.tracking.experiment], output_format="list")
-    assert only.data.metrics == {"train_best_val_loss": 0.5, "test_accuracy": 0.5}
+    stage_metrics = {name: value for name, value in only.data.metrics.items() if not name.startswith("system/")}
+    assert stage_metrics == {"train_best_val_loss": 0.5, "test_accuracy": 0.5}
     assert only.data.params["model.filters"] == "[16]"
     assert only.data.tags["pipeline.stage.evaluate"] == "done"
 
@@ -151,3 +152,12 @@ def test_long_stages_log_system_metrics_under_their_own_name(config, own_store):
         only.info.run_id, "system/train/cpu_utilization_percentage"
     )
     assert len(history) >= 3 and [point.step for point in history] == list(range(len(history)))
+
+
+def test_a_stage_shorter_than_the_sampling_interval_still_logs_one_sample(config, own_store):
+    import mlflow
+
+    with tracking.pipeline_run(config, "tune"):  # the default interval (seconds) is far longer than this stage
+        pass
+    (only,) = mlflow.search_runs(experiment_names=[config.tracking.experiment], output_format="list")
+    assert "system/tune/cpu_utilization_percentage" in only.data.metrics

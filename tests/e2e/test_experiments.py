@@ -78,16 +78,18 @@ def test_three_queued_variants_run_two_at_a_time_land_in_the_projects_store(queu
 
 def test_the_mlflow_ui_in_a_browser_shows_the_queued_variants_side_by_side(queued_project):
     """`pipeline ui` prints the addresses and serves the store; headless Chromium opens them as a user
-    would and must see the three runs with their data, then their differing params and test accuracy.
-    With MLFLOW_UI_SCREENSHOTS=DIR (`make screenshots`), the pictures are kept there for the README."""
+    would and must see the three runs with their data, learning rates and test accuracy, in the runs
+    table (after picking those columns) and in the compare view (differences only). With
+    MLFLOW_UI_SCREENSHOTS=DIR (`make screenshots`) the pictures are kept there for the README."""
     if not Path(CHROMIUM).exists():
         if os.environ.get("CI"):
             pytest.fail(f"{CHROMIUM} is missing: .ci/run installs Debian's chromium (or set CHROMIUM_PATH)")
         pytest.skip(f"{CHROMIUM} is missing (apt-get install chromium, or set CHROMIUM_PATH)")
     playwright = pytest.importorskip("playwright.sync_api")
     project = queued_project
-    runs = pipeline_runs(project)
-    names = sorted(found.info.run_name for found in runs)
+    runs = sorted(pipeline_runs(project), key=lambda found: found.info.run_name)
+    rates = [f"{float(found.data.params['train.learning_rate']):g}" for found in runs]
+    accuracies = [found.data.metrics["test_accuracy"] for found in runs]
     port = free_port()
     command = [sys.executable, "-m", "pipeline", "ui", "--port", str(port), "--compare", "3"]
     shots = Path(os.environ.get("MLFLOW_UI_SCREENSHOTS") or project / "screenshots")
@@ -97,29 +99,43 @@ def test_the_mlflow_ui_in_a_browser_shows_the_queued_variants_side_by_side(queue
         links = dict(line.strip().split(": ", 1) for line in printed if line.startswith(("runs:", "compare:")))
         with playwright.sync_playwright() as driver:
             browser = driver.chromium.launch(executable_path=CHROMIUM, args=CHROMIUM_FLAGS)
-            page = browser.new_page(viewport={"width": 1440, "height": 900})
+            page = browser.new_page(viewport={"width": 1680, "height": 560})
 
             page.goto(links["runs"])
-            for name in names:
-                page.get_by_text(name, exact=True).first.wait_for(timeout=60_000)
-            body = page.inner_text("body")
-            assert "GenAI" not in page.url and "Token Usage" not in body, "the UI opened in its GenAI view"
-            assert f"{len(runs)} matching runs" in body, body[:2000]
-            assert body.count("digits-train") >= len(runs), "each run lists its training data"
+            for found in runs:
+                page.get_by_text(found.info.run_name, exact=True).first.wait_for(timeout=60_000)
             close_assistant(page)
+            assert "Token Usage" not in page.inner_text("body"), "the UI opened in its GenAI view"
+            page.get_by_role("button", name="Columns").click()  # as a user picks what to compare
+            for column in ("train.learning_rate", "test_accuracy"):
+                page.get_by_placeholder("Search columns").fill(column)
+                page.get_by_text(column, exact=True).last.click()
+            page.keyboard.press("Escape")
+            page.get_by_text(repr(accuracies[0]), exact=True).first.wait_for(timeout=30_000)
+            body = page.inner_text("body")
+            assert f"{len(runs)} matching runs" in body
+            assert body.count("digits-train") >= len(runs), "each run lists its training data"
+            for rate, accuracy in zip(rates, accuracies, strict=True):
+                assert rate in body and repr(accuracy) in body
             page.screenshot(path=shots / "mlflow_runs.png")
 
             page.goto(links["compare"])
             page.get_by_text(f"Comparing {len(runs)} Runs").wait_for(timeout=60_000)
-            page.get_by_text("test_accuracy").first.wait_for(timeout=60_000)
-            body = page.inner_text("body")
-            for name in names:
-                assert name in body
-            for found in runs:  # each run's own learning rate and holdout accuracy, side by side
-                assert f"{float(found.data.params['train.learning_rate']):g}" in body
-            assert "train.learning_rate" in body and "test_accuracy" in body
             close_assistant(page)
-            page.screenshot(path=shots / "mlflow_compare.png", full_page=False)
+            page.get_by_text("Visualizations").first.click()  # folds the plots: the tables come up
+            toggles = page.get_by_text("Show diff only")
+            for index in range(toggles.count()):
+                toggles.nth(index).click()
+            page.get_by_text("test_accuracy", exact=True).first.wait_for(timeout=30_000)
+            body = page.inner_text("body")
+            details = body[body.index("Run details") :]
+            assert "train.learning_rate" in details and "test_accuracy" in details
+            assert "finetune.head_epochs" not in details, "only the params that differ are listed"
+            for found, rate, accuracy in zip(runs, rates, accuracies, strict=True):
+                assert found.info.run_name in details and rate in details and f"{round(accuracy, 3):g}" in details
+            page.set_viewport_size({"width": 1680, "height": 1050})
+            page.get_by_text(f"Comparing {len(runs)} Runs").scroll_into_view_if_needed()  # the run names on top
+            page.screenshot(path=shots / "mlflow_compare.png")
             browser.close()
     for picture in ("mlflow_runs.png", "mlflow_compare.png"):
         assert (shots / picture).stat().st_size > 20_000, f"{picture}: an empty page?"
@@ -138,8 +154,7 @@ CHROMIUM_FLAGS = [
 
 
 def close_assistant(page) -> None:
-    """MLflow 3.17 opens an assistant panel beside every page; a user closes it to see the table."""
-    button = page.locator("button[aria-label*='lose']").last
-    if button.count():
-        button.click()
-        page.wait_for_timeout(500)
+    """MLflow 3.17 opens an assistant panel beside the first page a browser shows; a user closes it."""
+    close = page.get_by_role("button", name="Close")
+    if close.count():
+        close.first.click()
