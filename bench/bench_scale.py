@@ -83,7 +83,7 @@ def main() -> None:
             for stage in STAGES:
                 seconds, peak = stage_peak_memory(project, stage)
                 rows.append(f"{stage} {seconds:.1f} s / {peak:.0f} MiB")
-            train = json.loads((project / "reports/train/metrics.json").read_text())
+            train = json.loads((project / "reports/train/summary.json").read_text())
             accuracy = json.loads((project / "reports/evaluate/metrics.json").read_text())["accuracy"]
             print(
                 f"x{factor} ({1797 * factor} images): "

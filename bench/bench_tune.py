@@ -30,7 +30,7 @@ def run_search(
         params["tune"]["max_epochs"] = max_epochs
     (project / "params.yaml").write_text(yaml.safe_dump(params, sort_keys=False))
     sh([sys.executable, "-m", "pipeline", "run", "tune"], project)
-    summary = json.loads((project / "reports/tune/metrics.json").read_text())
+    summary = json.loads((project / "reports/tune/summary.json").read_text())
     with open(project / "reports/tune/trials.csv", newline="") as handle:
         rows = [row for row in csv.DictReader(handle) if row["status"] == "COMPLETED"]
     return summary, rows

@@ -147,8 +147,10 @@ def test_metrics(model, prepared_dir: Path, spec: dict) -> dict:
     return classification_metrics(labels, class_probabilities(outputs), spec["classes"])[0]
 
 
-def evaluate_model(model, prepared_dir: Path, spec: dict, reports: Path, roc_curve_points: int) -> tuple[dict, list]:
-    """Scores `model` on the test split and writes metrics.json, per_class.json, predictions.csv,
+def evaluate_model(
+    model, prepared_dir: Path, spec: dict, reports: Path, roc_curve_points: int, metrics_file: str = "metrics.json"
+) -> tuple[dict, list]:
+    """Scores `model` on the test split and writes `metrics_file`, per_class.json, predictions.csv,
     roc.csv and figures/ under `reports`. Returns (metrics, the names worth printing)."""
     from pipeline.ml.features import make_dataset
 
@@ -179,5 +181,5 @@ def evaluate_model(model, prepared_dir: Path, spec: dict, reports: Path, roc_cur
         plot_confusion_matrix(labels, predicted, classes, figures / "confusion_matrix.png")
         plot_roc_curves(roc, figures / "roc.png")
         key = ["accuracy", "f1", "roc_auc"]
-    write_json_atomic(reports / "metrics.json", results)
+    write_json_atomic(reports / metrics_file, results)
     return results, key

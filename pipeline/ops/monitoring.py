@@ -542,7 +542,11 @@ def write_report(report: dict, samples: dict, spec: dict, output_dir: Path) -> t
         page = render_html(report, samples, spec)
     html_path = write_text_atomic(output_dir / "report.html", page)
     # The few numbers people compare across runs (a DVC metrics file); every test's detail stays in drift.json.
-    write_json_atomic(output_dir / "metrics.json", {"examples": report["examples"], **monitor_metrics(report)})
+    metrics = monitor_metrics(report)
+    drifted = sum(value for name, value in metrics.items() if name.startswith("drifted_"))
+    headline = {"retrain": metrics["retrain"], "drifted": drifted}
+    headline.update({name: value for name, value in metrics.items() if name.startswith("live_")})
+    write_json_atomic(output_dir / "metrics.json", headline)
     return json_path, html_path
 
 

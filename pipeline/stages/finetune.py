@@ -307,10 +307,10 @@ def _skip(config: Config, reason: str) -> StageResult:
     """Writes the stage's declared outputs, each saying why there is nothing in it."""
     reports = Path(config.paths.reports) / "finetune"
     replace_directory_with_note(Path(config.paths.finetuned), f"Skipped: {reason}.\n")
-    for name in ("figures", "transfer.json", "metrics.json", "per_class.json"):
+    for name in ("figures", "transfer.json", "metrics.json", "holdout.json", "per_class.json"):
         shutil.rmtree(reports / name, ignore_errors=True)
     (reports / "figures").mkdir(parents=True)
-    for name in ("transfer.json", "metrics.json", "per_class.json"):
+    for name in ("transfer.json", "metrics.json", "holdout.json", "per_class.json"):
         write_json_atomic(reports / name, {"skipped": reason})
     for name in ("history.csv", "scratch_history.csv", "predictions.csv", "roc.csv"):
         write_history(reports / name, [{"skipped": reason}])
@@ -363,7 +363,9 @@ def run(config: Config) -> StageResult:
 
     reports = Path(config.paths.reports) / "finetune"
     reports.mkdir(parents=True, exist_ok=True)
-    results, key = evaluate_model(model, prepared, spec, reports, config.evaluate.roc_curve_points)
+    results, key = evaluate_model(
+        model, prepared, spec, reports, config.evaluate.roc_curve_points, metrics_file="holdout.json"
+    )
     baseline = test_metrics(scratch, prepared, spec)
     metric = "accuracy" if spec["task"] == "classification" else "rmse"
     higher = higher_is_better(metric)
@@ -381,6 +383,10 @@ def run(config: Config) -> StageResult:
         "transfer_wins": bool(gain > 0),
     }
     write_json_atomic(reports / "transfer.json", comparison)
+    write_json_atomic(  # the DVC metrics: what people compare across experiments
+        reports / "metrics.json",
+        {f"finetuned_{metric}": results[metric], f"from_scratch_{metric}": baseline[metric], f"gain_{metric}": gain},
+    )
     write_history(reports / "history.csv", rows)
     write_history(reports / "scratch_history.csv", scratch_rows)
     figure = plot_transfer(rows, scratch_rows, reports / "figures" / "transfer.png", "accuracy" if higher else "loss")
@@ -405,7 +411,7 @@ def run(config: Config) -> StageResult:
             **{f"scratch_test_{name}": value for name, value in baseline.items()},
             f"finetune_transfer_gain_{metric}": gain,
         },
-        artifacts=[reports / "transfer.json", reports / "metrics.json", reports / "per_class.json", figure.parent],
+        artifacts=[reports / "transfer.json", reports / "holdout.json", reports / "per_class.json", figure.parent],
     )
 
 

@@ -121,7 +121,10 @@ def gate(config: Config, force_reason: str | None = None) -> dict:
         "champion": None if champion is None else champion.get(config.gate.metric),
         "reasons": decision["reasons"],
     }
-    write_json_atomic(Path(config.paths.reports) / "gate" / "decision.json", result)
+    reports = Path(config.paths.reports) / "gate"
+    write_json_atomic(reports / "decision.json", result)
+    headline = {"blessed": result["blessed"], "candidate": result["candidate"], "champion": result["champion"]}
+    write_json_atomic(reports / "metrics.json", headline)  # the DVC metrics: the decision, compared across runs
     return result
 
 

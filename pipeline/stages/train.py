@@ -85,7 +85,10 @@ def run(config: Config) -> StageResult:
         spec["splits"]["train"]["num_examples"] * max(epochs_this_run, 1) / max(fit_seconds, 1e-9), 1
     )
     summary["parameters"] = int(model.count_params())
-    write_json_atomic(reports / "metrics.json", summary)
+    write_json_atomic(reports / "summary.json", summary)
+    write_json_atomic(  # the DVC metrics: what people compare across experiments (the holdout is evaluate's)
+        reports / "metrics.json", {key: summary[key] for key in ("epochs_run", "train_seconds")}
+    )
     shutil.rmtree(work_dir, ignore_errors=True)
 
     key_metric = "best_val_accuracy" if "best_val_accuracy" in summary else "best_val_loss"

@@ -363,7 +363,8 @@ def run(config: Config) -> StageResult:
         hyperparameter_file.save(target, defaults, source="params.yaml (tune.enabled: false)")
         # The stage's DVC outputs exist either way: no trials, and a summary that says why.
         write_trials_csv(reports / "trials.csv", [])
-        write_json_atomic(reports / "metrics.json", {"enabled": False, "trials_completed": 0})
+        write_json_atomic(reports / "summary.json", {"enabled": False, "trials_completed": 0})
+        write_json_atomic(reports / "metrics.json", {"trials_completed": 0})
         return StageResult(summary=f"search disabled: the defaults from params.yaml -> {target}")
 
     from pipeline.ml.distribute import setup_tensorflow
@@ -378,7 +379,10 @@ def run(config: Config) -> StageResult:
         target, best, source=f"{config.tune.algorithm} search, {config.tune.objective} {summary['best_score']:.4f}"
     )
     trials = write_trials_csv(reports / "trials.csv", rows)
-    metrics = write_json_atomic(reports / "metrics.json", summary)
+    details = write_json_atomic(reports / "summary.json", summary)
+    write_json_atomic(  # the DVC metrics: what people compare across experiments
+        reports / "metrics.json", {key: summary[key] for key in ("trials_completed", "best_score", "search_seconds")}
+    )
     import mlflow
 
     mlflow.set_tags({f"tune.best.{name}": json.dumps(value) for name, value in best.items()})
@@ -391,7 +395,7 @@ def run(config: Config) -> StageResult:
             "tune_trials": summary["trials_completed"],
             "tune_total_epochs": summary["total_epochs"],
         },
-        artifacts=[trials, metrics],
+        artifacts=[trials, details],
     )
 
 

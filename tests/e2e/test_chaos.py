@@ -37,7 +37,7 @@ def environment() -> dict:
 
 def outcome(project: Path) -> dict:
     """What must not depend on interruptions: holdout metrics, training metrics and curves."""
-    train = json.loads((project / "reports/train/metrics.json").read_text())
+    train = json.loads((project / "reports/train/summary.json").read_text())
     return {
         "evaluate": json.loads((project / "reports/evaluate/metrics.json").read_text()),
         "train": {key: value for key, value in train.items() if key not in TIMINGS},

@@ -55,7 +55,7 @@ def test_the_train_stage_on_two_workers_matches_one_worker(workdir):
     for name in ("ingest", "validate", "preprocess", "tune"):
         stage(name, workdir)
     stage("train", workdir)
-    single = json.loads((workdir / "reports/train/metrics.json").read_text())
+    single = json.loads((workdir / "reports/train/summary.json").read_text())
     (workdir / "models/model.keras").unlink()
 
     from tests.conftest import run
@@ -64,5 +64,5 @@ def test_the_train_stage_on_two_workers_matches_one_worker(workdir):
     assert "worker-1 done" in completed.stdout and "[train] cnn trained" in completed.stdout
     assert "MultiWorkerMirroredStrategy" in completed.stderr
     assert (workdir / "models/model.keras").is_file()
-    metrics = json.loads((workdir / "reports/train/metrics.json").read_text())
+    metrics = json.loads((workdir / "reports/train/summary.json").read_text())
     assert abs(metrics["best_val_accuracy"] - single["best_val_accuracy"]) < 0.05, (metrics, single)

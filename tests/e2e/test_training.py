@@ -48,7 +48,7 @@ def test_seeded_training_gives_identical_metrics(prepared):
     for seed in (42, 42, 7):
         write_params(prepared, {"base": {"seed": seed}})
         stage("train", prepared)
-        metrics = json.loads((prepared / "reports/train/metrics.json").read_text())
+        metrics = json.loads((prepared / "reports/train/summary.json").read_text())
         for timing in ("train_seconds", "train_examples_per_second"):
             metrics.pop(timing)
         results.append((metrics, (prepared / "reports/train/history.csv").read_text()))

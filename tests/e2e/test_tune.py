@@ -37,7 +37,7 @@ def test_a_killed_search_resumes_without_repeating_finished_trials(workdir):
 
     resumed = stage("tune", workdir)
     assert "resuming the search" in resumed.stderr
-    summary = json.loads((workdir / "reports/tune/metrics.json").read_text())
+    summary = json.loads((workdir / "reports/tune/summary.json").read_text())
     assert summary["trials_completed"] == 4 and summary["resumed"] is True
 
     runs = trial_runs(workdir)
@@ -55,7 +55,7 @@ def test_a_killed_search_resumes_without_repeating_finished_trials(workdir):
     oracle.write_text(oracle.read_text()[:40])  # what a kill in mid-write of Keras Tuner's own writer leaves
     recovered = stage("tune", workdir)
     assert "is unreadable" in recovered.stderr and "starting the search over" in recovered.stderr
-    assert json.loads((workdir / "reports/tune/metrics.json").read_text())["trials_completed"] == 4
+    assert json.loads((workdir / "reports/tune/summary.json").read_text())["trials_completed"] == 4
     (aside,) = (workdir / ".pipeline" / "tune").glob("corrupt-*")
     assert (aside / "search" / "oracle.json").is_file(), "the broken state is kept for inspection"
 
