@@ -27,7 +27,7 @@ from typing import Any
 from pipeline.core.config import Config, TuneConfig
 from pipeline.core.metrics import direction
 from pipeline.core.outputs import set_aside, write_json_atomic, write_text_atomic
-from pipeline.core.runner import StageResult, run_stage
+from pipeline.core.runner import StageError, StageResult, run_stage
 from pipeline.ml import hyperparameters as hyperparameter_file
 
 log = logging.getLogger(__name__)
@@ -264,6 +264,17 @@ def mark_interrupted_trials(parent_run_id: str, completed: set[str] | None = Non
     return killed
 
 
+def best_trial(oracle):
+    """The completed trial with the best score; among equal scores the earliest (the cheapest, in
+    Hyperband's order). Keras Tuner breaks ties by dictionary order, which differs between a search
+    that ran and the same search reloaded, so the winner depended on whether the state was reloaded."""
+    completed = [trial for trial in oracle.trials.values() if trial.status == "COMPLETED" and trial.score is not None]
+    if not completed:
+        raise StageError("the search completed no trial: nothing to choose from (see the log above)")
+    sign = -1 if oracle.objective.direction == "max" else 1
+    return min(completed, key=lambda trial: (sign * trial.score, trial.trial_id))
+
+
 def trial_rows(tuner, directory: Path) -> list[dict]:
     """One row per trial: id, status, score, epochs run, and its hyperparameter values."""
     epochs = recorded_epochs(directory)
@@ -336,7 +347,8 @@ def search(config: Config, spec: dict, defaults: dict[str, Any]) -> tuple[dict[s
     seconds = time.perf_counter() - started
     if is_worker():
         return None, {"search_seconds": round(seconds, 1)}, []
-    best = tuner.get_best_hyperparameters(1)[0].values
+    winner = best_trial(tuner.oracle)
+    best = winner.hyperparameters.values
     names = hyperparameter_file.searched_names(settings.space, defaults["family"])
     best_hyperparameters = hyperparameter_file.apply_search_values(
         defaults, {name: best[name] for name in names if name in best}
@@ -346,7 +358,8 @@ def search(config: Config, spec: dict, defaults: dict[str, Any]) -> tuple[dict[s
     summary = {
         "algorithm": settings.algorithm,
         "objective": settings.objective,
-        "best_score": tuner.oracle.get_best_trials(1)[0].score,
+        "best_score": winner.score,
+        "best_trial": winner.trial_id,
         "trials_completed": len(completed),
         "total_epochs": sum(row["epochs"] for row in completed),
         "search_seconds": round(seconds, 1),

@@ -68,3 +68,23 @@ def test_the_tuner_state_is_written_by_rename_so_a_crash_never_leaves_half_a_fil
     with pytest.raises(OSError):
         tuner_utils.save_json(str(path), {"trials": 2, "more": "x" * 10_000})
     assert path.read_text() == '{"trials": 1}'
+
+
+def test_the_best_trial_is_the_earliest_of_equal_scores_whatever_the_dictionary_order():
+    from types import SimpleNamespace
+
+    from pipeline.stages.tune import best_trial
+
+    def trial(trial_id: str, score, status: str = "COMPLETED"):
+        return SimpleNamespace(trial_id=trial_id, score=score, status=status)
+
+    trials = [trial("0007", 0.98), trial("0002", 0.98), trial("0001", 0.95), trial("0009", 0.99, "RUNNING")]
+    for order in (trials, trials[::-1]):  # a search that ran, and the same search reloaded
+        oracle = SimpleNamespace(
+            trials={item.trial_id: item for item in order}, objective=SimpleNamespace(direction="max")
+        )
+        assert best_trial(oracle).trial_id == "0002"
+    losses = SimpleNamespace(
+        trials={item.trial_id: item for item in trials}, objective=SimpleNamespace(direction="min")
+    )
+    assert best_trial(losses).trial_id == "0001"
