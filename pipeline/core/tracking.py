@@ -368,8 +368,8 @@ def ui(config: Config, host: str, port: int, compare: int) -> int:
     from pipeline.core.processes import tool
 
     uri = config.tracking.resolved_uri
-    local = uri.startswith("sqlite:///")
-    if local and not Path(uri.removeprefix("sqlite:///").partition("?")[0]).is_file():
+    local = not uri.startswith(("http://", "https://"))  # a database this command can serve; else a server
+    if uri.startswith("sqlite:///") and not Path(uri.removeprefix("sqlite:///").partition("?")[0]).is_file():
         raise ConfigError(f"no MLflow store at {uri} yet: run the pipeline first (`dvc repro`)")
     experiment = configure(config)
     base = f"http://{host}:{port}" if local else uri

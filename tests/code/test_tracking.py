@@ -161,3 +161,23 @@ def test_a_stage_shorter_than_the_sampling_interval_still_logs_one_sample(config
         pass
     (only,) = mlflow.search_runs(experiment_names=[config.tracking.experiment], output_format="list")
     assert "system/tune/cpu_utilization_percentage" in only.data.metrics
+
+
+def test_ui_links_open_the_model_training_view_of_the_runs_and_their_comparison():
+    links = tracking.ui_links("http://127.0.0.1:5000/", "7", ["b", "a"])
+    assert links["runs"] == "http://127.0.0.1:5000/#/experiments/7/runs?workflowType=machine_learning"
+    assert links["newest run"].endswith("/#/experiments/7/runs/b?workflowType=machine_learning")
+    assert links["compare"] == (
+        "http://127.0.0.1:5000/#/compare-runs?runs=%5B%22b%22%2C%20%22a%22%5D&experiments=%5B%227%22%5D"
+        "&workflowType=machine_learning"
+    )
+    assert set(tracking.ui_links("http://h:1", "7", [])) == {"runs"}
+
+
+def test_pipeline_ui_without_a_store_says_to_run_the_pipeline_first(workdir, own_store, capsys):
+    from pipeline.cli import main
+
+    assert main(["ui"]) == 2
+    error = capsys.readouterr().err
+    assert "no MLflow store at sqlite:///" in error and "run the pipeline first (`dvc repro`)" in error
+    assert not (workdir / "mlflow.db").exists()
