@@ -1,6 +1,7 @@
 # The README's two commands: `make repro` and `make test`. Each sets itself up first.
 PYTHON ?= python3
 VENV ?= .venv
+TEST_WORKERS ?= 2  # pytest processes; each test file runs whole in one (module fixtures are built once)
 BIN := $(VENV)/bin
 export DVC_NO_ANALYTICS := 1
 export MLFLOW_DISABLE_TELEMETRY := true
@@ -19,7 +20,7 @@ repro: install  ## run the whole pipeline on the built-in data (digits by defaul
 	PATH="$(CURDIR)/$(BIN):$$PATH" $(BIN)/dvc repro
 
 test: install  ## every test, the end-to-end runs included
-	PATH="$(CURDIR)/$(BIN):$$PATH" $(BIN)/python -m pytest
+	PATH="$(CURDIR)/$(BIN):$$PATH" $(BIN)/python -m pytest -n $(TEST_WORKERS) --dist loadfile --durations=25
 
 test-fast: install  ## unit tests only
 	PATH="$(CURDIR)/$(BIN):$$PATH" $(BIN)/python -m pytest -m "not e2e and not slow"
