@@ -179,14 +179,16 @@ SYSTEM_METRICS_STAGES = ("tune", "train", "finetune")
 def system_metrics(run_id: str, stage: str, interval_s: float | None) -> Iterator[None]:
     """MLflow's own system metrics (CPU, memory, disk, network; GPU where `pynvml` finds one) sampled
     every `interval_s` seconds while a long stage runs, as `system/<stage>/...` (the run's System
-    metrics tab). The stage name keeps the series of the stage processes that share a run apart;
-    steps continue where an earlier (interrupted) attempt stopped."""
+    metrics tab), or `system/<stage>/<process>/...` for each process of a distributed search or
+    training. The names keep apart the series of the processes that share a run; steps continue where
+    an earlier (interrupted) attempt stopped."""
     if interval_s is None or stage not in SYSTEM_METRICS_STAGES:
         yield
         return
     from mlflow.system_metrics.system_metrics_monitor import SystemMetricsMonitor
 
-    monitor = SystemMetricsMonitor(run_id, sampling_interval=interval_s, node_id=stage, resume_logging=True)
+    node = "/".join(part for part in (stage, process_role()) if part)
+    monitor = SystemMetricsMonitor(run_id, sampling_interval=interval_s, node_id=node, resume_logging=True)
     monitor.start()
     try:
         yield
@@ -195,6 +197,19 @@ def system_metrics(run_id: str, stage: str, interval_s: float | None) -> Iterato
         monitor.collect_metrics()
         monitor.publish_metrics(monitor.aggregate_metrics())
         monitor.mlflow_logger.flush()
+
+
+def process_role() -> str | None:
+    """This process's part in a distributed stage: Keras Tuner's `KERASTUNER_TUNER_ID` (chief, tuner0, ...)
+    or the `TF_CONFIG` task of a multi-worker training (worker0, ...); None for a single process."""
+    tuner = os.environ.get("KERASTUNER_TUNER_ID")
+    if tuner:
+        return tuner
+    try:
+        task = json.loads(os.environ.get("TF_CONFIG") or "{}").get("task") or {}
+    except (ValueError, AttributeError):
+        return None
+    return f"{task['type']}{task.get('index', 0)}" if task.get("type") else None
 
 
 def owner() -> str:

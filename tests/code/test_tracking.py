@@ -181,3 +181,14 @@ def test_pipeline_ui_without_a_store_says_to_run_the_pipeline_first(workdir, own
     error = capsys.readouterr().err
     assert "no MLflow store at sqlite:///" in error and "run the pipeline first (`dvc repro`)" in error
     assert not (workdir / "mlflow.db").exists()
+
+
+def test_each_process_of_a_distributed_stage_has_its_own_system_metrics(monkeypatch):
+    for name in ("KERASTUNER_TUNER_ID", "TF_CONFIG"):
+        monkeypatch.delenv(name, raising=False)
+    assert tracking.process_role() is None
+    monkeypatch.setenv("KERASTUNER_TUNER_ID", "tuner1")
+    assert tracking.process_role() == "tuner1"
+    monkeypatch.delenv("KERASTUNER_TUNER_ID")
+    monkeypatch.setenv("TF_CONFIG", '{"cluster": {"worker": ["a:1", "b:2"]}, "task": {"type": "worker", "index": 1}}')
+    assert tracking.process_role() == "worker1"
