@@ -129,6 +129,10 @@ def test_the_mlflow_ui_in_a_browser_shows_the_queued_variants_side_by_side(queue
             toggles = page.get_by_text("Show diff only")
             for index in range(toggles.count()):
                 toggles.nth(index).click()
+            page.set_viewport_size({"width": 1680, "height": 1050})
+            page.get_by_role("rowheader", name="train.learning_rate").wait_for(timeout=30_000)
+            page.get_by_text(f"Comparing {len(runs)} Runs").scroll_into_view_if_needed()  # the run names on top
+            page.screenshot(path=shots / "mlflow_compare.png")  # before scrolling: its two panes drift apart
             scroll_to_text(page, "test_accuracy", within="system/cpu_utilization_percentage")
             body = page.inner_text("body")
             details = body[body.index("Run details") :]
@@ -136,9 +140,6 @@ def test_the_mlflow_ui_in_a_browser_shows_the_queued_variants_side_by_side(queue
             assert "finetune.head_epochs" not in details, "only the params that differ are listed"
             for found, rate, accuracy in zip(runs, rates, accuracies, strict=True):
                 assert found.info.run_name in details and rate in details and f"{round(accuracy, 3):g}" in details
-            page.set_viewport_size({"width": 1680, "height": 1050})
-            page.get_by_text(f"Comparing {len(runs)} Runs").scroll_into_view_if_needed()  # the run names on top
-            page.screenshot(path=shots / "mlflow_compare.png")
             browser.close()
     for picture in ("mlflow_runs.png", "mlflow_compare.png"):
         assert (shots / picture).stat().st_size > 20_000, f"{picture}: an empty page?"
@@ -158,7 +159,8 @@ CHROMIUM_FLAGS = [
 
 def scroll_to_text(page, text: str, within: str, steps: int = 40) -> None:
     """Scrolls the table holding `within` (the compare view draws only the rows in sight) until `text` shows."""
-    page.get_by_text(within, exact=True).first.hover()
+    anchor = page.get_by_text(within, exact=True).first.bounding_box()
+    page.mouse.move(anchor["x"] + anchor["width"] + 200, anchor["y"] + anchor["height"] / 2)  # over the values
     for _ in range(steps):
         if page.get_by_text(text, exact=True).count():
             page.get_by_text(text, exact=True).first.scroll_into_view_if_needed()
