@@ -178,15 +178,16 @@ SYSTEM_METRICS_STAGES = ("tune", "train", "finetune")
 @contextlib.contextmanager
 def system_metrics(run_id: str, stage: str, interval_s: float | None) -> Iterator[None]:
     """MLflow's own system metrics (CPU, memory, disk, network; GPU where `pynvml` finds one) sampled
-    every `interval_s` seconds while a long stage runs, as `system/<stage>/...` (the run's System
-    metrics tab). The stage name keeps the series of the stage processes that share a run apart;
-    steps continue where an earlier (interrupted) attempt stopped."""
+    every `interval_s` seconds while a long stage runs, as MLflow names them (`system/...`: the run's
+    System metrics tab). The stages of a run make one timeline (each continues at the step after the
+    last one logged); the processes of a distributed search or training each log their own
+    (`system/<process>/...`), which their simultaneous samples would otherwise overwrite."""
     if interval_s is None or stage not in SYSTEM_METRICS_STAGES:
         yield
         return
     from mlflow.system_metrics.system_metrics_monitor import SystemMetricsMonitor
 
-    monitor = SystemMetricsMonitor(run_id, sampling_interval=interval_s, node_id=stage, resume_logging=True)
+    monitor = SystemMetricsMonitor(run_id, sampling_interval=interval_s, node_id=process_role(), resume_logging=True)
     monitor.start()
     try:
         yield
@@ -195,6 +196,19 @@ def system_metrics(run_id: str, stage: str, interval_s: float | None) -> Iterato
         monitor.collect_metrics()
         monitor.publish_metrics(monitor.aggregate_metrics())
         monitor.mlflow_logger.flush()
+
+
+def process_role() -> str | None:
+    """This process's part in a distributed stage: Keras Tuner's `KERASTUNER_TUNER_ID` (chief, tuner0, ...)
+    or the `TF_CONFIG` task of a multi-worker training (worker0, ...); None for a single process."""
+    tuner = os.environ.get("KERASTUNER_TUNER_ID")
+    if tuner:
+        return tuner
+    try:
+        task = json.loads(os.environ.get("TF_CONFIG") or "{}").get("task") or {}
+    except (ValueError, AttributeError):
+        return None
+    return f"{task['type']}{task.get('index', 0)}" if task.get("type") else None
 
 
 def owner() -> str:
@@ -380,4 +394,4 @@ def ui(config: Config, host: str, port: int, compare: int) -> int:
         return 0
     command = [tool("mlflow"), "ui", "--backend-store-uri", uri, "--host", host, "--port", str(port), "--workers", "2"]
     print(f"serving {uri} (Ctrl-C stops it)", flush=True)
-    return subprocess.call(command)
+    os.execvp(command[0], command)  # this process becomes the UI: stopping it stops the UI, nothing is left behind

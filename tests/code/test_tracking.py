@@ -134,24 +134,32 @@ def test_the_trials_of_a_search_that_resumes_are_left_to_it_and_others_are_settl
     assert settled == (1 if resumed else 2)
 
 
-def test_long_stages_log_system_metrics_under_their_own_name(config, own_store):
+def test_long_stages_log_system_metrics_on_one_timeline(config, own_store):
     import time
 
     import mlflow
 
     sampled = dataclasses.replace(config, tracking=dataclasses.replace(config.tracking, system_metrics_interval_s=0.2))
-    with tracking.pipeline_run(sampled, "train"):
+
+    def steps() -> list[int]:  # a client made now: the stage set this test's store as MLflow's tracking URI
+        (only,) = mlflow.search_runs(experiment_names=[config.tracking.experiment], output_format="list")
+        history = mlflow.tracking.MlflowClient().get_metric_history(
+            only.info.run_id, "system/cpu_utilization_percentage"
+        )
+        return sorted(point.step for point in history)
+
+    with tracking.pipeline_run(sampled, "tune"):
         time.sleep(1.5)
+    after_tune = steps()
+    assert len(after_tune) >= 3 and after_tune == list(range(len(after_tune)))
     with tracking.pipeline_run(sampled, "evaluate"):  # short stages are not sampled
         time.sleep(0.5)
+    assert steps() == after_tune
+    with tracking.pipeline_run(sampled, "train"):  # the next stage continues the timeline
+        time.sleep(1.0)
+    assert steps() == list(range(len(steps()))) and len(steps()) >= len(after_tune) + 2
     (only,) = mlflow.search_runs(experiment_names=[config.tracking.experiment], output_format="list")
-    system = {name for name in only.data.metrics if name.startswith("system/")}
-    assert {"system/train/cpu_utilization_percentage", "system/train/system_memory_usage_megabytes"} <= system
-    assert all(name.startswith("system/train/") for name in system), system
-    history = mlflow.tracking.MlflowClient().get_metric_history(
-        only.info.run_id, "system/train/cpu_utilization_percentage"
-    )
-    assert len(history) >= 3 and [point.step for point in history] == list(range(len(history)))
+    assert "system/system_memory_usage_megabytes" in only.data.metrics
 
 
 def test_a_stage_shorter_than_the_sampling_interval_still_logs_one_sample(config, own_store):
@@ -160,7 +168,7 @@ def test_a_stage_shorter_than_the_sampling_interval_still_logs_one_sample(config
     with tracking.pipeline_run(config, "tune"):  # the default interval (seconds) is far longer than this stage
         pass
     (only,) = mlflow.search_runs(experiment_names=[config.tracking.experiment], output_format="list")
-    assert "system/tune/cpu_utilization_percentage" in only.data.metrics
+    assert "system/cpu_utilization_percentage" in only.data.metrics
 
 
 def test_ui_links_open_the_model_training_view_of_the_runs_and_their_comparison():
@@ -181,3 +189,14 @@ def test_pipeline_ui_without_a_store_says_to_run_the_pipeline_first(workdir, own
     error = capsys.readouterr().err
     assert "no MLflow store at sqlite:///" in error and "run the pipeline first (`dvc repro`)" in error
     assert not (workdir / "mlflow.db").exists()
+
+
+def test_each_process_of_a_distributed_stage_has_its_own_system_metrics(monkeypatch):
+    for name in ("KERASTUNER_TUNER_ID", "TF_CONFIG"):
+        monkeypatch.delenv(name, raising=False)
+    assert tracking.process_role() is None
+    monkeypatch.setenv("KERASTUNER_TUNER_ID", "tuner1")
+    assert tracking.process_role() == "tuner1"
+    monkeypatch.delenv("KERASTUNER_TUNER_ID")
+    monkeypatch.setenv("TF_CONFIG", '{"cluster": {"worker": ["a:1", "b:2"]}, "task": {"type": "worker", "index": 1}}')
+    assert tracking.process_role() == "worker1"

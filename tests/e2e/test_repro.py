@@ -78,7 +78,7 @@ def test_metrics_are_readable_by_dvc(reproduced):
     assert sorted(files) == ["evaluate", "finetune", "gate", "monitor", "train", "tune"], files
     assert set(files["evaluate"]) >= {"accuracy", "f1", "roc_auc"}
     assert set(files["train"]) == {"epochs_run", "train_seconds"}
-    assert set(files["gate"]) == {"blessed", "candidate", "champion"}
+    assert {"blessed", "candidate"} <= set(files["gate"]) <= {"blessed", "candidate", "champion"}  # null: no champion
     assert set(files["monitor"]) == {"retrain", "drifted", "live_accuracy"}
     assert sum(len(values) for values in files.values()) <= 20, "only the numbers people compare"
 
