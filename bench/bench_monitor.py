@@ -7,7 +7,11 @@ rate on shifted samples, with the trained digits model of the current project (r
 each judged by the monitor's tests (image statistics, embeddings, predictions) at the default
 thresholds. Then the same for a table (synthetic: two numeric and two categorical features,
 2,000 reference rows): fresh samples, and a numeric feature shifted by a quarter of its standard
-deviation. Usage: python bench/bench_monitor.py [--repeats N] [--size N]
+deviation. Then real tables that ship with installed packages (penguins, and scikit-learn's iris, wine,
+breast cancer and diabetes): each split as the pipeline splits it, a scikit-learn model trained on the
+training split standing in for the pipeline's, and fresh samples of its held-out rows (validation + test,
+the size of its test split, at least monitor.min_examples) judged against the training split.
+Usage: python bench/bench_monitor.py [--repeats N] [--size N] [--tables-only]
 """
 
 from __future__ import annotations
@@ -23,9 +27,15 @@ def main() -> None:
     parser.add_argument("--repeats", type=int, default=100)
     parser.add_argument("--size", type=int, default=200)
     parser.add_argument("--smoke", action="store_true", help="a tiny run: checks the benchmark still works")
+    parser.add_argument("--tables-only", action="store_true", help="only the real tables (no project needed)")
     args = parser.parse_args()
     if args.smoke:
         args.repeats, args.size = 3, 60
+    if args.tables_only:
+        from pipeline.core.config import MonitorConfig
+
+        real_tables(args.repeats, MonitorConfig())
+        return
 
     from pipeline.core.config import load_config
     from pipeline.ml.features import load_spec
@@ -73,6 +83,7 @@ def main() -> None:
         families = ", ".join(f"{family} {count / args.repeats:.2f}" for family, count in by_family.items())
         print(f"{name}: retrain in {alarms / args.repeats:.2%} of samples ({families}); {seconds * 1000:.0f} ms each")
     table(args.repeats, args.size, config.monitor)
+    real_tables(args.repeats, config.monitor)
 
 
 def table(repeats: int, size: int, settings) -> None:
@@ -109,6 +120,100 @@ def table(repeats: int, size: int, settings) -> None:
             )
             alarms += monitoring.decide(report)["retrain"]
         print(f"{name}: retrain in {alarms / repeats:.2%} of samples")
+
+
+def real_tables(repeats: int, settings) -> None:
+    """False alarms on fresh samples of real held-out rows, per family of checks (the target: at most 2 %)."""
+    import pandas as pd
+    from sklearn import datasets
+
+    from pipeline.data import sources
+
+    def sklearn_table(name: str) -> tuple[pd.DataFrame, str, str]:
+        loaded = getattr(datasets, f"load_{name}")(as_frame=True)
+        table = loaded.frame.rename(columns={"target": "outcome"})
+        if name == "diabetes":
+            return table, "outcome", "regression"
+        table["outcome"] = [str(loaded.target_names[value]) for value in loaded.target]
+        return table, "outcome", "classification"
+
+    def penguins() -> tuple[pd.DataFrame, str, str]:
+        import tempfile
+        from pathlib import Path
+
+        with tempfile.TemporaryDirectory() as scratch:
+            path = sources.write_penguins_csv(Path(scratch) / "penguins.csv")
+            return sources.load_table(path, "csv"), "species", "classification"
+
+    loaders = {"penguins": penguins, **{name: lambda name=name: sklearn_table(name) for name in
+               ("iris", "wine", "breast_cancer", "diabetes")}}  # fmt: skip
+    generator = np.random.default_rng(2)
+    print(f"real tables, {repeats} fresh samples of held-out rows each (retrain = any family fired):")
+    print("| table | training rows | sample of held-out rows | retrain (false alarms) | by family | detected |")
+    for name, load in loaders.items():
+        print(f"| {name} | " + false_alarms(*load(), repeats, settings, generator) + " |")
+
+
+def false_alarms(table, label: str, task: str, repeats: int, settings, generator) -> str:
+    """Splits `table` as the pipeline does and judges fresh samples of its held-out rows; returns a table row."""
+    from pipeline.data.preparation import clean_table, split_indices
+    from pipeline.ops import monitoring
+
+    classes = sorted(str(value) for value in table[label].dropna().unique()) if task == "classification" else None
+    features, labels, specs = clean_table(table, label, task, classes, "impute")
+    indices = split_indices(labels, task, 0.15, 0.15, seed=42)
+    held_out = np.concatenate([indices["validation"], indices["test"]])
+    size = min(len(held_out), max(settings.min_examples, len(indices["test"])))
+    spec = {"kind": "table", "task": task, "classes": classes, "features": specs}
+    model = stand_in_model(features.iloc[indices["train"]], labels[indices["train"]], specs, task)
+
+    def columns(rows: np.ndarray) -> dict:
+        return {feature["name"]: features[feature["name"]].to_numpy()[rows] for feature in specs}
+
+    def outputs(rows: np.ndarray) -> np.ndarray:
+        chosen = features.iloc[rows]
+        return model.predict_proba(chosen) if task == "classification" else model.predict(chosen)
+
+    reference, reference_outputs = columns(indices["train"]), outputs(indices["train"])
+    shifted = next(feature["name"] for feature in specs if feature["type"] == "numeric")
+    step = float(np.nanstd(reference[shifted]))
+    alarms, detected, by_family = 0, 0, {}
+    for _ in range(repeats):
+        rows = generator.choice(held_out, size=size, replace=False)
+        report = monitoring.compare(reference, columns(rows), spec, settings, reference_outputs, outputs(rows))
+        alarms += monitoring.decide(report)["retrain"]
+        for family, result in report["families"].items():
+            by_family[family] = by_family.get(family, 0) + bool(result["drifted"])
+        moved = columns(rows)  # the control: the same sample with its first numeric feature one sd higher
+        moved[shifted] = moved[shifted] + step
+        control = monitoring.compare(reference, moved, spec, settings, reference_outputs, outputs(rows))
+        detected += monitoring.decide(control)["retrain"]
+    families = ", ".join(f"{family} {count / repeats:.1%}" for family, count in by_family.items())
+    return (
+        f"{len(indices['train'])} | {size} of {len(held_out)} | {alarms / repeats:.1%} | {families}"
+        f" | {shifted} +1 sd: {detected / repeats:.0%}"
+    )
+
+
+def stand_in_model(features, labels: np.ndarray, specs: list[dict], task: str):
+    """A scikit-learn model on the training split (imputed, scaled, one-hot): its predictions stand in for
+    the pipeline's model, whose outputs the prediction check compares."""
+    from sklearn.compose import ColumnTransformer
+    from sklearn.impute import SimpleImputer
+    from sklearn.linear_model import LogisticRegression, Ridge
+    from sklearn.pipeline import make_pipeline
+    from sklearn.preprocessing import OneHotEncoder, StandardScaler
+
+    numeric = [spec["name"] for spec in specs if spec["type"] == "numeric"]
+    categorical = [spec["name"] for spec in specs if spec["type"] != "numeric"]
+    prepare = ColumnTransformer(
+        [
+            ("numeric", make_pipeline(SimpleImputer(), StandardScaler()), numeric),
+            ("categorical", OneHotEncoder(handle_unknown="ignore"), categorical),
+        ]
+    )
+    estimator = LogisticRegression(max_iter=1000) if task == "classification" else Ridge()
+    return make_pipeline(prepare, estimator).fit(features, labels)
 
 
 if __name__ == "__main__":

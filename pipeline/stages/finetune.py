@@ -310,8 +310,9 @@ def _skip(config: Config, reason: str) -> StageResult:
     for name in ("figures", "transfer.json", "metrics.json", "holdout.json", "per_class.json"):
         shutil.rmtree(reports / name, ignore_errors=True)
     (reports / "figures").mkdir(parents=True)
-    for name in ("transfer.json", "metrics.json", "holdout.json", "per_class.json"):
+    for name in ("transfer.json", "holdout.json", "per_class.json"):
         write_json_atomic(reports / name, {"skipped": reason})
+    write_json_atomic(reports / "metrics.json", {"skipped": True})  # a DVC metric: the reason is in transfer.json
     for name in ("history.csv", "scratch_history.csv", "predictions.csv", "roc.csv"):
         write_history(reports / name, [{"skipped": reason}])
     return StageResult(summary=f"skipped: {reason}")
