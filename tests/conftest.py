@@ -33,6 +33,26 @@ TINY_OVERRIDES = {
 TINY_SEARCH = {"tune": {"enabled": True, "algorithm": "random", "max_trials": 2, "max_epochs": 2}}
 
 
+# The longest files (minutes each, measured in docs/benchmarks.md) start first: `make test` hands whole files
+# to two processes in collection order (--no-loadscope-reorder: xdist would otherwise start with the files that
+# hold the most tests, the quick unit tests, and leave these for last, with one process idle at the end).
+SLOWEST_FIRST = (
+    "tests/e2e/test_gate.py",
+    "tests/e2e/test_feedback_loop.py",
+    "tests/e2e/test_experiments.py",
+    "tests/e2e/test_strategies.py",
+    "tests/e2e/test_chaos.py",
+    "tests/e2e/test_repro.py",
+    "tests/e2e/test_notebooks.py",
+    "tests/e2e/test_bench.py",
+)
+
+
+def pytest_collection_modifyitems(items) -> None:
+    rank = {path: index for index, path in enumerate(SLOWEST_FIRST)}
+    items.sort(key=lambda item: rank.get(item.nodeid.partition("::")[0], len(rank)))  # stable: files stay whole
+
+
 def default_params() -> dict:
     return yaml.safe_load((ROOT / "params.yaml").read_text())
 
