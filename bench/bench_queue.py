@@ -35,7 +35,11 @@ def main() -> int:
         if args.smoke:
             command.append("--collect-only")
         completed = subprocess.run(command, cwd=ROOT, env=environment, capture_output=True, text=True)
-        lines = [line for line in completed.stdout.splitlines() if "queued experiments" in line or "passed" in line]
+        lines = [
+            line
+            for line in completed.stdout.splitlines()
+            if "queued experiments" in line or "passed" in line or line.startswith(("FAILED", "E  "))
+        ]
         print(f"{args.variants} variants, {jobs} worker(s): {'ok' if completed.returncode == 0 else 'FAILED'}")
         print("\n".join(lines) or completed.stdout[-3000:])
         failures += completed.returncode != 0

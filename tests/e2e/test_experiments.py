@@ -94,7 +94,7 @@ def test_the_mlflow_ui_in_a_browser_shows_the_queued_variants_side_by_side(queue
     rates = [f"{float(found.data.params['train.learning_rate']):g}" for found in runs]
     accuracies = [found.data.metrics["test_accuracy"] for found in runs]
     port = free_port()
-    command = [sys.executable, "-m", "pipeline", "ui", "--port", str(port), "--compare", "3"]
+    command = [sys.executable, "-m", "pipeline", "ui", "--port", str(port), "--compare", str(len(runs))]
     shots = Path(os.environ.get("MLFLOW_UI_SCREENSHOTS") or project / "screenshots")
     shots.mkdir(parents=True, exist_ok=True)
     with background_server(command, f"http://127.0.0.1:{port}", cwd=project) as server:
@@ -109,7 +109,7 @@ def test_the_mlflow_ui_in_a_browser_shows_the_queued_variants_side_by_side(queue
                 page.get_by_text(found.info.run_name, exact=True).first.wait_for(timeout=60_000)
             close_assistant(page)
             assert "Token Usage" not in page.inner_text("body"), "the UI opened in its GenAI view"
-            page.get_by_role("button", name="Columns").click()  # as a user picks what to compare
+            page.get_by_role("button", name="Columns", exact=True).click()  # as a user picks what to compare
             for column in ("train.learning_rate", "test_accuracy"):
                 page.get_by_placeholder("Search columns").fill(column)
                 page.get_by_text(column, exact=True).last.click()
@@ -133,7 +133,7 @@ def test_the_mlflow_ui_in_a_browser_shows_the_queued_variants_side_by_side(queue
             page.get_by_role("rowheader", name="train.learning_rate").wait_for(timeout=30_000)
             page.get_by_text(f"Comparing {len(runs)} Runs").scroll_into_view_if_needed()  # the run names on top
             page.screenshot(path=shots / "mlflow_compare.png")  # before scrolling: its two panes drift apart
-            scroll_to_text(page, "test_accuracy", within="system/cpu_utilization_percentage")
+            scroll_to_text(page, "test_accuracy", within="accuracy")  # the first metric row, alphabetically
             body = page.inner_text("body")
             details = body[body.index("Run details") :]
             assert "train.learning_rate" in details and "test_accuracy" in details
@@ -158,7 +158,8 @@ CHROMIUM_FLAGS = [
 
 
 def scroll_to_text(page, text: str, within: str, steps: int = 40) -> None:
-    """Scrolls the table holding `within` (the compare view draws only the rows in sight) until `text` shows."""
+    """Scrolls the table whose row `within` is drawn (the compare view draws only the rows in sight) until a row
+    `text` shows."""
     anchor = page.get_by_text(within, exact=True).first.bounding_box()
     page.mouse.move(anchor["x"] + anchor["width"] + 200, anchor["y"] + anchor["height"] / 2)  # over the values
     for _ in range(steps):
@@ -172,6 +173,6 @@ def scroll_to_text(page, text: str, within: str, steps: int = 40) -> None:
 
 def close_assistant(page) -> None:
     """MLflow 3.17 opens an assistant panel beside the first page a browser shows; a user closes it."""
-    close = page.get_by_role("button", name="Close")
+    close = page.get_by_role("button", name="Close", exact=True)
     if close.count():
         close.first.click()
