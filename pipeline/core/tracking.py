@@ -91,8 +91,27 @@ def configure(config: Config, name: str | None = None):
     mlflow.set_tracking_uri(uri)
     name = name or config.tracking.experiment
     with store_lock(uri):  # parallel queue workers must not both create the store or the experiment
+        create_store(uri, config.tracking.artifact_location)
         experiment = _experiment(mlflow, config, name)
     return experiment
+
+
+def create_store(uri: str, artifact_location: str | None) -> None:
+    """Creates a missing local SQLite store completely or not at all: MLflow builds its schema with a
+    chain of migrations, and a process killed in the middle left a store no later stage could open
+    ("table ... already exists"). So the store is built under a temporary name and renamed into place."""
+    if not uri.startswith("sqlite:///"):
+        return
+    path = Path(uri.removeprefix("sqlite:///").partition("?")[0])
+    if path.exists():
+        return
+    from mlflow.store.tracking.sqlalchemy_store import SqlAlchemyStore
+
+    temporary = path.with_name(f".{path.name}.creating")
+    temporary.unlink(missing_ok=True)  # what a process killed while creating it left
+    store = SqlAlchemyStore(f"sqlite:///{temporary}", artifact_location or (path.parent / "mlruns").as_uri())
+    store.engine.dispose()
+    os.replace(temporary, path)
 
 
 @contextlib.contextmanager

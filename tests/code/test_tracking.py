@@ -5,6 +5,7 @@ import pytest
 from pipeline.core import tracking
 from pipeline.core.config import load_config
 from pipeline.core.runner import StageResult
+from tests.conftest import ROOT
 
 
 @pytest.fixture
@@ -200,3 +201,35 @@ def test_each_process_of_a_distributed_stage_has_its_own_system_metrics(monkeypa
     monkeypatch.delenv("KERASTUNER_TUNER_ID")
     monkeypatch.setenv("TF_CONFIG", '{"cluster": {"worker": ["a:1", "b:2"]}, "task": {"type": "worker", "index": 1}}')
     assert tracking.process_role() == "worker1"
+
+
+CREATE = """
+from pipeline.core import tracking
+from pipeline.core.config import load_config
+tracking.configure(load_config("params.yaml"))
+"""
+
+
+def test_a_store_killed_while_being_created_is_never_left_half_built(config, workdir, monkeypatch):
+    """SIGKILLs a first stage at instants across the store's creation (MLflow's schema migrations, about a
+    second after its start here): each time there is either no store or a whole one, which the next stage
+    opens. Before the fix some kills left "table ... already exists" for good."""
+    import os
+    import signal
+    import subprocess
+    import sys
+    import time
+
+    import mlflow
+
+    for index, delay in enumerate(0.9 + step * 0.15 for step in range(14)):  # 0.9 s to 2.85 s
+        store = workdir / f"store-{index}.db"  # a new store each time: MLflow caches stores by URI
+        monkeypatch.setenv("MLFLOW_TRACKING_URI", f"sqlite:///{store}")
+        process = subprocess.Popen(
+            [sys.executable, "-c", CREATE], cwd=workdir, env={**os.environ, "PYTHONPATH": str(ROOT)}
+        )
+        time.sleep(delay)
+        os.kill(process.pid, signal.SIGKILL)
+        process.wait()
+        tracking.configure(config)  # the next stage opens (or creates) the store
+        assert mlflow.get_experiment_by_name(config.tracking.experiment) is not None, f"killed at {delay:.2f} s"
