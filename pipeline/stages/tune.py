@@ -246,19 +246,23 @@ def is_worker() -> bool:
 
 def mark_interrupted_trials(parent_run_id: str, completed: set[str] | None = None) -> int:
     """Trial runs left RUNNING by a killed search are settled: FINISHED if the oracle had recorded
-    the trial as completed (`completed`: their ids), else KILLED (the trial will run again).
+    the trial as completed (`completed`: their ids), else KILLED (the trial will run again). With the
+    oracle's list, a trial run FINISHED in MLflow that the oracle never recorded (the search was killed
+    between the two writes) is KILLED too: the trial runs again, and would otherwise finish twice.
     Returns how many were marked KILLED."""
     import mlflow
 
     client = mlflow.tracking.MlflowClient()
     run = client.get_run(parent_run_id)
-    stale = client.search_runs(
-        [run.info.experiment_id],
-        filter_string=f"tags.mlflow.parentRunId = '{parent_run_id}' and attributes.status = 'RUNNING'",
+    settle = ("RUNNING", "FINISHED") if completed is not None else ("RUNNING",)
+    children = client.search_runs(
+        [run.info.experiment_id], filter_string=f"tags.mlflow.parentRunId = '{parent_run_id}'"
     )
     killed = 0
-    for child in stale:
+    for child in children:
         done = completed is not None and child.data.tags.get(TRIAL_TAG) in completed
+        if child.info.status not in settle or (child.info.status == "FINISHED" and done):
+            continue
         client.set_terminated(child.info.run_id, status="FINISHED" if done else "KILLED")
         killed += not done
     return killed
