@@ -490,10 +490,13 @@ class TrackingConfig:
     @property
     def artifact_location(self) -> str | None:
         """Where a new experiment keeps its artifacts: beside a local store, in the project (else the server's)."""
-        uri = self.resolved_uri
-        if uri.startswith("sqlite:///"):
-            return (Path(uri.removeprefix("sqlite:///").partition("?")[0]).parent / "mlruns").as_uri()
-        return None
+        store = sqlite_file(self.resolved_uri)
+        return (store.parent / "mlruns").as_uri() if store else None
+
+
+def sqlite_file(uri: str) -> Path | None:
+    """The file of a `sqlite:///PATH[?options]` tracking URI; None for any other store."""
+    return Path(uri.removeprefix("sqlite:///").partition("?")[0]) if uri.startswith("sqlite:///") else None
 
 
 def project_root() -> Path:

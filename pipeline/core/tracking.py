@@ -19,7 +19,7 @@ from collections.abc import Iterator
 from pathlib import Path
 from typing import Optional
 
-from pipeline.core.config import Config
+from pipeline.core.config import Config, sqlite_file
 
 log = logging.getLogger(__name__)
 
@@ -100,10 +100,8 @@ def create_store(uri: str, artifact_location: str | None) -> None:
     """Creates a missing local SQLite store completely or not at all: MLflow builds its schema with a
     chain of migrations, and a process killed in the middle left a store no later stage could open
     ("table ... already exists"). So the store is built under a temporary name and renamed into place."""
-    if not uri.startswith("sqlite:///"):
-        return
-    path = Path(uri.removeprefix("sqlite:///").partition("?")[0])
-    if path.exists():
+    path = sqlite_file(uri)
+    if path is None or path.exists():
         return
     from mlflow.store.tracking.sqlalchemy_store import SqlAlchemyStore
 
@@ -118,12 +116,12 @@ def create_store(uri: str, artifact_location: str | None) -> None:
 def store_lock(uri: str) -> Iterator[None]:
     """An exclusive lock beside a local SQLite store (`<store>.lock`), held while the store and the
     experiment are looked up or created: two processes creating one store at once break its schema."""
-    if not uri.startswith("sqlite:///"):
+    path = sqlite_file(uri)
+    if path is None:
         yield
         return
     import fcntl
 
-    path = Path(uri.removeprefix("sqlite:///").partition("?")[0])
     path.parent.mkdir(parents=True, exist_ok=True)
     with open(path.with_name(path.name + ".lock"), "w") as handle:
         fcntl.flock(handle, fcntl.LOCK_EX)
@@ -402,7 +400,8 @@ def ui(config: Config, host: str, port: int, compare: int) -> int:
 
     uri = config.tracking.resolved_uri
     local = not uri.startswith(("http://", "https://"))  # a database this command can serve; else a server
-    if uri.startswith("sqlite:///") and not Path(uri.removeprefix("sqlite:///").partition("?")[0]).is_file():
+    store = sqlite_file(uri)
+    if store is not None and not store.is_file():
         raise ConfigError(f"no MLflow store at {uri} yet: run the pipeline first (`dvc repro`)")
     experiment = configure(config)
     base = f"http://{host}:{port}" if local else uri
