@@ -13,6 +13,7 @@ redoing finished trials, and a changed search starts afresh.
 from __future__ import annotations
 
 import csv
+import gc
 import hashlib
 import json
 import logging
@@ -117,6 +118,7 @@ def make_tuner(
             return super().pre_create_trial()
 
         def run_trial(self, trial, *args, **kwargs):
+            collect_and_freeze()
             values = trial.hyperparameters.values
             train, validation = datasets(int(values.get("batch_size", 0)) or None)
             callbacks = [
@@ -177,6 +179,18 @@ def make_tuner(
         arguments = dict(max_trials=settings.max_trials)
     tuner_class = type(f"Tracked{base.__name__}", (TrackedTrials, base), {})
     return tuner_class(hypermodel=hypermodel, **arguments, **common)
+
+
+def collect_and_freeze() -> None:
+    """Before a trial: one garbage collection, then everything that survived it is kept out of later ones.
+
+    Keras Tuner runs two full collections before every trial (`clear_session()` and its own `gc.collect()`)
+    to free the last trial's models. With TensorFlow, Keras and MLflow loaded, each walked every object in
+    the process, and the graphs TensorFlow keeps of every trial's training step (about 14,000 objects a
+    trial, never freed): 0.2-0.7 s apiece, growing, half of the search's time on digits. After a freeze
+    they walk only what the trial creates. `gc.unfreeze()` after the search returns the survivors."""
+    gc.collect()
+    gc.freeze()
 
 
 def write_state_atomically() -> None:
@@ -347,7 +361,10 @@ def search(config: Config, spec: dict, defaults: dict[str, Any]) -> tuple[dict[s
         if killed:
             log.info("marked %d trial run(s) of an interrupted search as KILLED", killed)
     started = time.perf_counter()
-    tuner.search(epochs=settings.max_epochs, verbose=1 if sys.stdout.isatty() else 2)
+    try:
+        tuner.search(epochs=settings.max_epochs, verbose=1 if sys.stdout.isatty() else 2)
+    finally:
+        gc.unfreeze()  # what `collect_and_freeze` kept from the collector can be collected again
     seconds = time.perf_counter() - started
     if is_worker():
         return None, {"search_seconds": round(seconds, 1)}, []
