@@ -1,3 +1,8 @@
 from pipeline.cli import main
+from pipeline.core.processes import exit_without_teardown
 
-raise SystemExit(main())
+try:
+    status = main()
+except SystemExit as stop:
+    status = stop.code
+exit_without_teardown(status)

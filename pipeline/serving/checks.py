@@ -12,6 +12,7 @@ import sys
 import time
 import urllib.error
 import urllib.request
+from collections.abc import Callable
 from pathlib import Path
 
 import numpy as np
@@ -158,8 +159,10 @@ def infra_validate(
     expected: np.ndarray,
     tolerance: float,
     timeout: float = 180.0,
+    meanwhile: Callable[[], object] | None = None,
 ) -> dict:
-    """Starts `pipeline serve` on the staged SavedModel and checks its answers to real test examples.
+    """Starts `pipeline serve` on the staged SavedModel and checks its answers to real test examples;
+    `meanwhile()` runs while the server starts (`seconds_to_ready` then counts it too).
 
     Raises:
         StageError: if the server does not come up, refuses a request, or disagrees with the model.
@@ -168,8 +171,17 @@ def infra_validate(
     base = f"http://127.0.0.1:{port}"
     started = time.monotonic()
     command = [sys.executable, "-m", "pipeline", "serve", "--model", str(version_dir), "--port", str(port)]
+    failed_meanwhile = []
+
+    def run_meanwhile() -> None:
+        try:
+            meanwhile()
+        except Exception:
+            failed_meanwhile.append(True)  # its own error, not one of infra validation's
+            raise
+
     try:
-        with background_server(command, base, timeout):
+        with background_server(command, base, timeout, meanwhile=run_meanwhile if meanwhile else None):
             ready_seconds = time.monotonic() - started
             answers = []
             for batch in batches:
@@ -186,7 +198,7 @@ def infra_validate(
                         f"infra validation: the server refused a test example: {error.read()[:500]!r}"
                     ) from None
     except StageError as error:
-        if str(error).startswith("infra validation"):
+        if failed_meanwhile or str(error).startswith("infra validation"):
             raise
         raise StageError(f"infra validation: {error}") from None
     served = np.concatenate(answers)

@@ -110,13 +110,21 @@ def run(config: Config) -> StageResult:
         checks.write_warmup_requests(version_dir, config.model_name, warmup)
         edge_dir = Path(scratch) / "edge"
         edge = {"skipped": "export.tflite is false"}
-        if settings.tflite:
-            edge = checks.export_tflite(version_dir, edge_dir, spec, batches, labels, expected)
-        write_json_atomic(edge_dir / "tflite.json", edge)  # also says why nothing was converted
+
+        def convert_for_edge() -> None:
+            if settings.tflite:
+                edge.clear()
+                edge.update(checks.export_tflite(version_dir, edge_dir, spec, batches, labels, expected))
+
         infra = {"servable": None, "skipped": "export.infra_validation is false"}
-        if settings.infra_validation:
+        if settings.infra_validation:  # the TFLite conversions run while the server starts (seconds)
             warmup_expected = np.concatenate([np.asarray(model(inputs, training=False)) for inputs in warmup])
-            infra = checks.infra_validate(version_dir, config.model_name, spec, warmup, warmup_expected, tolerance)
+            infra = checks.infra_validate(
+                version_dir, config.model_name, spec, warmup, warmup_expected, tolerance, meanwhile=convert_for_edge
+            )
+        else:
+            convert_for_edge()
+        write_json_atomic(edge_dir / "tflite.json", edge)  # also says why nothing was converted
         replace_directory(staging, target)
         replace_directory(edge_dir, edge_target)
     published = target / config.model_name / str(version)

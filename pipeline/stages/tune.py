@@ -108,12 +108,11 @@ def make_tuner(
         """Mixed into a Keras Tuner class: one nested MLflow run per trial, and the time budget."""
 
         def pre_create_trial(self):
-            if (
-                deadline is not None
-                and time.monotonic() > deadline
-                and self.oracle.max_trials != len(self.oracle.trials)
-            ):
-                log.warning("tune.max_seconds reached: no new trials are started")
+            reason = stop_reason(self.oracle, deadline)
+            if reason:
+                self.stopped = reason
+            if reason and self.oracle.max_trials != len(self.oracle.trials):
+                log.warning("%s: no new trials are started", reason)
                 self.oracle.max_trials = len(self.oracle.trials)
             return super().pre_create_trial()
 
@@ -191,6 +190,25 @@ def collect_and_freeze() -> None:
     they walk only what the trial creates. `gc.unfreeze()` after the search returns the survivors."""
     gc.collect()
     gc.freeze()
+
+
+def best_possible_score(objective: str) -> float | None:
+    """The score no trial can beat: 1.0 for an accuracy or AUC; None where there is none (a loss)."""
+    name = objective.removeprefix("val_")
+    return 1.0 if name in ("accuracy", "auc", "binary_accuracy", "sparse_categorical_accuracy") else None
+
+
+def stop_reason(oracle, deadline: float | None) -> str | None:
+    """Why the search should start no more trials, or None: its time budget is spent, or a completed trial
+    has the best possible score. The search keeps the earliest of equal scores (`best_trial`), so no later
+    trial could be chosen over that one: on a small or easy dataset (penguins) the rest would be wasted."""
+    if deadline is not None and time.monotonic() > deadline:
+        return "tune.max_seconds reached"
+    ceiling = best_possible_score(oracle.objective.name)
+    for trial in oracle.trials.values():
+        if ceiling is not None and trial.status == "COMPLETED" and trial.score is not None and trial.score >= ceiling:
+            return f"trial {trial.trial_id} reached the best possible {oracle.objective.name} ({ceiling:g})"
+    return None
 
 
 def write_state_atomically() -> None:
@@ -385,6 +403,7 @@ def search(config: Config, spec: dict, defaults: dict[str, Any]) -> tuple[dict[s
         "total_epochs": sum(row["epochs"] for row in completed),
         "search_seconds": round(seconds, 1),
         "resumed": resumed,
+        "stopped_early": getattr(tuner, "stopped", None),
     }
     return best_hyperparameters, summary, rows
 

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import os
 import signal
+import socket
 import subprocess
 import sys
 import time
@@ -49,6 +50,35 @@ def test_the_server_is_up_inside_the_block_and_stopped_after():
     assert server.poll() is not None
 
 
+def test_work_given_as_meanwhile_runs_while_the_server_starts_and_its_error_stops_the_server():
+    port, seen = free_port(), []
+
+    def meanwhile():  # runs before the wait: the server is still starting Python, nothing listens yet
+        try:
+            socket.create_connection(("127.0.0.1", port), timeout=2).close()
+            seen.append("listening")
+        except OSError:
+            seen.append("starting")
+
+    with background_server(
+        [sys.executable, "-c", SERVER, str(port)], f"http://127.0.0.1:{port}", 60, meanwhile=meanwhile
+    ):
+        assert seen == ["starting"]
+    servers = []
+
+    def failing():
+        servers.append(port)
+        raise ValueError("the work failed")
+
+    with pytest.raises(ValueError, match="the work failed"):
+        with background_server(
+            [sys.executable, "-c", SERVER, str(port)], f"http://127.0.0.1:{port}", 60, meanwhile=failing
+        ):
+            pass
+    with pytest.raises(OSError):  # stopped: nothing listens on the port any more
+        socket.create_connection(("127.0.0.1", port), timeout=2)
+
+
 def test_a_server_that_exits_while_starting_is_a_clear_error():
     with pytest.raises(StageError, match="exited while starting"):
         with background_server([sys.executable, "-c", "raise SystemExit(3)"], "http://127.0.0.1:9", 30):
@@ -68,3 +98,37 @@ def test_a_server_dies_with_its_parent_killed_by_sigkill():
     while alive(server_pid) and time.monotonic() < deadline:
         time.sleep(0.1)
     assert not alive(server_pid), "the server outlived the stage that started it"
+
+
+QUICK_EXIT = """
+import atexit, pathlib, sys, tempfile, threading, time
+from pipeline.core.processes import exit_without_teardown
+folder = pathlib.Path(sys.argv[1])
+atexit.register(lambda: (folder / "exit handler").write_text("ran"))
+scratch = tempfile.TemporaryDirectory(dir=folder)  # never cleaned up explicitly: its finalizer must run
+threading.Thread(target=lambda: (time.sleep(0.5), (folder / "thread").write_text("finished"))).start()
+print("buffered, not yet flushed", end="")
+exit_without_teardown(int(sys.argv[2]) if sys.argv[2].isdigit() else sys.argv[2])
+"""
+
+
+@pytest.mark.parametrize(("code", "status"), [("3", 3), ("0", 0), ("stopped: a message", 1)])
+def test_the_quick_exit_keeps_what_a_normal_exit_does_for_the_program(tmp_path, code, status):
+    finished = subprocess.run([sys.executable, "-c", QUICK_EXIT, str(tmp_path), code], capture_output=True, text=True)
+    assert finished.returncode == status
+    assert finished.stdout == "buffered, not yet flushed"
+    assert (tmp_path / "exit handler").read_text() == "ran"
+    assert (tmp_path / "thread").read_text() == "finished"
+    assert sorted(path.name for path in tmp_path.iterdir()) == ["exit handler", "thread"]  # no temporary folder
+    assert finished.stderr.strip() == ("" if code.isdigit() else code)
+
+
+def test_python_m_pipeline_exits_with_the_commands_status(tmp_path):
+    missing = subprocess.run(
+        [sys.executable, "-m", "pipeline", "check-config", "--params", str(tmp_path / "none.yaml")],
+        capture_output=True,
+        text=True,
+    )
+    assert missing.returncode == 2 and "no such params file" in missing.stderr
+    usage = subprocess.run([sys.executable, "-m", "pipeline", "run", "nothing"], capture_output=True, text=True)
+    assert usage.returncode == 2 and "invalid choice" in usage.stderr

@@ -88,3 +88,42 @@ def test_the_best_trial_is_the_earliest_of_equal_scores_whatever_the_dictionary_
         trials={item.trial_id: item for item in trials}, objective=SimpleNamespace(direction="min")
     )
     assert best_trial(losses).trial_id == "0001"
+
+
+def test_the_search_stops_once_a_trial_has_the_best_possible_score(config, tmp_path, monkeypatch):
+    """A later trial can at most tie a perfect validation accuracy, and ties go to the earliest trial:
+    the search starts no more trials (penguins reached 1.0 in its first trials, then ran 20 more)."""
+    import keras
+    import numpy as np
+    import tensorflow as tf
+
+    from pipeline.stages.tune import best_possible_score, make_tuner
+
+    monkeypatch.chdir(tmp_path)
+    monkeypatch.setenv("MLFLOW_TRACKING_URI", f"sqlite:///{tmp_path / 'mlflow.db'}")
+    features = np.array([[0.0], [1.0]] * 32, dtype="float32")
+    labels = np.array([0, 1] * 32)
+
+    def datasets(batch_size):
+        examples = tf.data.Dataset.from_tensor_slices((features, labels)).batch(16)
+        return examples, examples
+
+    def build(hp):
+        inputs = keras.Input((1,))
+        model = keras.Model(inputs, keras.layers.Dense(2, activation="softmax")(inputs))
+        model.compile(
+            optimizer=keras.optimizers.Adam(hp.Float("learning_rate", 0.1, 0.2)),
+            loss="sparse_categorical_crossentropy",
+            metrics=["accuracy"],
+        )
+        return model
+
+    settings = dataclasses.replace(
+        config.tune, algorithm="random", max_trials=4, max_epochs=10, objective="val_accuracy"
+    )
+    tuner = make_tuner(settings, build, datasets, tmp_path / "search", seed=1, deadline=None)
+    tuner.search(epochs=settings.max_epochs, verbose=0)
+    completed = [trial for trial in tuner.oracle.trials.values() if trial.status == "COMPLETED"]
+    assert [trial.score for trial in completed] == [1.0]
+    assert tuner.stopped == "trial 0 reached the best possible val_accuracy (1)"
+    assert best_possible_score("val_loss") is None and best_possible_score("val_auc") == 1.0
