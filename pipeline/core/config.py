@@ -7,6 +7,7 @@ setting is reported in well under a second, before any heavy import.
 from __future__ import annotations
 
 import dataclasses
+import importlib.util
 import os
 import re
 import types
@@ -84,8 +85,19 @@ class DataConfig:
     image_size: Optional[list[int]] = None
     color_mode: Literal["grayscale", "rgb"] = "grayscale"
     drop_columns: list[str] = dataclasses.field(default_factory=list)
+    engine: Literal["local", "beam"] = "local"
+    engine_workers: Optional[int] = None
+    engine_options: list[str] = dataclasses.field(default_factory=list)
 
     def _validate(self, section: str) -> None:
+        if self.engine_workers is not None and self.engine_workers < 1:
+            _fail(f"{section}.engine_workers", self.engine_workers, "null (one per core) or a positive number")
+        if self.engine == "beam" and importlib.util.find_spec("apache_beam") is None:
+            _fail(f"{section}.engine", self.engine, "local, or install Apache Beam first: pip install -e '.[beam]'")
+        if any(not str(option).startswith("--") for option in self.engine_options):
+            _fail(
+                f"{section}.engine_options", self.engine_options, "Beam pipeline options, e.g. [--runner=FlinkRunner]"
+            )
         if self.image_size is not None and (len(self.image_size) != 2 or any(side < 1 for side in self.image_size)):
             _fail(f"{section}.image_size", self.image_size, "null or [height, width] with positive sides")
         if self.drop_columns and self.kind == "image":

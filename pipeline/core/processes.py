@@ -14,6 +14,7 @@ import signal
 import socket
 import subprocess
 import sys
+import tempfile
 import threading
 import time
 import urllib.request
@@ -70,6 +71,15 @@ def free_port() -> int:
 
 
 @contextlib.contextmanager
+def _removed_on_error(path: str) -> Iterator[None]:
+    try:
+        yield
+    except BaseException:
+        os.unlink(path)
+        raise
+
+
+@contextlib.contextmanager
 def background_server(
     command: list[str],
     base: str,
@@ -87,16 +97,21 @@ def background_server(
     Raises:
         StageError: the server exited while starting, or did not answer within `timeout` seconds.
     """
-    process = subprocess.Popen(
-        command,
-        cwd=cwd,
-        stdout=subprocess.PIPE,
-        stderr=subprocess.STDOUT,
-        text=True,
-        start_new_session=True,
-        env=environment,
-        preexec_fn=die_with_parent,
-    )
+    # The server's output goes to a file, read back through `process.stdout`: a pipe that nobody reads
+    # while the server starts fills up at 64 KiB and stops it (PYTHONPROFILEIMPORTTIME=1 writes 300 KiB).
+    handle, output = tempfile.mkstemp(prefix="server-", suffix=".log")
+    with open(handle, "w") as writer, _removed_on_error(output):
+        process = subprocess.Popen(
+            command,
+            cwd=cwd,
+            stdout=writer,
+            stderr=subprocess.STDOUT,
+            text=True,
+            start_new_session=True,
+            env=environment,
+            preexec_fn=die_with_parent,
+        )
+    process.stdout = open(output)  # noqa: SIM115 - closed in `finally`
     try:
         if meanwhile is not None:
             meanwhile()
@@ -120,3 +135,5 @@ def background_server(
         except subprocess.TimeoutExpired:
             os.killpg(process.pid, signal.SIGKILL)
             process.wait()
+        process.stdout.close()
+        os.unlink(output)

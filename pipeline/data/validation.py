@@ -15,8 +15,11 @@ from __future__ import annotations
 
 import dataclasses
 import hashlib
+import itertools
 import json
 import logging
+import math
+import os
 import tempfile
 from collections.abc import Iterator
 from pathlib import Path
@@ -30,8 +33,9 @@ from pipeline.core.errors import StageError
 from pipeline.core.outputs import replace_directory, write_json_atomic
 from pipeline.core.progress import progress
 from pipeline.core.runner import StageResult
-from pipeline.data import expectations, sources
+from pipeline.data import engine, expectations, sources
 from pipeline.data.columns import input_names, suspicious_columns
+from pipeline.data.engine import Engine
 from pipeline.data.ingestion import load_source, read_ingested
 from pipeline.data.sources import DataError
 
@@ -42,6 +46,7 @@ SCHEMA_FILE = "schema.json"
 TABLE_FILE = "table.parquet"
 MANIFEST_FILE = "manifest.parquet"
 DOCS_DIR = "data_docs"
+IMAGES_PER_TASK = 2000  # at most, per task of a data engine (decoding and hashing)
 
 
 def describe_image(path: str) -> dict[str, Any]:
@@ -68,18 +73,36 @@ def describe_image(path: str) -> dict[str, Any]:
     return row
 
 
-def image_manifest(listing: pd.DataFrame) -> pd.DataFrame:
-    """The validation frame of an image folder: one row per file, indexed by path."""
-    rows = [describe_image(path) for path in progress(listing["path"], "decoding images", total=len(listing))]
+def describe_images(paths: list[str]) -> list[dict[str, Any]]:
+    """`describe_image` for a slice of the manifest: one task of a data engine."""
+    return [describe_image(path) for path in paths]
+
+
+def image_manifest(listing: pd.DataFrame, runner: Engine | None = None) -> pd.DataFrame:
+    """The validation frame of an image folder: one row per file, indexed by path. Each file is opened,
+    decoded and hashed here, or by `runner`'s workers (slices of the manifest, results in manifest order)."""
+    paths = listing["path"].tolist()
+    if runner is None or runner.name == "local":
+        rows = [describe_image(path) for path in progress(paths, "decoding images", total=len(paths))]
+    else:
+        size = task_size(len(paths), runner, IMAGES_PER_TASK)
+        slices = [paths[start : start + size] for start in range(0, len(paths), size)]
+        rows = [row for part in runner.map(describe_images, slices) for row in part]
     manifest = pd.DataFrame(rows, index=pd.Index(listing["path"].tolist(), name="file"))
     manifest.insert(0, "label", listing["label"].to_numpy())
     return manifest[expectations.IMAGE_COLUMNS]
 
 
-def validation_frame(description: dict, path: Path) -> pd.DataFrame:
+def task_size(items: int, runner: Engine, most: int) -> int:
+    """Items per task: about four tasks per worker, so that a slow one does not hold up the rest."""
+    workers = runner.workers or os.cpu_count() or 1
+    return max(1, min(most, math.ceil(items / (4 * workers))))
+
+
+def validation_frame(description: dict, path: Path, runner: Engine | None = None) -> pd.DataFrame:
     """The parsed table (indexed by file line number) or the image manifest (indexed by path)."""
     if description["kind"] == "image":
-        return image_manifest(read_ingested(description, path))
+        return image_manifest(read_ingested(description, path), runner)
     table = read_ingested(description, path)
     table.index = pd.Index(np.arange(len(table)) + 2, name="line")  # line 1 is the header
     return table
@@ -236,6 +259,80 @@ def table_chunks(
         raise DataError(f"{path}: not UTF-8 text ({error.reason}); re-save the file as UTF-8.") from error
 
 
+def table_chunk(path: Path, file_format: str, chunk_rows: int, index: int, drop: list[str]) -> pd.DataFrame | None:
+    """Chunk `index` of `table_chunks(path, file_format, chunk_rows, drop)` (None past the end), read by a
+    worker of a data engine. A Parquet file is read from its row groups that hold the chunk's rows; a CSV
+    file is read from the start up to the chunk (a CSV row may span lines, so its rows cannot be found by
+    seeking): prefer Parquet for large tables."""
+    path = Path(path)
+    start = index * chunk_rows
+    if file_format == "csv":
+        try:
+            reader = pd.read_csv(path, chunksize=chunk_rows)
+            chunk = next(itertools.islice(reader, index, None), None)
+        except UnicodeDecodeError as error:
+            raise DataError(f"{path}: not UTF-8 text ({error.reason}); re-save the file as UTF-8.") from error
+    else:
+        import pyarrow as arrow
+        import pyarrow.parquet as parquet
+
+        file = parquet.ParquetFile(path)
+        groups, first, offset = [], None, 0
+        for group in range(file.metadata.num_row_groups):
+            rows = file.metadata.row_group(group).num_rows
+            if offset + rows > start and offset < start + chunk_rows:
+                groups.append(group)
+                first = offset if first is None else first
+            offset += rows
+        if not groups:
+            return None
+        table = file.read_row_groups(groups).slice(start - first, chunk_rows)
+        chunk = arrow.Table.from_batches(table.to_batches(), schema=table.schema).to_pandas()
+    if chunk is None or chunk.empty:
+        return None
+    chunk = sources.drop_columns(sources.with_text_column_names(chunk, path), drop or [])
+    chunk.index = pd.Index(np.arange(len(chunk)) + start + 2, name="line")
+    return chunk
+
+
+@dataclasses.dataclass(frozen=True)
+class ChunkCheck:
+    """The per-chunk part of chunked validation: a summary of the chunk-wise expectations, and the narrow
+    frame (label, row hash) that the whole-table expectations are judged on. Picklable: it is what a data
+    engine's worker runs."""
+
+    suite: expectations.Suite
+    extra_columns: str
+    max_examples: int
+    label: str
+
+    def __call__(self, chunk: pd.DataFrame) -> tuple[dict, pd.DataFrame]:
+        label = self.label
+        narrow = pd.DataFrame(
+            {
+                label: chunk[label] if label in chunk else pd.Series(np.nan, index=chunk.index),
+                "row_hash": pd.util.hash_pandas_object(chunk, index=False).to_numpy(),
+            },
+            index=chunk.index,
+        )
+        return run_suite(chunk, self.suite, self.extra_columns, self.max_examples), narrow
+
+
+@dataclasses.dataclass(frozen=True)
+class ReadAndCheck:
+    """One task of chunked validation on a data engine: read chunk `index`, check it; None past the end."""
+
+    path: str
+    file_format: str
+    chunk_rows: int
+    drop: tuple[str, ...]
+    check: ChunkCheck
+
+    def __call__(self, index: int) -> tuple[dict, pd.DataFrame, pd.DataFrame] | None:
+        chunk = table_chunk(Path(self.path), self.file_format, self.chunk_rows, index, list(self.drop))
+        return None if chunk is None else (*self.check(chunk), chunk)
+
+
 def split_suite(suite: expectations.Suite) -> tuple[expectations.Suite, expectations.Suite]:
     """(expectations judged chunk by chunk, expectations judged on the narrow whole-table frame)."""
     per_chunk, whole = [], []
@@ -259,15 +356,30 @@ def split_suite(suite: expectations.Suite) -> tuple[expectations.Suite, expectat
 def merge_chunk_checks(chunk_summaries: list[dict], suite: expectations.Suite, rows: int, limit: int) -> list[dict]:
     """One check per expectation over all chunks: counts added up, `mostly` judged on the totals.
 
-    Every chunk ran the same suite, so their checks line up position by position.
+    Every chunk ran the same suite, so every chunk has the same checks; they are matched by expectation
+    and column (Great Expectations does not list its results in the same order for every chunk: a chunk
+    whose column holds a text among numbers came back in another order, and position-by-position merging
+    paired unrelated checks).
     """
+
+    def keyed(checks: list[dict]) -> dict[tuple, dict]:
+        seen: dict[tuple, int] = {}
+        result = {}
+        for check in checks:
+            key = (check["expectation"], json.dumps(check["column"]))
+            seen[key] = seen.get(key, 0) + 1
+            result[(*key, seen[key])] = check
+        return result
+
+    by_chunk = [keyed(summary["checks"]) for summary in chunk_summaries]
     mostly = {
         (item["expectation"], json.dumps(item.get("column"))): float(item["mostly"])
         for item in suite.expectations
         if "mostly" in item
     }
     merged = []
-    for parts in zip(*(summary["checks"] for summary in chunk_summaries), strict=True):
+    for key in by_chunk[0] if by_chunk else []:
+        parts = [checks[key] for checks in by_chunk]
         check = {**parts[0], "success": all(part["success"] for part in parts)}
         if "unexpected_count" in parts[0]:
             unexpected = sum(part.get("unexpected_count", 0) for part in parts)
@@ -310,35 +422,44 @@ def validate_in_chunks(
     chunk_rows: int,
     docs_dir: Path | None,
     validated_file: Path | None = None,
+    runner: Engine | None = None,
 ) -> tuple[dict, pd.DataFrame]:
     """Validates a table chunk by chunk, holding one chunk plus a label and a hash per row.
 
-    Writes the rows to `validated_file` (Parquet) as it goes. Data Docs show the whole-table
-    expectations; the summary has every expectation. Returns (summary, the narrow frame).
+    The chunks are read and checked here, one after the other, or by `runner`'s workers (the results
+    come back in chunk order, so the outcome is the same). Writes the rows to `validated_file` (Parquet)
+    as it goes. Data Docs show the whole-table expectations; the summary has every expectation.
+    Returns (summary, the narrow frame).
     """
     import pyarrow as arrow
     import pyarrow.parquet as parquet
 
     per_chunk, whole = split_suite(suite)
-    label = description["label"]
-    summaries, narrow, writer = [], [], None
+    check = ChunkCheck(per_chunk, extra_columns, max_examples, description["label"])
+    drop = description.get("dropped_columns") or []
+    summaries, narrow, writer, unwritable = [], [], None, ""
+    if runner is None or runner.name == "local":
+        chunks = table_chunks(path, description["format"], chunk_rows, drop)
+        parts = ((*check(chunk), chunk) for chunk in progress(chunks, "validating chunks"))
+    else:
+        if description["format"] == "csv":
+            sources.check_csv_field_counts(path)
+        count = math.ceil(table_rows(path, description["format"]) / chunk_rows)  # lines: rows or more
+        task = ReadAndCheck(str(path), description["format"], chunk_rows, tuple(drop), check)
+        parts = (part for part in runner.map(task, list(range(count))) if part is not None)
     try:
-        chunks = table_chunks(path, description["format"], chunk_rows, description.get("dropped_columns"))
-        for chunk in progress(chunks, "validating chunks"):
-            summaries.append(run_suite(chunk, per_chunk, extra_columns, max_examples))
-            narrow.append(
-                pd.DataFrame(
-                    {
-                        label: chunk[label] if label in chunk else pd.Series(np.nan, index=chunk.index),
-                        "row_hash": pd.util.hash_pandas_object(chunk, index=False).to_numpy(),
-                    },
-                    index=chunk.index,
-                )
-            )
-            if validated_file is not None:
+        for chunk_summary, chunk_narrow, chunk in parts:
+            summaries.append(chunk_summary)
+            narrow.append(chunk_narrow)
+            if validated_file is not None and not unwritable:
                 table = arrow.Table.from_pandas(chunk.reset_index(drop=True), preserve_index=False)
                 writer = writer or parquet.ParquetWriter(validated_file, table.schema)
-                writer.write_table(table.cast(writer.schema))
+                try:
+                    writer.write_table(table.cast(writer.schema))
+                except (arrow.ArrowInvalid, arrow.ArrowTypeError, ValueError) as error:
+                    # A column whose values change type from one chunk to the next (numbers, then a text):
+                    # the verdict still comes from every chunk; the table is not written.
+                    unwritable = f"rows from line {chunk.index[0]} on do not fit the types of the first rows ({error})"
     finally:
         if writer is not None:
             writer.close()
@@ -351,6 +472,10 @@ def validate_in_chunks(
     checks = merge_chunk_checks(summaries, per_chunk, len(frame), max_examples) + whole_summary["checks"]
     summary = tally(checks, len(frame))
     summary["chunks"] = len(summaries)
+    if unwritable and summary["success"]:
+        raise DataError(
+            f"{path}: {unwritable}. Give the column one type (or add an expectation on its type to the suite)."
+        )
     return summary, frame
 
 
@@ -445,6 +570,7 @@ def validate_configured(config: Config) -> StageResult:
             f"{suite_file} is a suite for {suite.kind} data, but {config.data.source} is {description['kind']} data."
         )
     settings = config.validate
+    runner = engine.from_config(config)
     chunked = description["kind"] == "table" and table_rows(snapshot, description["format"]) > settings.chunk_rows
     reports = Path(config.paths.reports) / "validate"
     reports.mkdir(parents=True, exist_ok=True)
@@ -467,9 +593,10 @@ def validate_configured(config: Config) -> StageResult:
                 settings.chunk_rows,
                 docs,
                 validated_file=staging / TABLE_FILE,
+                runner=runner,
             )
         else:
-            frame = validation_frame(description, snapshot)
+            frame = validation_frame(description, snapshot, runner)
             summary = run_suite(frame, suite, settings.extra_columns, settings.max_examples, docs)
         replace_directory(docs, reports / DOCS_DIR)
         summary["suite"] = str(suite_file)

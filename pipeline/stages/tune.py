@@ -108,7 +108,9 @@ def make_tuner(
         """Mixed into a Keras Tuner class: one nested MLflow run per trial, and the time budget."""
 
         def pre_create_trial(self):
-            reason = stop_reason(self.oracle, deadline)
+            # A worker of a distributed search holds only a client of the chief's oracle (no trials, and
+            # its max_trials is the chief's): the budget and the best-score stop are single-process only.
+            reason = None if is_worker() else stop_reason(self.oracle, deadline)
             if reason:
                 self.stopped = reason
             if reason and self.oracle.max_trials != len(self.oracle.trials):
@@ -475,7 +477,15 @@ def launch_distributed(params_file: str, workers: int, host: str = "127.0.0.1", 
         subprocess.Popen(command, env={**environment, "KERASTUNER_TUNER_ID": f"tuner{index}"})
         for index in range(workers)
     ]
-    statuses = [process.wait() for process in others] + [chief.wait()]
+    statuses = [process.wait() for process in others]
+    if any(statuses):  # the chief waits for every worker to ask for a last trial: it would wait forever
+        log.error("a tune worker failed (exit status %s): stopping the chief", next(filter(None, statuses)))
+        chief.terminate()
+        try:
+            chief.wait(timeout=30)
+        except subprocess.TimeoutExpired:
+            chief.kill()
+    statuses.append(chief.wait())
     return next((status for status in statuses if status), 0)
 
 

@@ -79,6 +79,14 @@ def test_work_given_as_meanwhile_runs_while_the_server_starts_and_its_error_stop
         socket.create_connection(("127.0.0.1", port), timeout=2)
 
 
+def test_a_server_that_prints_a_lot_while_starting_still_comes_up():
+    """Its output once went to a pipe nobody read: at 64 KiB the server stopped (PYTHONPROFILEIMPORTTIME=1)."""
+    port = free_port()
+    chatty = "import sys; sys.stderr.write('x' * 300_000 + chr(10)); sys.stderr.flush()\n" + SERVER
+    with background_server([sys.executable, "-c", chatty, str(port)], f"http://127.0.0.1:{port}", 30) as server:
+        assert len(server.stdout.readline()) == 300_001
+
+
 def test_a_server_that_exits_while_starting_is_a_clear_error():
     with pytest.raises(StageError, match="exited while starting"):
         with background_server([sys.executable, "-c", "raise SystemExit(3)"], "http://127.0.0.1:9", 30):

@@ -47,6 +47,12 @@ def test_bench_scale():
     assert "x1 (1797 images)" in bench("bench_scale.py")
 
 
+def test_bench_engine():
+    pytest.importorskip("apache_beam")
+    output = bench("bench_engine.py")
+    assert "| table | 344 rows | beam |" in output and "| True |" in output and "| False |" not in output
+
+
 def test_bench_tune():
     output = bench("bench_tune.py")
     assert "| hyperband |" in output and "| random |" in output

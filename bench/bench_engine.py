@@ -1,0 +1,104 @@
+"""Data engine benchmark: the validate stage with `data.engine: local` and `beam` (Apache Beam's DirectRunner,
+`--workers` processes on this machine) on the digits images enlarged x1, x10 and x100 (every file decoded and
+hashed) and on the penguins table enlarged the same way (Parquet, validated in chunks of `--chunk-rows`).
+
+Reports each run's wall time and the peak RSS of its largest process (a Beam worker's, or the stage's own),
+and checks that both engines wrote the same validation summary.
+
+Usage: python bench/bench_engine.py [--factors 1 10 100] [--workers 2] [--chunk-rows 50000] [--smoke]
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import shutil
+import sys
+import tempfile
+from pathlib import Path
+
+import numpy as np
+import yaml
+
+sys.path.insert(0, str(Path(__file__).resolve().parent))
+from bench_pipeline import ROOT, sh, stage_peak_memory  # noqa: E402
+from bench_scale import write_enlarged_digits  # noqa: E402
+
+
+def write_enlarged_penguins(path: Path, factor: int) -> int:
+    """The penguins table `factor` times: copies with the measurements jittered by 0.1 %, so rows differ."""
+    import palmerpenguins
+    import pandas as pd
+
+    table = palmerpenguins.load_penguins()
+    generator = np.random.default_rng(factor)
+    copies = [table]
+    for _ in range(1, factor):
+        copy = table.copy()
+        for column in ("bill_length_mm", "bill_depth_mm", "flipper_length_mm", "body_mass_g"):
+            copy[column] = (copy[column] * generator.normal(1, 0.001, len(copy))).round(3)
+        copies.append(copy)
+    enlarged = pd.concat(copies, ignore_index=True)
+    enlarged.to_parquet(path, index=False, row_group_size=10_000)
+    return len(enlarged)
+
+
+def make_project(parent: Path, kind: str, factor: int, engine: str, workers: int, chunk_rows: int) -> Path:
+    project = parent / f"{kind}-x{factor}-{engine}"
+    project.mkdir()
+    shutil.copytree(ROOT / "data" / "feedback", project / "data" / "feedback")
+    (project / "expectations").mkdir()
+    name = "digits" if kind == "images" else "penguins"
+    suite = yaml.safe_load((ROOT / "expectations" / f"{name}.yaml").read_text())
+    for item in suite["expectations"]:
+        if item["expectation"] == "expect_table_row_count_to_be_between":
+            item["max_value"] = item["max_value"] * factor * 2
+        if item["expectation"] == "expect_compound_columns_to_be_unique":
+            item["severity"] = "warning"
+    data = project / "data" / "user"
+    params = yaml.safe_load((ROOT / "params.yaml").read_text())
+    if kind == "images":
+        (project / "expectations" / "digits.yaml").write_text(yaml.safe_dump(suite, sort_keys=False))
+        write_enlarged_digits(data / "digits", factor)
+        params["data"].update(source="image_dir", path=str(data / "digits"))
+    else:
+        (project / "expectations" / "penguins.yaml").write_text(yaml.safe_dump(suite, sort_keys=False))
+        data.mkdir(parents=True)
+        write_enlarged_penguins(data / "penguins.parquet", factor)
+        params["data"].update(source="parquet", path=str(data / "penguins.parquet"), label="species")
+    params["data"].update(engine=engine, engine_workers=workers)
+    params["validate"]["chunk_rows"] = chunk_rows
+    (project / "params.yaml").write_text(yaml.safe_dump(params, sort_keys=False))
+    sh(["git", "init", "-q"], project)  # the stages' MLflow tags read the git commit
+    return project
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument("--factors", type=int, nargs="+", default=[1, 10, 100])
+    parser.add_argument("--workers", type=int, default=2, help="Beam DirectRunner worker processes")
+    parser.add_argument("--chunk-rows", type=int, default=50_000, help="validate.chunk_rows for the tables")
+    parser.add_argument("--smoke", action="store_true", help="a tiny run: checks the benchmark still works")
+    args = parser.parse_args()
+    if args.smoke:
+        args.factors, args.chunk_rows = [1], 100
+    print("| data | size | engine | validate wall (s) | peak RSS, largest process (MiB) | same summary |")
+    print("|---|---|---|---|---|---|")
+    with tempfile.TemporaryDirectory(prefix="bench-engine-") as scratch:
+        for kind in ("table", "images"):
+            for factor in args.factors:
+                summaries = {}
+                for engine in ("local", "beam"):
+                    project = make_project(Path(scratch), kind, factor, engine, args.workers, args.chunk_rows)
+                    sh([sys.executable, "-m", "pipeline", "run", "ingest"], project)
+                    seconds, peak = stage_peak_memory(project, "validate")
+                    summary = json.loads((project / "reports" / "validate" / "summary.json").read_text())
+                    summaries[engine] = {key: value for key, value in summary.items() if key != "suite"}
+                    same = "" if engine == "local" else str(summaries["local"] == summaries["beam"])
+                    size = f"{summary['rows']:,} {'images' if kind == 'images' else 'rows'}"
+                    print(f"| {kind} | {size} | {engine} | {seconds:.1f} | {peak:.0f} | {same} |", flush=True)
+                    shutil.rmtree(project)
+
+
+if __name__ == "__main__":
+    main()

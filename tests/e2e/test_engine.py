@@ -1,0 +1,109 @@
+"""`data.engine: beam` (Apache Beam's DirectRunner, two worker processes) against `local` on the same data:
+the same validation verdicts (every count and example line), the same validated data, for tables (CSV and
+Parquet, chunk by chunk) and images (decoded and hashed by the workers)."""
+
+from __future__ import annotations
+
+import json
+import shutil
+from pathlib import Path
+
+import pandas as pd
+import pytest
+
+from tests.conftest import ROOT, stage, write_params
+
+pytest.importorskip("apache_beam")
+
+ENGINES = {"local": {"engine": "local"}, "beam": {"engine": "beam", "engine_workers": 2}}
+VOLATILE = ("suite", "seconds")  # the suite's path differs between the two project folders
+
+
+def hostile_penguins() -> pd.DataFrame:
+    """The penguins table with what users' tables hold: a negative mass, an unknown island, a text in a
+    number column, a missing label, duplicated rows, spread over several chunks."""
+    import palmerpenguins
+
+    table = palmerpenguins.load_penguins()
+    table["body_mass_g"] = table["body_mass_g"].astype(object)
+    table.loc[5, "body_mass_g"] = -40.0
+    table.loc[120, "island"] = "Atlantis"
+    table.loc[200, "body_mass_g"] = "heavy"
+    table.loc[260, "species"] = None
+    return pd.concat([table, table.iloc[[10, 300]]], ignore_index=True)
+
+
+def validated(parent: Path, engine: str, source: dict, data: Path | None) -> tuple[dict, dict]:
+    """Runs ingest and validate in a fresh folder with `engine`; returns (summary.json, validated data)."""
+    folder = parent / engine
+    (folder / "data" / "feedback").mkdir(parents=True)
+    shutil.copytree(ROOT / "expectations", folder / "expectations")
+    if data is not None:
+        shutil.copy(data, folder / "data" / data.name)
+    write_params(folder, {"data": {**source, **ENGINES[engine]}, "validate": {"chunk_rows": 50}})
+    stage("ingest", folder)
+    finished = stage("validate", folder, check=False)
+    on_beam = "task(s) on Apache Beam (--runner=DirectRunner --direct_num_workers=2)" in finished.stderr
+    assert on_beam == (engine == "beam"), finished.stderr[-3000:]
+    summary = json.loads((folder / "reports" / "validate" / "summary.json").read_text())
+    for key in VOLATILE:
+        summary.pop(key, None)
+    outputs = {}
+    if finished.returncode == 0:
+        for path in sorted((folder / "data" / "validated").iterdir()):
+            outputs[path.name] = pd.read_parquet(path) if path.suffix == ".parquet" else json.loads(path.read_text())
+    else:
+        assert finished.returncode == 2, finished.stderr[-3000:]
+        (error,) = [line for line in finished.stderr.splitlines() if line.startswith("pipeline validate: error")]
+        outputs["error"] = error
+    return summary, outputs
+
+
+def assert_same(local: tuple[dict, dict], beam: tuple[dict, dict]) -> None:
+    assert local[0] == beam[0]
+    assert local[1].keys() == beam[1].keys()
+    for name, value in local[1].items():
+        if isinstance(value, pd.DataFrame):
+            pd.testing.assert_frame_equal(value, beam[1][name], check_exact=True)
+        else:
+            assert value == beam[1][name], name
+
+
+@pytest.mark.parametrize("file_format", ["csv", "parquet"])
+def test_a_hostile_table_gets_the_same_verdicts_on_beam_as_locally(tmp_path, file_format):
+    data = tmp_path / f"penguins.{file_format}"
+    table = hostile_penguins()
+    if file_format == "csv":
+        table.to_csv(data, index=False)
+    else:  # row groups of 64 rows: the chunks of 50 straddle them
+        table.astype({"body_mass_g": str}).to_parquet(data, index=False, row_group_size=64)
+    source = {"source": file_format, "path": f"data/{data.name}", "label": "species"}
+    local, beam = (validated(tmp_path, engine, source, data) for engine in ENGINES)
+    assert_same(local, beam)
+    assert local[0]["success"] is False and local[0]["chunks"] == 7
+    failed = {(check["expectation"], json.dumps(check["column"])) for check in local[0]["failures"]}
+    assert failed == {  # what validating the table whole finds too (chunks once paired unrelated checks)
+        ("expect_column_values_to_not_be_null", '"species"'),
+        ("expect_column_values_to_be_in_set", '"island"'),
+        ("expect_column_values_to_be_between", '"body_mass_g"'),
+        ("expect_column_values_to_be_in_type_list", '"body_mass_g"'),
+        ("expect_compound_columns_to_be_unique", json.dumps(list(table.columns))),
+    }
+    assert local[1]["error"].startswith("pipeline validate: error: data validation failed: 4 error(s), 1 warning(s)")
+
+
+def test_the_clean_table_passes_with_the_same_validated_data_on_beam(tmp_path):
+    import palmerpenguins
+
+    data = tmp_path / "penguins.csv"
+    palmerpenguins.load_penguins().to_csv(data, index=False)
+    source = {"source": "csv", "path": "data/penguins.csv", "label": "species"}
+    local, beam = (validated(tmp_path, engine, source, data) for engine in ENGINES)
+    assert_same(local, beam)
+    assert local[0]["success"] is True and len(local[1]["table.parquet"]) == 344
+
+
+def test_images_are_decoded_by_the_workers_with_the_same_manifest_and_verdicts(tmp_path):
+    local, beam = (validated(tmp_path, engine, {"source": "digits"}, None) for engine in ENGINES)
+    assert_same(local, beam)
+    assert local[0]["success"] is True and len(local[1]["manifest.parquet"]) == 1797
