@@ -43,7 +43,16 @@ def write_enlarged_penguins(path: Path, factor: int) -> int:
     return len(enlarged)
 
 
-def make_project(parent: Path, kind: str, factor: int, engine: str, workers: int, chunk_rows: int) -> Path:
+def write_data(parent: Path, kind: str, factor: int) -> Path:
+    """The enlarged data, written once for both engines."""
+    if kind == "images":
+        write_enlarged_digits(parent / f"digits-x{factor}", factor)
+        return parent / f"digits-x{factor}"
+    write_enlarged_penguins(parent / f"penguins-x{factor}.parquet", factor)
+    return parent / f"penguins-x{factor}.parquet"
+
+
+def make_project(parent: Path, kind: str, factor: int, engine: str, workers: int, chunk_rows: int, data: Path) -> Path:
     project = parent / f"{kind}-x{factor}-{engine}"
     project.mkdir()
     shutil.copytree(ROOT / "data" / "feedback", project / "data" / "feedback")
@@ -55,17 +64,12 @@ def make_project(parent: Path, kind: str, factor: int, engine: str, workers: int
             item["max_value"] = item["max_value"] * factor * 2
         if item["expectation"] == "expect_compound_columns_to_be_unique":
             item["severity"] = "warning"
-    data = project / "data" / "user"
     params = yaml.safe_load((ROOT / "params.yaml").read_text())
+    (project / "expectations" / f"{data.stem}.yaml").write_text(yaml.safe_dump(suite, sort_keys=False))
     if kind == "images":
-        (project / "expectations" / "digits.yaml").write_text(yaml.safe_dump(suite, sort_keys=False))
-        write_enlarged_digits(data / "digits", factor)
-        params["data"].update(source="image_dir", path=str(data / "digits"))
+        params["data"].update(source="image_dir", path=str(data))
     else:
-        (project / "expectations" / "penguins.yaml").write_text(yaml.safe_dump(suite, sort_keys=False))
-        data.mkdir(parents=True)
-        write_enlarged_penguins(data / "penguins.parquet", factor)
-        params["data"].update(source="parquet", path=str(data / "penguins.parquet"), label="species")
+        params["data"].update(source="parquet", path=str(data), label="species")
     params["data"].update(engine=engine, engine_workers=workers)
     params["validate"]["chunk_rows"] = chunk_rows
     (project / "params.yaml").write_text(yaml.safe_dump(params, sort_keys=False))
@@ -87,9 +91,9 @@ def main() -> None:
     with tempfile.TemporaryDirectory(prefix="bench-engine-") as scratch:
         for kind in ("table", "images"):
             for factor in args.factors:
-                summaries = {}
+                summaries, data = {}, write_data(Path(scratch), kind, factor)
                 for engine in ("local", "beam"):
-                    project = make_project(Path(scratch), kind, factor, engine, args.workers, args.chunk_rows)
+                    project = make_project(Path(scratch), kind, factor, engine, args.workers, args.chunk_rows, data)
                     sh([sys.executable, "-m", "pipeline", "run", "ingest"], project)
                     seconds, peak = stage_peak_memory(project, "validate")
                     summary = json.loads((project / "reports" / "validate" / "summary.json").read_text())
@@ -98,6 +102,7 @@ def main() -> None:
                     size = f"{summary['rows']:,} {'images' if kind == 'images' else 'rows'}"
                     print(f"| {kind} | {size} | {engine} | {seconds:.1f} | {peak:.0f} | {same} |", flush=True)
                     shutil.rmtree(project)
+                shutil.rmtree(data) if data.is_dir() else data.unlink()
 
 
 if __name__ == "__main__":

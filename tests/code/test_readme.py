@@ -13,6 +13,7 @@ SERVER_TEST = "tests/e2e/test_tracking_server.py::test_stages_log_to_an_mlflow_s
 UI_TEST = "tests/e2e/test_experiments.py::test_the_mlflow_ui_in_a_browser_shows_the_queued_variants_side_by_side"
 PROFILE_TEST = "tests/code/test_stages.py::test_profile_writes_a_suite_that_the_same_data_passes"
 WORKERS_TEST = "tests/e2e/test_multiworker.py::test_the_train_stage_on_two_workers_matches_one_worker"
+ENGINE_TEST = "tests/e2e/test_engine.py::test_the_clean_table_passes_with_the_same_validated_data_on_beam"
 COVERED = {
     "make repro": "ci: .ci/run runs `make test`, whose e2e tests run `dvc repro` (make repro = make install + that)",
     "make test": "ci: .ci/run",
@@ -85,6 +86,8 @@ COVERED = {
     "pipeline train --workers 2": WORKERS_TEST,
     "export TF_CONFIG=": WORKERS_TEST + " (the launcher sets exactly this, per worker)",
     "pipeline run train": WORKERS_TEST,
+    'pip install -e ".[beam]"': "ci: make install installs the dev extras, which include apache-beam",
+    "dvc repro -f validate": ENGINE_TEST + " (the validate stage with data.engine beam: what that command runs)",
     "docker build": "not here: no Docker engine; tests/code/test_docker.py lints the Dockerfile (hadolint)",
     "docker run": "not here: no Docker engine (nor the tensorflow/serving image)",
 }
