@@ -1,11 +1,12 @@
 """Data engine benchmark: the validate stage with `data.engine: local` and `beam` (Apache Beam's DirectRunner,
 `--workers` processes on this machine) on the digits images enlarged x1, x10 and x100 (every file decoded and
-hashed) and on the penguins table enlarged the same way (Parquet, validated in chunks of `--chunk-rows`).
+hashed) and on the penguins table enlarged x1, x100 and x1000 (Parquet, validated in chunks of `--chunk-rows`).
 
 Reports each run's wall time and the peak RSS of its largest process (a Beam worker's, or the stage's own),
 and checks that both engines wrote the same validation summary.
 
-Usage: python bench/bench_engine.py [--factors 1 10 100] [--workers 2] [--chunk-rows 50000] [--smoke]
+Usage: python bench/bench_engine.py [--image-factors 1 10 100] [--table-factors 1 100 1000] [--workers 2]
+       [--chunk-rows 20000] [--smoke]
 """
 
 from __future__ import annotations
@@ -79,18 +80,19 @@ def make_project(parent: Path, kind: str, factor: int, engine: str, workers: int
 
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    parser.add_argument("--factors", type=int, nargs="+", default=[1, 10, 100])
+    parser.add_argument("--image-factors", type=int, nargs="+", default=[1, 10, 100])
+    parser.add_argument("--table-factors", type=int, nargs="+", default=[1, 100, 1000])
     parser.add_argument("--workers", type=int, default=2, help="Beam DirectRunner worker processes")
-    parser.add_argument("--chunk-rows", type=int, default=50_000, help="validate.chunk_rows for the tables")
+    parser.add_argument("--chunk-rows", type=int, default=20_000, help="validate.chunk_rows for the tables")
     parser.add_argument("--smoke", action="store_true", help="a tiny run: checks the benchmark still works")
     args = parser.parse_args()
     if args.smoke:
-        args.factors, args.chunk_rows = [1], 100
+        args.image_factors, args.table_factors, args.chunk_rows = [1], [1], 100
     print("| data | size | engine | validate wall (s) | peak RSS, largest process (MiB) | same summary |")
     print("|---|---|---|---|---|---|")
     with tempfile.TemporaryDirectory(prefix="bench-engine-") as scratch:
-        for kind in ("table", "images"):
-            for factor in args.factors:
+        for kind, factors in (("table", args.table_factors), ("images", args.image_factors)):
+            for factor in factors:
                 summaries, data = {}, write_data(Path(scratch), kind, factor)
                 for engine in ("local", "beam"):
                     project = make_project(Path(scratch), kind, factor, engine, args.workers, args.chunk_rows, data)
