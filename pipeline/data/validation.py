@@ -225,12 +225,14 @@ def run_suite(
 
 
 # Expectations about the whole table: in chunked validation they run once, on a narrow frame of
-# every row's label and content hash, rather than on each chunk.
+# every row's label, content hash and the columns these expectations name, rather than on each chunk
+# (a chunk alone cannot see a duplicate in another chunk, nor the whole distribution).
 WHOLE_TABLE = (
     "expect_table_row_count_to_be_between",
     "expect_column_distinct_values_to_contain_set",
     "expect_column_kl_divergence_to_be_less_than",
     "expect_compound_columns_to_be_unique",
+    "expect_column_values_to_be_unique",
 )
 
 
@@ -305,12 +307,16 @@ class ChunkCheck:
     extra_columns: str
     max_examples: int
     label: str
+    whole_table_columns: tuple[str, ...] = ()  # columns the whole-table expectations name, besides the label
 
     def __call__(self, chunk: pd.DataFrame) -> tuple[dict, pd.DataFrame]:
-        label = self.label
+        missing = pd.Series(np.nan, index=chunk.index)
         narrow = pd.DataFrame(
             {
-                label: chunk[label] if label in chunk else pd.Series(np.nan, index=chunk.index),
+                **{
+                    column: chunk[column] if column in chunk else missing
+                    for column in (self.label, *self.whole_table_columns)
+                },
                 "row_hash": pd.util.hash_pandas_object(chunk, index=False).to_numpy(),
             },
             index=chunk.index,
@@ -435,7 +441,9 @@ def validate_in_chunks(
     import pyarrow.parquet as parquet
 
     per_chunk, whole = split_suite(suite)
-    check = ChunkCheck(per_chunk, extra_columns, max_examples, description["label"])
+    label = description["label"]
+    named = {item["column"] for item in whole.expectations if isinstance(item.get("column"), str)}
+    check = ChunkCheck(per_chunk, extra_columns, max_examples, label, tuple(sorted(named - {label, "row_hash"})))
     drop = description.get("dropped_columns") or []
     summaries, narrow, writer, unwritable = [], [], None, ""
     if runner is None or runner.name == "local":

@@ -6,6 +6,7 @@ penguins CSV and the digits PNGs) with one thing broken at a time.
 
 from __future__ import annotations
 
+import dataclasses
 import shutil
 from pathlib import Path
 
@@ -279,6 +280,33 @@ def test_chunked_validation_finds_what_whole_validation_finds(penguins_table, wr
     check = failed(chunked, "expect_column_values_to_be_between", "flipper_length_mm")
     assert check["examples"] == ["1500.0 at line 12", "-3.0 at line 322"]
     assert failed(chunked, "expect_compound_columns_to_be_unique")["severity"] == "warning"
+
+
+def test_chunked_validation_sees_a_duplicate_value_and_a_distribution_across_chunks(penguins_table, write_csv):
+    """A user's suite with a unique column and a distribution check on a feature: each chunk alone saw
+    no duplicate (rows 3 and 300 are 6 chunks apart), and the feature was missing from the narrow frame."""
+    table = penguins_table.copy()
+    table["bill_length_mm"] = 40 + np.arange(len(table)) * 0.01
+    table.loc[300, "bill_length_mm"] = table.loc[3, "bill_length_mm"]
+    kl = {"expectation": "expect_column_kl_divergence_to_be_less_than", "column": "island", "severity": "error"}
+    kl.update({key: value for key, value in PENGUINS_SUITE.find(kl["expectation"])[0].items() if key not in kl})
+    kl["partition_object"] = {"values": ["Biscoe", "Dream", "Torgersen"], "weights": [0.49, 0.36, 0.15]}
+    suite = dataclasses.replace(
+        PENGUINS_SUITE,
+        expectations=[
+            *PENGUINS_SUITE.expectations,
+            {"expectation": "expect_column_values_to_be_unique", "column": "bill_length_mm", "severity": "error"},
+            kl,
+        ],
+    )
+    path = write_csv(table)
+    whole = run_suite(validation_frame(table_description(), path), suite, "error", max_examples=3)
+    chunked, _ = validate_in_chunks(path, table_description(), suite, "error", 3, 50, None)
+    summarise = lambda summary: sorted(  # noqa: E731
+        (check["expectation"], str(check["column"]), check.get("unexpected_count")) for check in summary["failures"]
+    )
+    assert summarise(chunked) == summarise(whole) == [("expect_column_values_to_be_unique", "bill_length_mm", 2)]
+    assert chunked["expectations"] == whole["expectations"] == len(suite.expectations)
 
 
 def test_chunked_null_fractions_are_judged_on_the_whole_table(penguins_table, write_csv):
