@@ -134,7 +134,7 @@ def stage_times(wall: float, lines: list[tuple[float, str]]) -> dict[str, dict[s
     return stages
 
 
-def first_repro(project: Path, imports: bool = False) -> tuple[float, dict[str, dict[str, float]]]:
+def timed_repro(project: Path, imports: bool = False) -> tuple[float, dict[str, dict[str, float]]]:
     environment = {**ENVIRONMENT, **({"PYTHONPROFILEIMPORTTIME": "1"} if imports else {})}
     command = ["dvc", "repro", "--force"] if imports else ["dvc", "repro"]
     wall, lines = timestamped_lines(command, project, environment)
@@ -347,13 +347,13 @@ def main() -> None:
         rows = []
         for source in args.sources:
             project = make_project(parent, source, overrides)
-            wall, stages = first_repro(project)
+            wall, stages = timed_repro(project)
             accuracy = test_accuracy(project)
             noop = statistics.median(timed(["dvc", "repro"], project) for _ in range(args.repeats))
             rows.append((source, wall, noop, accuracy))
             print_stage_table(source, wall, stages, accuracy)
             if args.imports:
-                forced_wall, forced = first_repro(project, imports=True)
+                forced_wall, forced = timed_repro(project, imports=True)
                 print(f"\n| stage ({source}, forced rerun) | wall (s) | imports (s) | imports / bare TF import |")
                 print("|---|---|---|---|")
                 for stage, times in forced.items():

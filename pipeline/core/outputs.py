@@ -49,10 +49,19 @@ def set_aside(path: Path, what: str, error: BaseException, then: str) -> Path:
 
 def write_text_atomic(path: Path, text: str) -> Path:
     """Writes `text` to a temporary file beside `path`, then renames it into place."""
+    return _write_atomic(path, text, "w")
+
+
+def write_bytes_atomic(path: Path, data: bytes) -> Path:
+    """`write_text_atomic` for bytes."""
+    return _write_atomic(path, data, "wb")
+
+
+def _write_atomic(path: Path, content: str | bytes, mode: str) -> Path:
     path = Path(path)
     path.parent.mkdir(parents=True, exist_ok=True)
-    with tempfile.NamedTemporaryFile("w", dir=path.parent, prefix=f".{path.name}-", delete=False) as handle:
-        handle.write(text)
+    with tempfile.NamedTemporaryFile(mode, dir=path.parent, prefix=f".{path.name}-", delete=False) as handle:
+        handle.write(content)
         temporary = Path(handle.name)
     os.chmod(temporary, 0o666 & ~_umask())  # NamedTemporaryFile makes 0600 files; give the usual mode
     os.replace(temporary, path)

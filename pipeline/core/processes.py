@@ -71,15 +71,6 @@ def free_port() -> int:
 
 
 @contextlib.contextmanager
-def _removed_on_error(path: str) -> Iterator[None]:
-    try:
-        yield
-    except BaseException:
-        os.unlink(path)
-        raise
-
-
-@contextlib.contextmanager
 def background_server(
     command: list[str],
     base: str,
@@ -100,17 +91,21 @@ def background_server(
     # The server's output goes to a file, read back through `process.stdout`: a pipe that nobody reads
     # while the server starts fills up at 64 KiB and stops it (PYTHONPROFILEIMPORTTIME=1 writes 300 KiB).
     handle, output = tempfile.mkstemp(prefix="server-", suffix=".log")
-    with open(handle, "w") as writer, _removed_on_error(output):
-        process = subprocess.Popen(
-            command,
-            cwd=cwd,
-            stdout=writer,
-            stderr=subprocess.STDOUT,
-            text=True,
-            start_new_session=True,
-            env=environment,
-            preexec_fn=die_with_parent,
-        )
+    try:
+        with open(handle, "w") as writer:
+            process = subprocess.Popen(
+                command,
+                cwd=cwd,
+                stdout=writer,
+                stderr=subprocess.STDOUT,
+                text=True,
+                start_new_session=True,
+                env=environment,
+                preexec_fn=die_with_parent,
+            )
+    except BaseException:
+        os.unlink(output)
+        raise
     process.stdout = open(output)  # noqa: SIM115 - closed in `finally`
     try:
         if meanwhile is not None:

@@ -7,15 +7,10 @@ finished. `local` runs the tasks one after the other; `beam` hands them to an Ap
 the DirectRunner with `data.engine_workers` worker processes on this machine, or any runner given in
 `data.engine_options` (Flink, Spark, Dataflow: `--runner=FlinkRunner --flink_master=host:8081`).
 
-Beam was chosen over Spark and Ray Data (docs/distributed.md): it is TensorFlow Extended's engine, so teams
-coming from TFX already run it; it runs the pipeline's own pandas and Great Expectations code on each part,
-which is what makes the verdicts identical to a local run (Great Expectations on Spark computes with Spark's
-own functions: Java regular expressions, its own null and type rules); it installs from PyPI beside
-TensorFlow, MLflow, pandas 3 and Great Expectations; its local runner ran a trivial job on two worker
-processes in 2.2 s (PySpark: 4.7 s and a JVM, and no full pandas 3 support yet; Ray Data: 4.4 s).
+Why Beam rather than Spark or Ray Data, with the measurements: docs/distributed.md.
 
-Results travel as files under a scratch folder that every worker can write: a local folder for the
-DirectRunner, shared storage (`gs://`, `s3://`, via Beam's file systems) for a cluster.
+Results travel as pickled files in a temporary folder under `paths.work`, which every worker must be able
+to write: a local folder for the DirectRunner, a shared mount on a cluster.
 """
 
 from __future__ import annotations
@@ -40,7 +35,7 @@ class Engine:
     name: str = "local"
     workers: int | None = None
     options: tuple[str, ...] = ()
-    scratch: str | None = None  # where Beam's workers leave their results (a shared folder on a cluster)
+    scratch: str | None = None  # where Beam's workers leave their results (a shared mount on a cluster)
 
     def map(self, function: Callable[[Any], Any], tasks: Sequence[Any]) -> Iterator[Any]:
         """`function(task)` for every task, yielded in the order of `tasks`, one result in memory at a time.
@@ -80,20 +75,17 @@ class _WriteResult:
         self.function, self.folder = function, folder
 
     def __call__(self, item: tuple[int, Any]) -> str:
-        from apache_beam.io.filesystems import FileSystems
-
         from pipeline.core.errors import USER_ERRORS
+        from pipeline.core.outputs import write_bytes_atomic
 
         index, task = item
-        path = FileSystems.join(self.folder, f"{index:08d}.pickle")
         try:
             outcome = (True, self.function(task))
         except USER_ERRORS as error:  # bad data: raised again by the caller as it is, not as Beam's traceback
             outcome = (False, error)
-        payload = pickle.dumps(outcome, protocol=pickle.HIGHEST_PROTOCOL)
-        with FileSystems.create(path) as handle:  # a retried task rewrites its own file whole
-            handle.write(payload)
-        return path
+        path = Path(self.folder) / f"{index:08d}.pickle"
+        write_bytes_atomic(path, pickle.dumps(outcome, protocol=pickle.HIGHEST_PROTOCOL))  # a retry rewrites it
+        return str(path)
 
 
 def _run_on_beam(
@@ -101,38 +93,29 @@ def _run_on_beam(
 ) -> Iterator[Any]:
     try:
         import apache_beam as beam
-        from apache_beam.io.filesystems import FileSystems
         from apache_beam.options.pipeline_options import PipelineOptions
     except ImportError as error:  # the config check names the fix first; this is for direct callers
         raise RuntimeError("data.engine beam needs Apache Beam: pip install -e '.[beam]'") from error
 
     arguments = beam_options(workers, options)
     started = time.perf_counter()
-    remote = scratch is not None and "://" in str(scratch)
-    if scratch is not None and not remote:
+    if scratch is not None:
         Path(scratch).mkdir(parents=True, exist_ok=True)
-    with tempfile.TemporaryDirectory(dir=None if remote else scratch, prefix=".engine-") as local_folder:
-        base = str(scratch) if remote else local_folder
-        folder = FileSystems.join(base, f"results-{os.getpid()}-{time.time_ns()}")
-        try:
-            with beam.Pipeline(options=PipelineOptions(arguments)) as pipeline:
-                _ = (
-                    pipeline
-                    | "tasks" >> beam.Create(list(enumerate(tasks)), reshuffle=True)
-                    | "run" >> beam.Map(_WriteResult(function, folder))
-                )
-            log.info(
-                "%d task(s) on Apache Beam (%s) in %.1f s",
-                len(tasks),
-                " ".join(option for option in arguments if option.startswith(("--runner", "--direct_num"))),
-                time.perf_counter() - started,
+    with tempfile.TemporaryDirectory(dir=scratch, prefix=".engine-") as folder:
+        with beam.Pipeline(options=PipelineOptions(arguments)) as pipeline:
+            _ = (
+                pipeline
+                | "tasks" >> beam.Create(list(enumerate(tasks)), reshuffle=True)
+                | "run" >> beam.Map(_WriteResult(function, folder))
             )
-            for index in range(len(tasks)):
-                with FileSystems.open(FileSystems.join(folder, f"{index:08d}.pickle")) as handle:
-                    succeeded, value = pickle.loads(handle.read())
-                if not succeeded:
-                    raise value
-                yield value
-        finally:
-            if remote and FileSystems.exists(folder):
-                FileSystems.delete([folder])
+        log.info(
+            "%d task(s) on Apache Beam (%s) in %.1f s",
+            len(tasks),
+            " ".join(option for option in arguments if option.startswith(("--runner", "--direct_num"))),
+            time.perf_counter() - started,
+        )
+        for index in range(len(tasks)):
+            succeeded, value = pickle.loads((Path(folder) / f"{index:08d}.pickle").read_bytes())
+            if not succeeded:
+                raise value
+            yield value
