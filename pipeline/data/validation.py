@@ -47,6 +47,7 @@ TABLE_FILE = "table.parquet"
 MANIFEST_FILE = "manifest.parquet"
 DOCS_DIR = "data_docs"
 IMAGES_PER_TASK = 2000  # at most, per task of a data engine (decoding and hashing)
+ROWS_PER_GROUP = 65_536  # rows per row group of the validated table: preprocess reads a group per task
 
 
 def describe_image(path: str) -> dict[str, Any]:
@@ -463,7 +464,7 @@ def validate_in_chunks(
                 table = arrow.Table.from_pandas(chunk.reset_index(drop=True), preserve_index=False)
                 writer = writer or parquet.ParquetWriter(validated_file, table.schema)
                 try:
-                    writer.write_table(table.cast(writer.schema))
+                    writer.write_table(table.cast(writer.schema), row_group_size=ROWS_PER_GROUP)
                 except (arrow.ArrowInvalid, arrow.ArrowTypeError, ValueError) as error:
                     # A column whose values change type from one chunk to the next (numbers, then a text):
                     # the verdict still comes from every chunk; the table is not written.
@@ -548,21 +549,22 @@ def write_validated(
     if description["kind"] == "image":
         frame.reset_index().rename(columns={"file": "path"}).to_parquet(output_dir / MANIFEST_FILE, index=False)
     elif not table_written:
-        frame.reset_index(drop=True).to_parquet(output_dir / TABLE_FILE, index=False)
+        frame.reset_index(drop=True).to_parquet(output_dir / TABLE_FILE, index=False, row_group_size=ROWS_PER_GROUP)
     write_json_atomic(output_dir / DATASET_FILE, dataset)
     write_json_atomic(output_dir / SCHEMA_FILE, expectations.example_schema(suite))
     return dataset
 
 
-def load_validated(validated_dir: Path) -> tuple[dict, pd.DataFrame, dict]:
-    """(description, table or manifest, per-example schema) written by a passing `validate`."""
+def validated_files(validated_dir: Path) -> tuple[dict, Path, dict]:
+    """(description, the table's or image manifest's Parquet file, per-example schema) written by a passing
+    `validate`."""
     validated_dir = Path(validated_dir)
     path = validated_dir / DATASET_FILE
     if not path.is_file():
         raise DataError(f"{path}: missing; run the validate stage first (dvc repro validate).")
     description = json.loads(path.read_text())
-    table = pd.read_parquet(validated_dir / (MANIFEST_FILE if description["kind"] == "image" else TABLE_FILE))
-    return description, table, json.loads((validated_dir / SCHEMA_FILE).read_text())
+    data_path = validated_dir / (MANIFEST_FILE if description["kind"] == "image" else TABLE_FILE)
+    return description, data_path, json.loads((validated_dir / SCHEMA_FILE).read_text())
 
 
 def validate_configured(config: Config) -> StageResult:

@@ -48,7 +48,7 @@ BACKBONES = {
 
 
 def prepare_target(config: Config) -> StageResult:
-    from pipeline.data import ingestion, preparation, validation
+    from pipeline.data import engine, ingestion, preparation, validation
 
     target = config.target_config()
     root = Path(config.paths.finetune_data)
@@ -62,20 +62,21 @@ def prepare_target(config: Config) -> StageResult:
         (directory / SKIPPED_FILE).unlink(missing_ok=True)
     ingestion.snapshot(target)
     validated = validation.validate_configured(target)
-    description, table, schema = validation.load_validated(Path(target.paths.validated))
+    description, data_path, schema = validation.validated_files(Path(target.paths.validated))
     prepared = Path(target.paths.prepared)
     with tempfile.TemporaryDirectory(dir=root, prefix=".prepared-") as scratch:
         staging = Path(scratch) / "out"
         staging.mkdir()
         spec = preparation.preprocess(
             description,
-            table,
+            data_path,
             target.data,
             target.preprocess,
             target.base.seed,
             staging,
             schema,
             train_per_class=config.finetune.labelled_per_class,
+            runner=engine.from_config(target),
         )
         replace_directory(staging, prepared)
     counts = {split: spec["splits"][split]["num_examples"] for split in preparation.SPLITS}

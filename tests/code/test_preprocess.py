@@ -1,3 +1,5 @@
+import itertools
+
 import numpy as np
 import pandas as pd
 import pytest
@@ -111,8 +113,12 @@ def test_training_shards_are_not_in_class_order_even_when_the_source_is(tmp_path
     )  # sorted by class, as image folders are
     description = {"kind": "table", "task": "classification", "label": "label", "classes": ["a", "b", "c"],
                    "fingerprint": "test"}  # fmt: skip
-    spec = preprocess(description, table, DataConfig(source="csv"), PreprocessConfig(), 1, tmp_path)
-    labels = np.concatenate([np.asarray(batch) for _, batch in make_dataset(tmp_path, spec, "train", 64)])
+    table.to_parquet(tmp_path / "table.parquet")
+    prepared = tmp_path / "prepared"
+    prepared.mkdir()
+    data = tmp_path / "table.parquet"
+    spec = preprocess(description, data, DataConfig(source="csv"), PreprocessConfig(), 1, prepared)
+    labels = np.concatenate([np.asarray(batch) for _, batch in make_dataset(prepared, spec, "train", 64)])
     assert len(labels) == spec["splits"]["train"]["num_examples"]
     first_quarter = labels[: len(labels) // 4]
     assert len(set(first_quarter.tolist())) == 3  # every class early on, not one class after another
@@ -155,3 +161,52 @@ def test_user_images_of_every_format_and_mode_come_out_upright_at_the_configured
     assert (images[1] == 255).all()  # transparent is white, not black
     grey = load_images(paths, [16, 16], "grayscale")
     assert grey.shape == (5, 16, 16, 1)
+
+
+def test_statistics_merged_from_parts_are_those_of_the_whole_split():
+    from pipeline.data.preparation import (
+        feature_specs,
+        image_partials,
+        image_statistics,
+        merged_image_statistics,
+        merged_table_statistics,
+        table_partials,
+        typed_features,
+    )
+
+    generator = np.random.default_rng(3)
+    raw = pd.DataFrame(
+        {
+            "size": generator.normal(50, 9, 1001).round(1),  # repeated values: the median sits in a run
+            "colour": generator.choice(["red", "blue", None, "green"], 1001, p=[0.3, 0.3, 0.1, 0.3]),
+        }
+    )
+    raw.loc[[4, 500], "size"] = np.nan
+    specs = feature_specs(raw)
+    features = typed_features(raw, specs)
+    whole = table_statistics(features, specs)
+    for bounds in ([0, 1001], [0, 1, 600, 1001], [0, 333, 334, 900, 1001]):
+        parts = [table_partials(features.iloc[start:end], specs) for start, end in itertools.pairwise(bounds)]
+        merged = merged_table_statistics(parts, specs)
+        assert merged[0]["median"] == whole[0]["median"] == np.nanmedian(raw["size"].to_numpy(np.float32))
+        assert merged[0]["mean"] == pytest.approx(whole[0]["mean"], rel=1e-14)
+        assert merged[0]["variance"] == pytest.approx(whole[0]["variance"], rel=1e-12)
+        assert merged[1] == whole[1]
+    assert whole[1]["vocabulary"] == ["blue", "green", "red"]
+
+    images = generator.integers(0, 256, (30, 4, 4, 3), dtype=np.uint8)
+    merged = merged_image_statistics([image_partials(images[:7]), image_partials(images[7:])])
+    assert merged == image_statistics(images)
+    assert merged["mean"] == pytest.approx(images.reshape(-1, 3).mean(axis=0).tolist(), rel=1e-15)
+    assert merged["variance"] == pytest.approx(images.reshape(-1, 3).astype(float).var(axis=0).tolist(), rel=1e-13)
+
+
+def test_the_most_frequent_text_of_a_tie_is_the_first_to_appear_in_any_split_into_parts():
+    from pipeline.data.preparation import merged_table_statistics, table_partials
+
+    specs = [{"column": "c", "name": "c", "type": "categorical"}]
+    features = pd.DataFrame({"c": np.array(["b", "a", "", "a", "c", "b"], dtype=object)})
+    for cut in range(7):
+        parts = [table_partials(features.iloc[:cut], specs), table_partials(features.iloc[cut:], specs)]
+        (merged,) = merged_table_statistics(parts, specs)
+        assert merged["most_frequent"] == "b" and merged["vocabulary"] == ["a", "b", "c"]

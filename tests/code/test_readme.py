@@ -13,7 +13,7 @@ SERVER_TEST = "tests/e2e/test_tracking_server.py::test_stages_log_to_an_mlflow_s
 UI_TEST = "tests/e2e/test_experiments.py::test_the_mlflow_ui_in_a_browser_shows_the_queued_variants_side_by_side"
 PROFILE_TEST = "tests/code/test_stages.py::test_profile_writes_a_suite_that_the_same_data_passes"
 WORKERS_TEST = "tests/e2e/test_multiworker.py::test_the_train_stage_on_two_workers_matches_one_worker"
-ENGINE_TEST = "tests/e2e/test_engine.py::test_the_clean_table_passes_with_the_same_validated_data_on_beam"
+ENGINE_TEST = "tests/e2e/test_engine.py::test_the_clean_table_gets_the_same_validated_and_prepared_data_on_beam"
 COVERED = {
     "make repro": "ci: .ci/run runs `make test`, whose e2e tests run `dvc repro` (make repro = make install + that)",
     "make test": "ci: .ci/run",

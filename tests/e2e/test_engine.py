@@ -1,6 +1,7 @@
 """`data.engine: beam` (Apache Beam's DirectRunner, two worker processes) against `local` on the same data:
 the same validation verdicts (every count and example line), the same validated data, for tables (CSV and
-Parquet, chunk by chunk) and images (decoded and hashed by the workers)."""
+Parquet, chunk by chunk) and images (decoded and hashed by the workers); then the same prepared data, byte
+for byte: split membership and order, training statistics, every TFRecord shard."""
 
 from __future__ import annotations
 
@@ -33,14 +34,16 @@ def hostile_penguins() -> pd.DataFrame:
     return pd.concat([table, table.iloc[[10, 300]]], ignore_index=True)
 
 
-def validated(parent: Path, engine: str, source: dict, data: Path | None) -> tuple[dict, dict]:
-    """Runs ingest and validate in a fresh folder with `engine`; returns (summary.json, validated data)."""
+def validated(parent: Path, engine: str, source: dict, data: Path | None, preprocess: dict | None = None):
+    """Runs ingest and validate (and preprocess with these settings, if given) in a fresh folder with `engine`;
+    returns (summary.json, validated data and the prepared files' bytes)."""
     folder = parent / engine
     (folder / "data" / "feedback").mkdir(parents=True)
     shutil.copytree(ROOT / "expectations", folder / "expectations")
     if data is not None:
         shutil.copy(data, folder / "data" / data.name)
-    write_params(folder, {"data": {**source, **ENGINES[engine]}, "validate": {"chunk_rows": 50}})
+    params = {"data": {**source, **ENGINES[engine]}, "validate": {"chunk_rows": 50}}
+    write_params(folder, {**params, "preprocess": preprocess or {}})
     stage("ingest", folder)
     finished = stage("validate", folder, check=False)
     on_beam = "task(s) on Apache Beam (--runner=DirectRunner --direct_num_workers=2)" in finished.stderr
@@ -56,6 +59,11 @@ def validated(parent: Path, engine: str, source: dict, data: Path | None) -> tup
         assert finished.returncode == 2, finished.stderr[-3000:]
         (error,) = [line for line in finished.stderr.splitlines() if line.startswith("pipeline validate: error")]
         outputs["error"] = error
+    if preprocess is not None:
+        finished = stage("preprocess", folder)
+        assert ("task(s) on Apache Beam" in finished.stderr) == (engine == "beam"), finished.stderr[-3000:]
+        prepared = folder / "data" / "prepared"
+        outputs["prepared"] = {path.name: path.read_bytes() for path in sorted(prepared.iterdir())}
     return summary, outputs
 
 
@@ -92,18 +100,26 @@ def test_a_hostile_table_gets_the_same_verdicts_on_beam_as_locally(tmp_path, fil
     assert local[1]["error"].startswith("pipeline validate: error: data validation failed: 4 error(s), 1 warning(s)")
 
 
-def test_the_clean_table_passes_with_the_same_validated_data_on_beam(tmp_path):
+@pytest.mark.parametrize("missing_values", ["impute", "drop"])
+def test_the_clean_table_gets_the_same_validated_and_prepared_data_on_beam(tmp_path, missing_values):
     import palmerpenguins
 
     data = tmp_path / "penguins.csv"
     palmerpenguins.load_penguins().to_csv(data, index=False)
     source = {"source": "csv", "path": "data/penguins.csv", "label": "species"}
-    local, beam = (validated(tmp_path, engine, source, data) for engine in ENGINES)
+    settings = {"shard_size": 32, "missing_values": missing_values}
+    local, beam = (validated(tmp_path / missing_values, engine, source, data, settings) for engine in ENGINES)
     assert_same(local, beam)
     assert local[0]["success"] is True and len(local[1]["table.parquet"]) == 344
+    spec = json.loads(local[1]["prepared"]["spec.json"])
+    counts = {split: spec["splits"][split]["num_examples"] for split in spec["splits"]}
+    assert sum(counts.values()) == (344 if missing_values == "impute" else 333)  # 11 rows miss a feature
+    assert len(spec["splits"]["train"]["files"]) == -(-counts["train"] // 32)  # read from 7 row groups of 50
 
 
-def test_images_are_decoded_by_the_workers_with_the_same_manifest_and_verdicts(tmp_path):
-    local, beam = (validated(tmp_path, engine, {"source": "digits"}, None) for engine in ENGINES)
+def test_images_are_decoded_by_the_workers_with_the_same_manifest_verdicts_and_shards(tmp_path):
+    local, beam = (validated(tmp_path, engine, {"source": "digits"}, None, {"shard_size": 256}) for engine in ENGINES)
     assert_same(local, beam)
     assert local[0]["success"] is True and len(local[1]["manifest.parquet"]) == 1797
+    spec = json.loads(local[1]["prepared"]["spec.json"])
+    assert spec["splits"]["train"]["num_examples"] == 1257 and len(spec["splits"]["train"]["files"]) == 5
