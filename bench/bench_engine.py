@@ -1,9 +1,10 @@
-"""Data engine benchmark: the validate stage with `data.engine: local` and `beam` (Apache Beam's DirectRunner,
-`--workers` processes on this machine) on the digits images enlarged x1, x10 and x100 (every file decoded and
-hashed) and on the penguins table enlarged x1, x100 and x1000 (Parquet, validated in chunks of `--chunk-rows`).
+"""Data engine benchmark: the validate and preprocess stages with `data.engine: local` and `beam` (Apache Beam's
+DirectRunner, `--workers` processes on this machine) on the digits images enlarged x1, x10 and x100 (every file
+decoded and hashed, then decoded and serialised into TFRecord shards) and on the penguins table enlarged x1, x100
+and x1000 (Parquet, validated in chunks of `--chunk-rows`).
 
-Reports each run's wall time and the peak RSS of its largest process (a Beam worker's, or the stage's own),
-and checks that both engines wrote the same validation summary.
+Reports each stage's wall time and the peak RSS of its largest process (a Beam worker's, or the stage's own),
+and checks that both engines wrote the same validation summary and the same prepared files, byte for byte.
 
 Usage: python bench/bench_engine.py [--image-factors 1 10 100] [--table-factors 1 100 1000] [--workers 2]
        [--chunk-rows 20000] [--smoke]
@@ -12,6 +13,7 @@ Usage: python bench/bench_engine.py [--image-factors 1 10 100] [--table-factors 
 from __future__ import annotations
 
 import argparse
+import hashlib
 import json
 import shutil
 import sys
@@ -78,6 +80,14 @@ def make_project(parent: Path, kind: str, factor: int, engine: str, workers: int
     return project
 
 
+def prepared_digest(project: Path) -> str:
+    """One hash of every file preprocess wrote (names and bytes)."""
+    digest = hashlib.sha256()
+    for path in sorted((project / "data" / "prepared").iterdir()):
+        digest.update(path.name.encode() + path.read_bytes())
+    return digest.hexdigest()
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--image-factors", type=int, nargs="+", default=[1, 10, 100])
@@ -88,21 +98,32 @@ def main() -> None:
     args = parser.parse_args()
     if args.smoke:
         args.image_factors, args.table_factors, args.chunk_rows = [1], [1], 100
-    print("| data | size | engine | validate wall (s) | peak RSS, largest process (MiB) | same summary |")
-    print("|---|---|---|---|---|---|")
+    print(
+        "| data | size | engine | validate wall (s) | peak RSS (MiB) | preprocess wall (s) | peak RSS (MiB)"
+        " | same summary | same prepared files |"
+    )
+    print("|---|---|---|---|---|---|---|---|---|")
     with tempfile.TemporaryDirectory(prefix="bench-engine-") as scratch:
         for kind, factors in (("table", args.table_factors), ("images", args.image_factors)):
             for factor in factors:
-                summaries, data = {}, write_data(Path(scratch), kind, factor)
+                summaries, digests, data = {}, {}, write_data(Path(scratch), kind, factor)
                 for engine in ("local", "beam"):
                     project = make_project(Path(scratch), kind, factor, engine, args.workers, args.chunk_rows, data)
                     sh([sys.executable, "-m", "pipeline", "run", "ingest"], project)
                     seconds, peak = stage_peak_memory(project, "validate")
                     summary = json.loads((project / "reports" / "validate" / "summary.json").read_text())
-                    summaries[engine] = {key: value for key, value in summary.items() if key != "suite"}
-                    same = "" if engine == "local" else str(summaries["local"] == summaries["beam"])
+                    volatile = ("suite", "seconds")
+                    summaries[engine] = {key: value for key, value in summary.items() if key not in volatile}
+                    prepare_seconds, prepare_peak = stage_peak_memory(project, "preprocess")
+                    digests[engine] = prepared_digest(project)
+                    same = "| |" if engine == "local" else f"| {summaries['local'] == summaries['beam']}"
+                    same += "" if engine == "local" else f" | {digests['local'] == digests['beam']}"
                     size = f"{summary['rows']:,} {'images' if kind == 'images' else 'rows'}"
-                    print(f"| {kind} | {size} | {engine} | {seconds:.1f} | {peak:.0f} | {same} |", flush=True)
+                    print(
+                        f"| {kind} | {size} | {engine} | {seconds:.1f} | {peak:.0f} | {prepare_seconds:.1f}"
+                        f" | {prepare_peak:.0f} {same} |",
+                        flush=True,
+                    )
                     shutil.rmtree(project)
                 shutil.rmtree(data) if data.is_dir() else data.unlink()
 

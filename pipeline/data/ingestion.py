@@ -24,7 +24,8 @@ import pandas as pd
 from pipeline.core.config import BUILTIN_SOURCES, Config, DataConfig
 from pipeline.core.outputs import replace_directory
 from pipeline.core.runner import StageResult
-from pipeline.data import sources
+from pipeline.data import engine, sources
+from pipeline.data.engine import Engine
 
 log = logging.getLogger(__name__)
 
@@ -62,12 +63,19 @@ def feedback_table(batch: Path) -> Path:
     return files[0]
 
 
-def ingest(data: DataConfig, output_dir: Path, final_dir: Path | None = None, feedback_dir: Path | None = None) -> dict:
+def ingest(
+    data: DataConfig,
+    output_dir: Path,
+    final_dir: Path | None = None,
+    feedback_dir: Path | None = None,
+    runner: Engine | None = None,
+) -> dict:
     """Snapshots the configured source into `output_dir`; returns the `source.json` description.
 
     `final_dir` is where `output_dir` will be moved once complete: manifest paths of images
     written inside it (the built-in digits) are recorded at their final place. The batches
-    under `feedback_dir` (labelled production data) are appended to the source.
+    under `feedback_dir` (labelled production data) are appended to the source. The images'
+    bytes are hashed for the fingerprint on `runner` (default: in this process).
     """
     batches = feedback_batches(feedback_dir)
     final_dir = Path(final_dir or output_dir)
@@ -83,7 +91,7 @@ def ingest(data: DataConfig, output_dir: Path, final_dir: Path | None = None, fe
         extra = [sources.scan_image_dir(batch)[0] for batch in batches]
         manifest = pd.concat([manifest, *extra], ignore_index=True)
         description["fingerprint"] = sources.fingerprint_files(
-            [_written(path, output_dir, final_dir) for path in manifest["path"]], manifest["label"].tolist()
+            [_written(path, output_dir, final_dir) for path in manifest["path"]], manifest["label"].tolist(), runner
         )
         manifest.to_parquet(output_dir / MANIFEST_FILE, index=False)
         description.update(
@@ -148,7 +156,7 @@ def snapshot(config: Config) -> StageResult:
     with tempfile.TemporaryDirectory(dir=target.parent, prefix=f".{target.name}-") as scratch:
         staging = Path(scratch) / "out"
         staging.mkdir()
-        description = ingest(config.data, staging, final_dir=target, feedback_dir=Path(config.paths.feedback))
+        description = ingest(config.data, staging, target, Path(config.paths.feedback), engine.from_config(config))
         replace_directory(staging, target)
     if description["kind"] == "image":
         what = f"{description['num_files']} files in {len(description['class_folders'])} class folders"

@@ -382,7 +382,8 @@ class ShuffleImages:
 
 @dataclasses.dataclass(frozen=True)
 class WriteShards:
-    """A writing task: shards `first` to `end` - 1, their examples gathered from every run, in position order."""
+    """A writing task: shards `first` to `end` - 1, one at a time (memory: one shard), each shard's examples
+    gathered from every run and written in position order."""
 
     folder: str
     runs: int
@@ -393,12 +394,11 @@ class WriteShards:
     def __call__(self, span: tuple[int, int]) -> int:
         import tensorflow as tf
 
-        first, end = span
-        gathered: dict[int, list[tuple[int, bytes]]] = {shard: [] for shard in range(first, end)}
-        for shard, position, example in shuffle.read_runs(Path(self.folder), self.runs, first, end):
-            gathered[shard].append((position, example))
-        for shard, examples in gathered.items():
-            examples.sort(key=lambda item: item[0])
+        for shard in range(*span):
+            examples = sorted(
+                (position, example)
+                for _, position, example in shuffle.read_runs(Path(self.folder), self.runs, shard, shard + 1)
+            )
             if [position for position, _ in examples] != list(range(self.counts[shard])):
                 raise RuntimeError(f"shard {self.names[shard]}: the shuffle lost or repeated examples")
             path = Path(self.output_dir) / self.names[shard]
@@ -407,7 +407,7 @@ class WriteShards:
                 for _, example in examples:
                     writer.write(example)
             os.replace(partial, path)
-        return sum(len(examples) for examples in gathered.values())
+        return sum(self.counts[span[0] : span[1]])
 
 
 def read_row_group(path: str, group: int, columns: list[str] | None) -> pd.DataFrame:

@@ -178,10 +178,28 @@ def scan_image_dir(root: Path) -> tuple[pd.DataFrame, list[str]]:
     return pd.DataFrame(rows, columns=["path", "label"]), [class_dir.name for class_dir in class_dirs]
 
 
-def fingerprint_files(paths: list[str], labels: list[str] | None = None) -> str:
-    """A content hash of a list of files: their order, labels and bytes."""
+FILES_PER_TASK = 2000  # files hashed by one task of a data engine
+
+
+def fingerprint_files(paths: list[str], labels: list[str] | None = None, runner=None) -> str:
+    """A content hash of a list of files: their order, labels and bytes (a hash of each file's hash, so the
+    files can be hashed by a data engine's workers, `runner`, in slices)."""
+    slices = [paths[start : start + FILES_PER_TASK] for start in range(0, len(paths), FILES_PER_TASK)]
+    if runner is None:
+        digests = map(file_digests, slices)
+    else:
+        digests = runner.map(file_digests, slices)
     digest = hashlib.sha256()
-    for index, path in enumerate(paths):
-        digest.update((labels[index] if labels else "").encode())
-        digest.update(Path(path).read_bytes())
+    for index, file_digest in enumerate(item for part in digests for item in part):
+        label = (labels[index] if labels else "").encode()
+        digest.update(len(label).to_bytes(8, "little") + label + file_digest)
     return digest.hexdigest()[:16]
+
+
+def file_digests(paths: list[str]) -> list[bytes]:
+    """The SHA-256 of each file's bytes, read in blocks (a file larger than memory is fine)."""
+    digests = []
+    for path in paths:
+        with open(path, "rb") as handle:
+            digests.append(hashlib.file_digest(handle, "sha256").digest())
+    return digests

@@ -555,6 +555,13 @@ def write_validated(
     return dataset
 
 
+def load_validated(validated_dir: Path) -> tuple[dict, pd.DataFrame, dict]:
+    """(description, table or manifest, per-example schema) written by a passing `validate` (the notebooks read
+    it; the stages read the Parquet file in parts: `validated_files`)."""
+    description, data_path, schema = validated_files(validated_dir)
+    return description, pd.read_parquet(data_path), schema
+
+
 def validated_files(validated_dir: Path) -> tuple[dict, Path, dict]:
     """(description, the table's or image manifest's Parquet file, per-example schema) written by a passing
     `validate`."""

@@ -50,7 +50,7 @@ def test_bench_scale():
 def test_bench_engine():
     pytest.importorskip("apache_beam")
     output = bench("bench_engine.py")
-    assert "| table | 344 rows | beam |" in output and "| True |" in output and "| False |" not in output
+    assert "| table | 344 rows | beam |" in output and "| True | True |" in output and "False" not in output
 
 
 def test_bench_tune():

@@ -44,7 +44,9 @@ def validated(parent: Path, engine: str, source: dict, data: Path | None, prepro
         shutil.copy(data, folder / "data" / data.name)
     params = {"data": {**source, **ENGINES[engine]}, "validate": {"chunk_rows": 50}}
     write_params(folder, {**params, "preprocess": preprocess or {}})
-    stage("ingest", folder)
+    ingested = stage("ingest", folder)
+    if source["source"] == "digits":  # the images' bytes are hashed for the fingerprint by the engine's workers
+        assert ("task(s) on Apache Beam" in ingested.stderr) == (engine == "beam"), ingested.stderr[-3000:]
     finished = stage("validate", folder, check=False)
     on_beam = "task(s) on Apache Beam (--runner=DirectRunner --direct_num_workers=2)" in finished.stderr
     assert on_beam == (engine == "beam"), finished.stderr[-3000:]
