@@ -3,6 +3,12 @@
 Statistics for normalisation, imputation and categorical encoding are computed on the
 training split only and saved in `spec.json`; the model turns them into Keras
 preprocessing layers, so the exported model takes raw input.
+
+The work runs on the data engine (`data.engine`, `pipeline.data.engine`): the driver reads only
+the labels, splits them and gives every example its shard and place; reading tasks type or decode
+parts of the data, serialise the examples into a shuffle (`pipeline.data.shuffle`) and return
+partial statistics, merged here in task order; writing tasks write the shards. The tasks are cut
+by the data, never by the number of workers, so every engine writes the same bytes.
 """
 
 from __future__ import annotations
