@@ -52,6 +52,17 @@ def test_beam_options_default_to_local_worker_processes_unless_a_runner_is_given
     assert beam_options(3, flink) == flink
 
 
+def test_tasks_go_through_a_job_service_as_on_a_flink_or_spark_cluster(tmp_path):
+    """`data.engine_options` with a runner are Beam's own: the portable runner submits the job to a job service
+    (here Beam's embedded one, with the workers in this process) as it would to Flink's or Spark's job server."""
+    pytest.importorskip("apache_beam")
+    options = ("--runner=PortableRunner", "--job_endpoint=embed", "--environment_type=LOOPBACK")
+    engine = Engine("beam", options=options, scratch=str(tmp_path))
+    assert [square for square, _ in engine.map(slow_first, list(range(5)))] == [0, 1, 4, 9, 16]
+    with pytest.raises(DataError, match="task 3: a bad row"):
+        list(engine.map(fails_on_three, list(range(6))))
+
+
 @pytest.mark.parametrize(
     ("data", "expected"),
     [
