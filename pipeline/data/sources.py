@@ -184,11 +184,10 @@ FILES_PER_TASK = 2000  # files hashed by one task of a data engine
 def fingerprint_files(paths: list[str], labels: list[str] | None = None, runner=None) -> str:
     """A content hash of a list of files: their order, labels and bytes (a hash of each file's hash, so the
     files can be hashed by a data engine's workers, `runner`, in slices)."""
+    from pipeline.data.engine import Engine
+
     slices = [paths[start : start + FILES_PER_TASK] for start in range(0, len(paths), FILES_PER_TASK)]
-    if runner is None:
-        digests = map(file_digests, slices)
-    else:
-        digests = runner.map(file_digests, slices)
+    digests = (runner or Engine()).map(file_digests, slices)
     digest = hashlib.sha256()
     for index, file_digest in enumerate(item for part in digests for item in part):
         label = (labels[index] if labels else "").encode()
