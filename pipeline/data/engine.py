@@ -25,6 +25,8 @@ from collections.abc import Callable, Iterator, Sequence
 from pathlib import Path
 from typing import Any
 
+from pipeline.core.outputs import scratch_directory, write_bytes_atomic
+
 log = logging.getLogger(__name__)
 
 
@@ -76,7 +78,6 @@ class _WriteResult:
 
     def __call__(self, item: tuple[int, Any]) -> str:
         from pipeline.core.errors import USER_ERRORS
-        from pipeline.core.outputs import write_bytes_atomic
 
         index, task = item
         try:
@@ -84,7 +85,8 @@ class _WriteResult:
         except USER_ERRORS as error:  # bad data: raised again by the caller as it is, not as Beam's traceback
             outcome = (False, error)
         path = Path(self.folder) / f"{index:08d}.pickle"
-        write_bytes_atomic(path, pickle.dumps(outcome, protocol=pickle.HIGHEST_PROTOCOL))  # a retry rewrites it
+        data = pickle.dumps(outcome, protocol=pickle.HIGHEST_PROTOCOL)
+        write_bytes_atomic(path, data, sweep=False)  # a retry rewrites it; the folder is swept as a whole
         return str(path)
 
 
@@ -99,9 +101,7 @@ def _run_on_beam(
 
     arguments = beam_options(workers, options)
     started = time.perf_counter()
-    if scratch is not None:
-        Path(scratch).mkdir(parents=True, exist_ok=True)
-    with tempfile.TemporaryDirectory(dir=scratch, prefix=".engine-") as folder:
+    with scratch_directory(Path(scratch or tempfile.gettempdir()), "engine") as folder:
         with beam.Pipeline(options=PipelineOptions(arguments)) as pipeline:
             _ = (
                 pipeline

@@ -16,13 +16,12 @@ from __future__ import annotations
 import json
 import logging
 import shutil
-import tempfile
 from pathlib import Path
 
 import pandas as pd
 
 from pipeline.core.config import BUILTIN_SOURCES, Config, DataConfig
-from pipeline.core.outputs import replace_directory
+from pipeline.core.outputs import replace_directory, scratch_directory
 from pipeline.core.runner import StageResult
 from pipeline.data import engine, sources
 from pipeline.data.engine import Engine
@@ -153,7 +152,7 @@ def snapshot(config: Config) -> StageResult:
     """The ingest stage's work: `data` (and any feedback batches) copied into `paths.ingested`."""
     target = Path(config.paths.ingested)
     target.parent.mkdir(parents=True, exist_ok=True)
-    with tempfile.TemporaryDirectory(dir=target.parent, prefix=f".{target.name}-") as scratch:
+    with scratch_directory(target.parent, target.name) as scratch:
         staging = Path(scratch) / "out"
         staging.mkdir()
         description = ingest(config.data, staging, target, Path(config.paths.feedback), engine.from_config(config))

@@ -16,7 +16,6 @@ from __future__ import annotations
 import dataclasses
 import logging
 import os
-import tempfile
 from pathlib import Path
 from typing import Optional
 
@@ -24,7 +23,7 @@ import numpy as np
 import pandas as pd
 
 from pipeline.core.config import Config, DataConfig, PreprocessConfig
-from pipeline.core.outputs import replace_directory, write_json_atomic
+from pipeline.core.outputs import replace_directory, scratch_directory, write_json_atomic
 from pipeline.core.progress import progress
 from pipeline.core.runner import StageResult
 from pipeline.data import engine, shuffle
@@ -463,7 +462,7 @@ def preprocess(
     scratch = Path(runner.scratch) if runner.scratch else output_dir.parent
     scratch.mkdir(parents=True, exist_ok=True)
     split = Splitter(task, settings, seed, train_per_class)
-    with tempfile.TemporaryDirectory(dir=scratch, prefix=".shuffle-") as folder:
+    with scratch_directory(scratch, "shuffle") as folder:
         if description["kind"] == "image":
             labels, chosen, layout, runs = _read_images(description, Path(data_path), data, split, folder, runner, spec)
         else:
@@ -575,7 +574,7 @@ def prepare_configured(config: Config) -> StageResult:
     description, data_path, schema = validated_files(validated)
     target = Path(config.paths.prepared)
     target.parent.mkdir(parents=True, exist_ok=True)
-    with tempfile.TemporaryDirectory(dir=target.parent, prefix=f".{target.name}-") as scratch:
+    with scratch_directory(target.parent, target.name) as scratch:
         staging = Path(scratch) / "out"
         staging.mkdir()
         spec = preprocess(

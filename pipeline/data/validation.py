@@ -30,7 +30,7 @@ import pandas as pd
 
 from pipeline.core.config import BUILTIN_SOURCES, Config
 from pipeline.core.errors import StageError
-from pipeline.core.outputs import replace_directory, write_json_atomic
+from pipeline.core.outputs import replace_directory, scratch_directory, write_json_atomic
 from pipeline.core.progress import progress
 from pipeline.core.runner import StageResult
 from pipeline.data import engine, expectations, sources
@@ -594,8 +594,8 @@ def validate_configured(config: Config) -> StageResult:
     target = Path(config.paths.validated)
     target.parent.mkdir(parents=True, exist_ok=True)
     with (
-        tempfile.TemporaryDirectory(dir=reports, prefix=".docs-") as docs_scratch,
-        tempfile.TemporaryDirectory(dir=target.parent, prefix=f".{target.name}-") as scratch,
+        scratch_directory(reports, DOCS_DIR) as docs_scratch,
+        scratch_directory(target.parent, target.name) as scratch,
     ):
         docs, staging = Path(docs_scratch) / DOCS_DIR, Path(scratch) / "out"
         staging.mkdir()

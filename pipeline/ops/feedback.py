@@ -19,7 +19,7 @@ import time
 from pathlib import Path
 
 from pipeline.core.config import Config, DataConfig
-from pipeline.core.outputs import write_json_atomic
+from pipeline.core.outputs import scratch_directory, write_json_atomic
 from pipeline.core.processes import tool
 from pipeline.core.runner import StageError, StageResult, run_stage
 from pipeline.data.ingestion import FEEDBACK_TABLE
@@ -66,7 +66,7 @@ def validate_batch(config: Config, path: Path, reports: Path) -> dict:
 def copy_batch(config: Config, path: Path, target: Path) -> None:
     """Copies the batch to `target` (atomically)."""
     target.parent.mkdir(parents=True, exist_ok=True)
-    with tempfile.TemporaryDirectory(dir=target.parent, prefix=f".{target.name}-") as scratch:
+    with scratch_directory(target.parent, target.name) as scratch:
         staging = Path(scratch) / "out"
         if config.data.kind == "image":
             from pipeline.data.sources import scan_image_dir

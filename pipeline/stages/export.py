@@ -10,14 +10,13 @@ clients such as `pipeline predict`. After writing, the SavedModel is reloaded wi
 from __future__ import annotations
 
 import logging
-import tempfile
 import time
 from pathlib import Path
 
 import numpy as np
 
 from pipeline.core.config import Config
-from pipeline.core.outputs import replace_directory, write_json_atomic
+from pipeline.core.outputs import replace_directory, scratch_directory, write_json_atomic
 from pipeline.core.runner import StageResult, run_stage
 from pipeline.ml.distribute import setup_tensorflow
 from pipeline.serving.saved_model import (
@@ -101,7 +100,7 @@ def run(config: Config) -> StageResult:
     warmup = [
         inputs for inputs, _ in make_dataset(config.paths.prepared, spec, "test", settings.warmup_examples).take(2)
     ]
-    with tempfile.TemporaryDirectory(dir=target.parent, prefix=f".{target.name}-") as scratch:
+    with scratch_directory(target.parent, target.name) as scratch:
         staging = Path(scratch) / "out"
         version_dir = staging / config.model_name / str(version)
         export_saved_model(serving_model, spec, version_dir)

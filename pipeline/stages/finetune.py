@@ -21,12 +21,11 @@ import json
 import logging
 import shutil
 import sys
-import tempfile
 from pathlib import Path
 
 from pipeline.core.config import Config, FinetuneConfig
 from pipeline.core.metrics import higher_is_better
-from pipeline.core.outputs import replace_directory, write_json_atomic
+from pipeline.core.outputs import replace_directory, scratch_directory, write_json_atomic
 from pipeline.core.runner import StageError, StageResult, format_metrics, run_stage
 from pipeline.data.preparation import SPEC_FILE
 from pipeline.ml.distribute import setup_tensorflow
@@ -64,7 +63,7 @@ def prepare_target(config: Config) -> StageResult:
     validated = validation.validate_configured(target)
     description, data_path, schema = validation.validated_files(Path(target.paths.validated))
     prepared = Path(target.paths.prepared)
-    with tempfile.TemporaryDirectory(dir=root, prefix=".prepared-") as scratch:
+    with scratch_directory(prepared.parent, prepared.name) as scratch:
         staging = Path(scratch) / "out"
         staging.mkdir()
         spec = preparation.preprocess(
@@ -107,7 +106,7 @@ def fitted_to_base(config: Config, target: Config) -> Config:
 def replace_directory_with_note(directory: Path, note: str) -> None:
     """Replaces `directory` by one holding only a note saying why it is empty (a DVC output must exist)."""
     directory.parent.mkdir(parents=True, exist_ok=True)
-    with tempfile.TemporaryDirectory(dir=directory.parent, prefix=f".{directory.name}-") as scratch:
+    with scratch_directory(directory.parent, directory.name) as scratch:
         staging = Path(scratch) / "out"
         staging.mkdir()
         (staging / SKIPPED_FILE).write_text(note)
@@ -395,7 +394,7 @@ def run(config: Config) -> StageResult:
 
     target_dir = Path(config.paths.finetuned)
     target_dir.parent.mkdir(parents=True, exist_ok=True)
-    with tempfile.TemporaryDirectory(dir=target_dir.parent, prefix=f".{target_dir.name}-") as scratch_dir:
+    with scratch_directory(target_dir.parent, target_dir.name) as scratch_dir:
         staging = Path(scratch_dir) / "out"
         staging.mkdir()
         model.save(staging / MODEL_FILE)

@@ -1,6 +1,6 @@
 """Crash safety: `dvc repro` killed with SIGKILL (its whole process group, as when a machine or container
 dies) at seeded random instants in every stage, then run again, ends green and clean, with an
-uninterrupted run's metrics.
+uninterrupted run's metrics, and nothing the killed runs were writing left behind.
 
 Each kill aims at one stage: it lands a random time after that stage starts, up to the stage's own
 duration in the uninterrupted run plus two seconds (DVC's hashing and lock writing after it), so kills
@@ -82,6 +82,18 @@ def processes_in(project: Path) -> list[str]:
     return found
 
 
+UNFINISHED = re.compile(r"\..+-[0-9a-f]{8}-\d+-[a-z0-9_]{8}|\..+\.old-[0-9a-f]{8}-\d+")  # pipeline.core.outputs
+
+
+def unfinished_outputs(project: Path) -> list[str]:
+    """Staging folders, temporary files and moved-aside outputs of killed runs still in `project`."""
+    return sorted(
+        str(path.relative_to(project))
+        for path in project.rglob(".*")
+        if UNFINISHED.fullmatch(path.name) and not {".git", ".dvc"} & set(path.relative_to(project).parts)
+    )
+
+
 def mlflow_statuses(project: Path) -> list[str]:
     import sqlite3
 
@@ -117,3 +129,4 @@ def test_repro_killed_at_random_instants_in_every_stage_recovers_with_the_same_r
     assert "up to date" in status, status
     assert outcome(project) == expected, f"results after kills ({kills}) differ from an uninterrupted run"
     assert "RUNNING" not in mlflow_statuses(project), "a killed stage's MLflow run was left running"
+    assert unfinished_outputs(project) == [], "the runs after the kills did not remove what the kills left"
