@@ -71,14 +71,23 @@ def beam_options(workers: int | None, options: list[str]) -> list[str]:
 
 
 class _WriteResult:
-    """A Beam DoFn body: runs one task and writes `(index, result)` under the results folder."""
+    """A Beam DoFn body: runs one task in the driver's working folder (tasks name the project's files by
+    relative paths) and writes `(index, result)` under the results folder."""
 
-    def __init__(self, function: Callable[[Any], Any], folder: str):
-        self.function, self.folder = function, folder
+    def __init__(self, function: Callable[[Any], Any], folder: str, directory: str):
+        self.function, self.folder, self.directory = function, folder, directory
 
     def __call__(self, item: tuple[int, Any]) -> str:
         from pipeline.core.errors import USER_ERRORS
 
+        if os.getcwd() != self.directory:  # a worker started elsewhere: a cluster's, or a worker pool's
+            try:
+                os.chdir(self.directory)
+            except OSError as error:
+                raise RuntimeError(
+                    f"this Beam worker has no folder {self.directory} ({error.strerror}): data.engine on a cluster"
+                    " needs the project folder mounted at the same path on every worker (docs/distributed.md)"
+                ) from error
         index, task = item
         try:
             outcome = (True, self.function(task))
@@ -106,7 +115,7 @@ def _run_on_beam(
             _ = (
                 pipeline
                 | "tasks" >> beam.Create(list(enumerate(tasks)), reshuffle=True)
-                | "run" >> beam.Map(_WriteResult(function, folder))
+                | "run" >> beam.Map(_WriteResult(function, str(folder.resolve()), os.getcwd()))
             )
         log.info(
             "%d task(s) on Apache Beam (%s) in %.1f s",

@@ -23,7 +23,7 @@ import pandas as pd
 from pipeline.core.config import BUILTIN_SOURCES, Config, DataConfig
 from pipeline.core.outputs import replace_directory, scratch_directory
 from pipeline.core.runner import StageResult
-from pipeline.data import engine, sources
+from pipeline.data import engine, sources, storage
 from pipeline.data.engine import Engine
 
 log = logging.getLogger(__name__)
@@ -83,7 +83,7 @@ def ingest(
         if data.source in ("digits", "digits_noisy"):
             root = sources.write_digits_images(output_dir / "images", noisy=data.source == "digits_noisy")
         else:
-            root = Path(data.path)
+            root = data.path if storage.is_address(data.path) else Path(data.path)
         manifest, class_folders = sources.scan_image_dir(root)
         if data.source in BUILTIN_SOURCES:
             manifest["path"] = [str(final_dir / Path(path).relative_to(output_dir)) for path in manifest["path"]]
@@ -101,6 +101,8 @@ def ingest(
         target = output_dir / f"source.{file_format}"
         if data.source == "penguins":
             sources.write_penguins_csv(target)
+        elif storage.is_address(data.path):
+            storage.copy_to_local(data.path, target)
         else:
             shutil.copyfile(data.path, target)
         if batches:  # the source and every feedback batch, as one Parquet table
@@ -126,8 +128,10 @@ def ingest(
 
 def _written(path: str, output_dir: Path, final_dir: Path) -> str:
     """Where a manifest path's bytes are now (built-in images are still in `output_dir`)."""
-    path = Path(path)
-    return str(output_dir / path.relative_to(final_dir)) if path.is_relative_to(final_dir) else str(path)
+    if storage.is_address(path):
+        return path
+    local = Path(path)
+    return str(output_dir / local.relative_to(final_dir)) if local.is_relative_to(final_dir) else path
 
 
 def load_source(ingested_dir: Path) -> tuple[dict, Path]:

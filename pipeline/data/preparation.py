@@ -26,7 +26,7 @@ from pipeline.core.config import Config, DataConfig, PreprocessConfig
 from pipeline.core.outputs import replace_directory, scratch_directory, write_json_atomic
 from pipeline.core.progress import progress
 from pipeline.core.runner import StageResult
-from pipeline.data import engine, shuffle
+from pipeline.data import engine, shuffle, storage
 from pipeline.data.columns import input_names
 from pipeline.data.engine import Engine
 from pipeline.data.sources import DataError
@@ -219,7 +219,7 @@ def load_images(paths: list[str], image_size: Optional[list[int]], color_mode: s
     images = []
     for path in paths:
         try:
-            with Image.open(path) as image:
+            with storage.open_binary(path) as handle, Image.open(handle) as image:
                 image = as_mode(image, mode)
                 if size is None:
                     size = (image.height, image.width)

@@ -17,6 +17,7 @@ import numpy as np
 import pandas as pd
 
 from pipeline.core.errors import DataError  # noqa: F401 - part of this module's interface
+from pipeline.data import storage
 
 IMAGE_EXTENSIONS = (".png", ".jpg", ".jpeg", ".bmp", ".gif")
 TABLE_FORMATS = {".csv": "csv", ".parquet": "parquet", ".pq": "parquet"}  # file suffix -> load_table format
@@ -157,12 +158,17 @@ def scan_image_dir(root: Path) -> tuple[pd.DataFrame, list[str]]:
     """Lists every file under `root/<class>/` as a manifest with `path` and `label` columns.
 
     Follows the Keras `image_dataset_from_directory` convention: one sub-folder per class,
-    classes sorted by name. Returns (manifest, class folder names, empty ones included). Every
+    classes sorted by name. `root` may be an object store's address (`s3://bucket/images`): the
+    manifest then lists the files' addresses. Returns (manifest, class folder names, empty ones included). Every
     non-hidden file is listed, images or not, and nothing is decoded: validation judges them.
 
     Raises:
         DataError: if the folder does not exist or holds no class folders with files.
     """
+    if storage.is_address(root):
+        class_files = storage.list_class_folders(root)
+        rows = [{"path": file, "label": name} for name, files in class_files.items() for file in files]
+        return _manifest(rows, root), list(class_files)
     root = Path(root)
     if not root.is_dir():
         raise DataError(f"{root}: no such folder; set data.path to a folder with one sub-folder per class.")
@@ -173,9 +179,13 @@ def scan_image_dir(root: Path) -> tuple[pd.DataFrame, list[str]]:
         for file in sorted(class_dir.rglob("*"))
         if file.is_file() and not any(part.startswith(".") for part in file.relative_to(class_dir).parts)
     ]
+    return _manifest(rows, root), [class_dir.name for class_dir in class_dirs]
+
+
+def _manifest(rows: list[dict], root) -> pd.DataFrame:
     if not rows:
         raise DataError(f"{root}: found no files in class sub-folders; expected <folder>/<class name>/<image files>.")
-    return pd.DataFrame(rows, columns=["path", "label"]), [class_dir.name for class_dir in class_dirs]
+    return pd.DataFrame(rows, columns=["path", "label"])
 
 
 FILES_PER_TASK = 2000  # files hashed by one task of a data engine
@@ -199,6 +209,6 @@ def file_digests(paths: list[str]) -> list[bytes]:
     """The SHA-256 of each file's bytes, read in blocks (a file larger than memory is fine)."""
     digests = []
     for path in paths:
-        with open(path, "rb") as handle:
+        with storage.open_binary(path) as handle:
             digests.append(hashlib.file_digest(handle, "sha256").digest())
     return digests

@@ -15,6 +15,7 @@ from __future__ import annotations
 
 import dataclasses
 import hashlib
+import io
 import itertools
 import json
 import logging
@@ -22,7 +23,7 @@ import math
 import os
 import tempfile
 from collections.abc import Iterator
-from pathlib import Path
+from pathlib import Path, PurePosixPath
 from typing import Any
 
 import numpy as np
@@ -33,7 +34,7 @@ from pipeline.core.errors import StageError
 from pipeline.core.outputs import replace_directory, scratch_directory, write_json_atomic
 from pipeline.core.progress import progress
 from pipeline.core.runner import StageResult
-from pipeline.data import engine, expectations, sources
+from pipeline.data import engine, expectations, sources, storage
 from pipeline.data.columns import input_names, suspicious_columns
 from pipeline.data.engine import Engine
 from pipeline.data.ingestion import load_source, read_ingested
@@ -54,10 +55,10 @@ def describe_image(path: str) -> dict[str, Any]:
     """One manifest row: size, decodability, shape and content hash of an image file."""
     from PIL import Image, UnidentifiedImageError
 
-    file = Path(path)
-    content = file.read_bytes()
+    with storage.open_binary(path) as handle:
+        content = handle.read()
     row: dict[str, Any] = {
-        "extension": file.suffix.lower(),
+        "extension": PurePosixPath(path).suffix.lower(),
         "file_size": len(content),
         "decodable": False,
         "width": np.nan,
@@ -66,7 +67,7 @@ def describe_image(path: str) -> dict[str, Any]:
         "content_hash": hashlib.sha256(content).hexdigest()[:20],
     }
     try:
-        with Image.open(file) as image:
+        with Image.open(io.BytesIO(content)) as image:
             image.load()
             row.update(decodable=True, width=image.width, height=image.height, channels=len(image.getbands()))
     except (UnidentifiedImageError, OSError, ValueError, SyntaxError):

@@ -6,7 +6,13 @@ for byte: split membership and order, training statistics, every TFRecord shard.
 from __future__ import annotations
 
 import json
+import os
 import shutil
+import signal
+import socket
+import subprocess
+import sys
+import time
 from pathlib import Path
 
 import pandas as pd
@@ -34,22 +40,31 @@ def hostile_penguins() -> pd.DataFrame:
     return pd.concat([table, table.iloc[[10, 300]]], ignore_index=True)
 
 
-def validated(parent: Path, engine: str, source: dict, data: Path | None, preprocess: dict | None = None):
-    """Runs ingest and validate (and preprocess with these settings, if given) in a fresh folder with `engine`;
-    returns (summary.json, validated data and the prepared files' bytes)."""
+def validated(
+    parent: Path,
+    engine: str,
+    source: dict,
+    data: Path | None,
+    preprocess: dict | None = None,
+    settings: dict | None = None,
+    runner: str = "--runner=DirectRunner --direct_num_workers=2",
+):
+    """Runs ingest and validate (and preprocess with these settings, if given) in a fresh folder with `engine`
+    (or Beam with `settings`, whose `runner` the log names); returns (summary.json, validated data and the
+    prepared files' bytes)."""
     folder = parent / engine
     (folder / "data" / "feedback").mkdir(parents=True)
     shutil.copytree(ROOT / "expectations", folder / "expectations")
     if data is not None:
         shutil.copy(data, folder / "data" / data.name)
-    params = {"data": {**source, **ENGINES[engine]}, "validate": {"chunk_rows": 50}}
+    params = {"data": {**source, **(settings or ENGINES[engine])}, "validate": {"chunk_rows": 50}}
     write_params(folder, {**params, "preprocess": preprocess or {}})
     ingested = stage("ingest", folder)
     if source["source"] == "digits":  # the images' bytes are hashed for the fingerprint by the engine's workers
-        assert ("task(s) on Apache Beam" in ingested.stderr) == (engine == "beam"), ingested.stderr[-3000:]
+        assert ("task(s) on Apache Beam" in ingested.stderr) == (engine != "local"), ingested.stderr[-3000:]
     finished = stage("validate", folder, check=False)
-    on_beam = "task(s) on Apache Beam (--runner=DirectRunner --direct_num_workers=2)" in finished.stderr
-    assert on_beam == (engine == "beam"), finished.stderr[-3000:]
+    on_beam = f"task(s) on Apache Beam ({runner})" in finished.stderr
+    assert on_beam == (engine != "local"), finished.stderr[-3000:]
     summary = json.loads((folder / "reports" / "validate" / "summary.json").read_text())
     for key in VOLATILE:
         summary.pop(key, None)
@@ -63,7 +78,7 @@ def validated(parent: Path, engine: str, source: dict, data: Path | None, prepro
         outputs["error"] = error
     if preprocess is not None:
         finished = stage("preprocess", folder)
-        assert ("task(s) on Apache Beam" in finished.stderr) == (engine == "beam"), finished.stderr[-3000:]
+        assert ("task(s) on Apache Beam" in finished.stderr) == (engine != "local"), finished.stderr[-3000:]
         prepared = folder / "data" / "prepared"
         outputs["prepared"] = {path.name: path.read_bytes() for path in sorted(prepared.iterdir())}
     return summary, outputs
@@ -125,3 +140,56 @@ def test_images_are_decoded_by_the_workers_with_the_same_manifest_verdicts_and_s
     assert local[0]["success"] is True and len(local[1]["manifest.parquet"]) == 1797
     spec = json.loads(local[1]["prepared"]["spec.json"])
     assert spec["splits"]["train"]["num_examples"] == 1257 and len(spec["splits"]["train"]["files"]) == 5
+
+
+@pytest.fixture
+def worker_pool(tmp_path):
+    """Beam's worker pool, as Flink and Spark run it on Kubernetes (beside each task manager): a service
+    started on its own, in another folder, that starts the SDK workers a runner asks it for."""
+    with socket.socket() as probe:
+        probe.bind(("127.0.0.1", 0))
+        port = probe.getsockname()[1]
+    elsewhere = tmp_path / "worker-pool"
+    elsewhere.mkdir()
+    log = elsewhere / "pool.log"
+    environment = {
+        **os.environ,
+        "PATH": f"{Path(sys.executable).parent}{os.pathsep}{os.environ['PATH']}",  # it starts `python`
+        "PYTHONPATH": str(ROOT),  # the project installed in the workers' image
+    }
+    with open(log, "w") as output:
+        pool = subprocess.Popen(
+            [sys.executable, "-m", "apache_beam.runners.worker.worker_pool_main", f"--service_port={port}"],
+            cwd=elsewhere,
+            env=environment,
+            stdout=output,
+            stderr=subprocess.STDOUT,
+            start_new_session=True,
+        )
+    try:
+        deadline = time.monotonic() + 120
+        while "Started worker pool servicer" not in log.read_text():
+            assert pool.poll() is None and time.monotonic() < deadline, log.read_text()[-3000:]
+            time.sleep(0.2)
+        yield port, log
+    finally:
+        os.killpg(pool.pid, signal.SIGKILL)
+        pool.wait()
+
+
+def test_a_worker_pool_started_elsewhere_runs_the_tasks_as_on_a_flink_or_spark_cluster(tmp_path, worker_pool):
+    """The job goes through a job service (Beam's embedded one: a Flink or Spark job server on a cluster) to
+    workers the pool started in its own folder: they work in the project's folder, by its relative paths."""
+    port, pool_log = worker_pool
+    options = [
+        "--runner=PortableRunner",
+        "--job_endpoint=embed",
+        "--environment_type=EXTERNAL",
+        f"--environment_config=localhost:{port}",
+    ]
+    source, preprocess = {"source": "digits"}, {"shard_size": 256}
+    local = validated(tmp_path, "local", source, None, preprocess)
+    settings = {"engine": "beam", "engine_options": options}
+    pool = validated(tmp_path, "pool", source, None, preprocess, settings, runner="--runner=PortableRunner")
+    assert_same(local, pool)
+    assert "Starting worker with command" in pool_log.read_text()  # the pool's own workers ran the tasks

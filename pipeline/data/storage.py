@@ -1,0 +1,94 @@
+"""Where a user's data lives: a local path, or an object store's address (`s3://bucket/images`,
+`gs://bucket/penguins.parquet`, `az://...`, `hdfs://...`: any address fsspec knows, as DVC's remotes use).
+
+A table at an address is copied into the ingested snapshot, as a local one is. The images of a folder at
+an address stay where they are: the manifest lists their addresses, and every reader of their bytes (the
+fingerprint, validation's decoding, preprocess's) opens them through `open_binary`, on the driver or on a
+data engine's workers. Credentials come from the store's usual places (for S3: the `AWS_*` variables,
+`~/.aws`, the instance's role; `AWS_ENDPOINT_URL` for MinIO or another S3-compatible store).
+"""
+
+from __future__ import annotations
+
+import re
+import shutil
+from pathlib import Path
+from typing import IO
+
+from pipeline.core.config import OBJECT_STORE_PACKAGES
+from pipeline.core.errors import DataError
+
+_ADDRESS = re.compile(r"[a-zA-Z][a-zA-Z0-9+.-]+://")
+COPY_BLOCK_BYTES = 16 * 1024 * 1024
+
+
+def is_address(path: str | Path) -> bool:
+    """Whether `path` is an object store's address (`scheme://...`), not a local path."""
+    return isinstance(path, str) and _ADDRESS.match(path) is not None
+
+
+def filesystem(address: str):
+    """(the fsspec filesystem of `address`, the path within it), naming the package to install if missing."""
+    import fsspec
+
+    try:
+        return fsspec.core.url_to_fs(address)
+    except ImportError as error:
+        scheme = address.split("://", 1)[0]
+        package = OBJECT_STORE_PACKAGES.get(scheme, f"the fsspec package for {scheme}://")
+        raise DataError(
+            f"{address}: reading {scheme}:// addresses needs {package}: pip install -e '.[cloud]'"
+        ) from error
+    except ValueError as error:  # an unknown scheme
+        raise DataError(
+            f"{address}: {error}; use a local path or an address fsspec knows (s3://, gs://, ...)"
+        ) from error
+
+
+def open_binary(path: str | Path) -> IO[bytes]:
+    """The file at a local path or an address, opened for reading bytes."""
+    if not is_address(path):
+        return open(path, "rb")
+    store, location = filesystem(str(path))
+    try:
+        return store.open(location, "rb")
+    except FileNotFoundError as error:
+        raise DataError(
+            f"{path}: no such file in the store; was it removed after `ingest`? Run `ingest` again."
+        ) from error
+
+
+def copy_to_local(address: str, target: Path) -> Path:
+    """Copies the file at `address` to the local `target`, in blocks (any size)."""
+    store, location = filesystem(address)
+    if not store.isfile(location):
+        raise DataError(f"{address}: no such file; set data.path to your table's address (or a local path).")
+    with store.open(location, "rb") as source, open(target, "wb") as destination:
+        shutil.copyfileobj(source, destination, COPY_BLOCK_BYTES)
+    return target
+
+
+def list_class_folders(address: str) -> dict[str, list[str]]:
+    """{class folder name: the addresses of its files, sorted}, for every non-hidden folder directly under
+    `address` (`<address>/<class>/.../<file>`); hidden files and folders are skipped, as locally.
+
+    Raises:
+        DataError: if nothing is stored under `address`.
+    """
+    store, root = filesystem(address)
+    root = root.rstrip("/")
+    if not store.isdir(root):
+        raise DataError(f"{address}: no such folder; set data.path to a folder with one sub-folder per class.")
+    classes: dict[str, list[str]] = {}
+    for entry in store.ls(root, detail=True):
+        name = entry["name"].rstrip("/").rsplit("/", 1)[-1]
+        if entry["type"] == "directory" and not name.startswith("."):
+            classes[name] = []
+    for path in store.find(root, withdirs=False):
+        parts = path[len(root) :].strip("/").split("/")
+        if len(parts) >= 2 and parts[0] in classes and not any(part.startswith(".") for part in parts[1:]):
+            classes[parts[0]].append(path)
+    return {  # sorted as a local folder's files are: by the parts of their paths
+        name: [store.unstrip_protocol(path) for path in sorted(files, key=lambda path: path.split("/"))]
+        for name, files in sorted(classes.items())
+    }
