@@ -88,6 +88,9 @@ COVERED = {
     "pipeline run train": WORKERS_TEST,
     'pip install -e ".[beam]"': "ci: make install installs the dev extras, which include apache-beam",
     "dvc repro -f validate": ENGINE_TEST + " (the validate stage with data.engine beam: what that command runs)",
+    "python -m apache_beam.runners.worker.worker_pool_main --service_port=50000": (
+        "tests/e2e/test_engine.py::test_a_worker_pool_started_elsewhere_runs_the_tasks_as_on_a_flink_or_spark_cluster"
+    ),
     "docker build": "not here: no Docker engine; tests/code/test_docker.py lints the Dockerfile (hadolint)",
     "docker run": "not here: no Docker engine (nor the tensorflow/serving image)",
 }

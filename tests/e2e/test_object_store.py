@@ -137,15 +137,28 @@ def test_a_table_in_a_bucket_is_snapshotted_and_dvc_reruns_when_the_object_chang
     assert json.loads((project / "reports" / "validate" / "summary.json").read_text())["rows"] == 300
 
 
-def test_a_missing_object_or_a_missing_reader_is_a_clear_error(bucket, tmp_path):
+def test_a_missing_folder_object_or_reader_is_a_clear_error(bucket, tmp_path):
     folder = tmp_path / "project"
     (folder / "data" / "feedback").mkdir(parents=True)
+    shutil.copytree(ROOT / "expectations", folder / "expectations")
     write_params(folder, {"data": {"source": "image_dir", "path": f"s3://{BUCKET}/no-such-folder"}})
     failed = run([sys.executable, "-m", "pipeline", "run", "ingest"], folder, check=False)
     assert failed.returncode == 2, failed.stderr[-3000:]
     assert f"s3://{BUCKET}/no-such-folder: no such folder" in failed.stderr
     assert "Traceback" not in failed.stderr
     assert not (folder / "data" / "ingested").exists()
+
+    for name in ("0/0000.png", "0/0010.png", "1/0001.png", "1/0011.png"):  # an image removed after ingest
+        bucket["client"].upload_file(str(bucket["images"] / name), BUCKET, f"few/{name}")
+    write_params(folder, {"data": {"source": "image_dir", "path": f"s3://{BUCKET}/few"}})
+    run([sys.executable, "-m", "pipeline", "validate", "--profile"], folder)
+    run([sys.executable, "-m", "pipeline", "run", "ingest"], folder)
+    bucket["client"].delete_object(Bucket=BUCKET, Key="few/1/0011.png")
+    failed = run([sys.executable, "-m", "pipeline", "run", "validate"], folder, check=False)
+    assert failed.returncode == 2, failed.stderr[-3000:]
+    message = f"s3://{BUCKET}/few/1/0011.png: no such file in the store; was it removed after `ingest`?"
+    assert message in failed.stderr and "Traceback" not in failed.stderr
+    assert not (folder / "data" / "validated").exists()
 
     write_params(folder, {"data": {"source": "csv", "path": "gs://bucket/table.csv", "label": "y"}})
     failed = run([sys.executable, "-m", "pipeline", "run", "ingest"], folder, check=False)
