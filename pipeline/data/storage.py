@@ -85,6 +85,8 @@ def list_class_folders(address: str) -> dict[str, list[str]]:
         if entry["type"] == "directory" and not name.startswith("."):
             classes[name] = []
     for path in store.find(root, withdirs=False):
+        if path.endswith("/"):  # a folder marker (an empty object that a console's "create folder" leaves)
+            continue
         parts = path[len(root) :].strip("/").split("/")
         if len(parts) >= 2 and parts[0] in classes and not any(part.startswith(".") for part in parts[1:]):
             classes[parts[0]].append(path)

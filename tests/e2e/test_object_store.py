@@ -28,7 +28,8 @@ CREDENTIALS = {"AWS_ACCESS_KEY_ID": "testing", "AWS_SECRET_ACCESS_KEY": "testing
 
 
 def digits_folder(root: Path) -> Path:
-    """300 of the digits as PNG class folders, with what users' folders hold: a nested folder, hidden files."""
+    """300 of the digits as PNG class folders, with what users' folders hold: a nested folder, hidden files,
+    a name with accents, spaces and URL-special characters."""
     from pipeline.data.sources import write_digits_images
 
     everything = write_digits_images(root.parent / "all-digits")
@@ -40,6 +41,7 @@ def digits_folder(root: Path) -> Path:
     nested.mkdir()
     for file in sorted((root / "3").glob("*.png"))[:5]:
         file.rename(nested / file.name)
+    (root / "4" / "0004.png").rename(root / "4" / "été #4+%.png")
     (root / "3" / ".DS_Store").write_bytes(b"\0\0")
     (root / ".thumbnails").mkdir()
     (root / ".thumbnails" / "0.png").write_bytes(b"not a class")
@@ -68,6 +70,8 @@ def bucket(tmp_path_factory):
         for file in sorted(local.rglob("*")):
             if file.is_file():
                 client.upload_file(str(file), BUCKET, f"images/{file.relative_to(local).as_posix()}")
+        for marker in ("images/", "images/3/", "images/3/second scan/"):  # what a console's "create folder" leaves
+            client.put_object(Bucket=BUCKET, Key=marker, Body=b"")
         table = write_penguins_csv(tmp_path_factory.mktemp("table") / "penguins.csv")
         client.upload_file(str(table), BUCKET, "tables/penguins.csv")
         yield {"client": client, "images": local, "table": table}
@@ -109,7 +113,7 @@ def test_an_image_folder_in_a_bucket_gives_the_data_of_the_same_folder_on_disk(b
     assert store["manifest"]["path"].str.startswith(f"s3://{BUCKET}/images/").all()
     relative = disk["manifest"]["path"].map(lambda path: Path(path).relative_to(bucket["images"]).as_posix())
     assert store["manifest"]["path"].tolist() == (f"s3://{BUCKET}/images/" + relative).tolist()
-    assert "3/second scan/0003.png" in relative.tolist() and not relative.str.contains(r"^\.|/\.").any()
+    assert {"3/second scan/0003.png", "4/été #4+%.png"} <= set(relative) and not relative.str.contains(r"^\.|/\.").any()
     assert len(disk["manifest"]) == 300
     disk_summary, store_summary = dict(disk["summary"]), dict(store["summary"])
     assert disk_summary.pop("suite").endswith("images.yaml") and store_summary.pop("suite").endswith("images.yaml")
