@@ -3,7 +3,7 @@ for the cloud bucket this machine cannot reach), reached the way a user's AWS se
 
 An image folder in the bucket gives the data the same folder on disk gives, byte for byte, with its
 images read from the bucket by Apache Beam's workers; a table in the bucket is snapshotted by `ingest`,
-and `dvc repro` (with dvc-s3) reruns when the object changes."""
+and `dvc repro` (with dvc-s3) reruns when an object changes."""
 
 from __future__ import annotations
 
@@ -139,6 +139,22 @@ def test_a_table_in_a_bucket_is_snapshotted_and_dvc_reruns_when_the_object_chang
     run(["dvc", "repro", "validate"], project)
     assert len(pd.read_csv(snapshot)) == 300
     assert json.loads((project / "reports" / "validate" / "summary.json").read_text())["rows"] == 300
+
+
+def test_dvc_reruns_ingest_when_an_image_in_the_bucket_folder_changes(bucket, tmp_path):
+    address = f"s3://{BUCKET}/changing"
+    for name in ("0/0000.png", "1/0001.png"):
+        bucket["client"].upload_file(str(bucket["images"] / name), BUCKET, f"changing/{name}")
+    project = make_dvc_project(tmp_path, {"data": {"source": "image_dir", "path": address}})
+    run(["dvc", "repro", "ingest"], project)
+    fingerprint = json.loads((project / "data" / "ingested" / "source.json").read_text())["fingerprint"]
+    assert "up to date" in run(["dvc", "status", "ingest"], project).stdout
+
+    bucket["client"].upload_file(str(bucket["images"] / "0/0010.png"), BUCKET, "changing/1/0001.png")
+    status = run(["dvc", "status", "ingest"], project).stdout
+    assert "changed deps" in status and address in status, status
+    run(["dvc", "repro", "ingest"], project)
+    assert json.loads((project / "data" / "ingested" / "source.json").read_text())["fingerprint"] != fingerprint
 
 
 def test_a_missing_folder_object_or_reader_is_a_clear_error(bucket, tmp_path):
