@@ -14,6 +14,7 @@ by the data, never by the number of workers, so every engine writes the same byt
 from __future__ import annotations
 
 import dataclasses
+import io
 import logging
 import os
 from pathlib import Path
@@ -217,9 +218,10 @@ def load_images(paths: list[str], image_size: Optional[list[int]], color_mode: s
     mode = "L" if color_mode == "grayscale" else "RGB"
     size = tuple(image_size) if image_size else None
     images = []
+    contents = storage.map_files(storage.read_bytes, paths)
     for path in paths:
         try:
-            with storage.open_binary(path) as handle, Image.open(handle) as image:
+            with Image.open(io.BytesIO(next(contents))) as image:
                 image = as_mode(image, mode)
                 if size is None:
                     size = (image.height, image.width)

@@ -51,12 +51,10 @@ IMAGES_PER_TASK = 2000  # at most, per task of a data engine (decoding and hashi
 ROWS_PER_GROUP = 65_536  # rows per row group of the validated table: preprocess reads a group per task
 
 
-def describe_image(path: str) -> dict[str, Any]:
-    """One manifest row: size, decodability, shape and content hash of an image file."""
+def describe_image(path: str, content: bytes) -> dict[str, Any]:
+    """One manifest row: size, decodability, shape and content hash of an image file (its bytes: `content`)."""
     from PIL import Image, UnidentifiedImageError
 
-    with storage.open_binary(path) as handle:
-        content = handle.read()
     row: dict[str, Any] = {
         "extension": PurePosixPath(path).suffix.lower(),
         "file_size": len(content),
@@ -77,7 +75,12 @@ def describe_image(path: str) -> dict[str, Any]:
 
 def describe_images(paths: list[str]) -> list[dict[str, Any]]:
     """`describe_image` for a slice of the manifest: one task of a data engine."""
-    return [describe_image(path) for path in paths]
+    return list(_described(paths))
+
+
+def _described(paths: list[str]) -> Iterator[dict[str, Any]]:
+    contents = storage.map_files(storage.read_bytes, paths)
+    return (describe_image(path, content) for path, content in zip(paths, contents, strict=True))
 
 
 def image_manifest(listing: pd.DataFrame, runner: Engine | None = None) -> pd.DataFrame:
@@ -85,7 +88,7 @@ def image_manifest(listing: pd.DataFrame, runner: Engine | None = None) -> pd.Da
     decoded and hashed here, or by `runner`'s workers (slices of the manifest, results in manifest order)."""
     paths = listing["path"].tolist()
     if runner is None or runner.name == "local":
-        rows = [describe_image(path) for path in progress(paths, "decoding images", total=len(paths))]
+        rows = list(progress(_described(paths), "decoding images", total=len(paths)))
     else:
         size = task_size(len(paths), runner, IMAGES_PER_TASK)
         slices = [paths[start : start + size] for start in range(0, len(paths), size)]
