@@ -53,6 +53,12 @@ def test_bench_engine():
     assert "| table | 344 rows | beam |" in output and "| True | True |" in output and "False" not in output
 
 
+def test_bench_object_store():
+    pytest.importorskip("s3fs")
+    output = bench("bench_object_store.py")
+    assert "| disk | - | 1 |" in output and "| bucket | 5 ms | 16 |" in output
+
+
 def test_bench_tune():
     output = bench("bench_tune.py")
     assert "| hyperband |" in output and "| random |" in output
