@@ -180,6 +180,11 @@ def test_a_missing_folder_object_or_reader_is_a_clear_error(bucket, tmp_path):
     assert message in failed.stderr and "Traceback" not in failed.stderr
     assert not (folder / "data" / "validated").exists()
 
+    from pipeline.data import storage  # an empty object has no byte 0 to read from (S3 answers 416)
+
+    bucket["client"].put_object(Bucket=BUCKET, Key="empty.png", Body=b"")
+    assert storage.open_binary(f"s3://{BUCKET}/empty.png").read() == b""
+
     write_params(folder, {"data": {"source": "csv", "path": "gs://bucket/table.csv", "label": "y"}})
     failed = run([sys.executable, "-m", "pipeline", "run", "ingest"], folder, check=False)
     if importlib_available("gcsfs"):
