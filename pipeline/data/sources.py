@@ -206,8 +206,8 @@ def fingerprint_files(paths: list[str], labels: list[str] | None = None, runner=
 
 
 def file_digests(paths: list[str]) -> list[bytes]:
-    """The SHA-256 of each file's bytes, read in blocks (a file larger than memory is fine); files in an
-    object store several at a time."""
+    """The SHA-256 of each file's bytes: a local file read in blocks (one larger than memory is fine), a file
+    in an object store read whole, several at a time (`storage.map_files`)."""
     return list(storage.map_files(_sha256, paths))
 
 
