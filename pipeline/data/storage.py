@@ -12,6 +12,7 @@ from __future__ import annotations
 
 import collections
 import concurrent.futures
+import contextlib
 import io
 import re
 import shutil
@@ -50,6 +51,19 @@ def filesystem(address: str):
         ) from error
 
 
+@contextlib.contextmanager
+def _access(address: str) -> Iterator[None]:
+    """Turns the store's refusal into an error that names the address and the fix."""
+    try:
+        yield
+    except PermissionError as error:
+        raise DataError(
+            f"{address}: the store refused access ({error}); check its credentials where this runs (for S3:"
+            " AWS_ACCESS_KEY_ID and AWS_SECRET_ACCESS_KEY, AWS_PROFILE or the machine's role; for GCS:"
+            " GOOGLE_APPLICATION_CREDENTIALS) and that they may read it"
+        ) from error
+
+
 def open_binary(path: str | Path) -> IO[bytes]:
     """The file at a local path or an address, opened for reading bytes. A file at an address is read whole,
     in one request: from byte 0 on (without a range, s3fs first asks for the size: a second request)."""
@@ -57,12 +71,13 @@ def open_binary(path: str | Path) -> IO[bytes]:
         return open(path, "rb")
     store, location = filesystem(str(path))
     try:
-        try:
-            return io.BytesIO(store.cat_file(location, start=0))
-        except FileNotFoundError:
-            raise
-        except OSError:  # an empty file has no byte 0 (S3: 416, range not satisfiable)
-            return io.BytesIO(store.cat_file(location))
+        with _access(str(path)):
+            try:
+                return io.BytesIO(store.cat_file(location, start=0))
+            except (FileNotFoundError, PermissionError):
+                raise
+            except OSError:  # an empty file has no byte 0 (S3: 416, range not satisfiable)
+                return io.BytesIO(store.cat_file(location))
     except FileNotFoundError as error:
         raise DataError(
             f"{path}: no such file in the store; was it removed after `ingest`? Run `ingest` again."
@@ -110,10 +125,11 @@ def _run_now(function: Callable[[IO[bytes]], T], path: str) -> concurrent.future
 def copy_to_local(address: str, target: Path) -> Path:
     """Copies the file at `address` to the local `target`, in blocks (any size)."""
     store, location = filesystem(address)
-    if not store.isfile(location):
-        raise DataError(f"{address}: no such file; set data.path to your table's address (or a local path).")
-    with store.open(location, "rb") as source, open(target, "wb") as destination:
-        shutil.copyfileobj(source, destination, COPY_BLOCK_BYTES)
+    with _access(address):
+        if not store.isfile(location):
+            raise DataError(f"{address}: no such file; set data.path to your table's address (or a local path).")
+        with store.open(location, "rb") as source, open(target, "wb") as destination:
+            shutil.copyfileobj(source, destination, COPY_BLOCK_BYTES)
     return target
 
 
@@ -125,7 +141,11 @@ def list_class_folders(address: str) -> dict[str, list[str]]:
         DataError: if nothing is stored under `address`.
     """
     store, root = filesystem(address)
-    root = root.rstrip("/")
+    with _access(address):
+        return _class_folders(store, root.rstrip("/"), address)
+
+
+def _class_folders(store, root: str, address: str) -> dict[str, list[str]]:
     if not store.isdir(root):
         raise DataError(f"{address}: no such folder; set data.path to a folder with one sub-folder per class.")
     classes: dict[str, list[str]] = {}

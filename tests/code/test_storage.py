@@ -1,13 +1,16 @@
 """Data at an address, on fsspec's in-memory store (`memory://`, no server): folders list as on disk, files
-are read in order with several reads in flight, and errors name the file and the fix."""
+are read in order with several reads in flight, and errors (nothing there, no reader, access refused) name
+the address and the fix."""
 
 from __future__ import annotations
 
+import re
 import threading
 import time
 
 import fsspec
 import pytest
+from fsspec.implementations.memory import MemoryFileSystem
 
 from pipeline.core.errors import DataError
 from pipeline.data import sources, storage
@@ -81,3 +84,26 @@ def test_an_address_without_its_reader_or_with_nothing_there_is_a_clear_error(st
         storage.copy_to_local("memory://missing.csv", "unused.csv")
     with pytest.raises(DataError, match="use a local path or an address fsspec knows"):
         storage.open_binary("nosuchscheme://bucket/file.png")
+
+
+class RefusingStore(MemoryFileSystem):
+    """A store that answers every request with 403, as S3 does to wrong or missing credentials."""
+
+    protocol = "refusing"
+
+    def _refuse(self, *args, **kwargs):
+        raise PermissionError("Access Denied")
+
+    ls = info = isdir = isfile = cat_file = find = _open = _refuse
+
+
+def test_a_store_that_refuses_access_is_a_clear_error_that_names_the_credentials(tmp_path):
+    fsspec.register_implementation("refusing", RefusingStore, clobber=True)
+    credentials = "the store refused access (Access Denied); check its credentials"
+    with pytest.raises(DataError, match=r"refusing://bucket/images: " + re.escape(credentials)):
+        sources.scan_image_dir("refusing://bucket/images")
+    with pytest.raises(DataError, match=r"refusing://bucket/a.png: " + re.escape(credentials)):
+        list(storage.map_files(storage.read_bytes, ["refusing://bucket/a.png"]))
+    with pytest.raises(DataError, match=r"refusing://bucket/t.csv: " + re.escape(credentials)):
+        storage.copy_to_local("refusing://bucket/t.csv", tmp_path / "t.csv")
+    assert not (tmp_path / "t.csv").exists()
