@@ -24,6 +24,8 @@ from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
+from pipeline.core.processes import process_running
+
 log = logging.getLogger(__name__)
 
 _RANDOM = r"[a-z0-9_]{8}"  # the random part of `tempfile`'s names
@@ -40,22 +42,12 @@ def _owner() -> str:
     return f"{host_id()}-{os.getpid()}"
 
 
-def _running(pid: int) -> bool:
-    try:
-        os.kill(pid, 0)
-    except ProcessLookupError:
-        return False
-    except PermissionError:  # another user's process
-        return True
-    return True
-
-
 def _is_stale(match: re.Match, entry: os.DirEntry) -> bool:
     """Left by a process of this host that no longer runs, or (names of earlier versions, with no owner)
     older than `LEGACY_AGE_SECONDS`."""
     if match["host"] is None:
         return time.time() - entry.stat(follow_symlinks=False).st_mtime > LEGACY_AGE_SECONDS
-    return match["host"] == host_id() and not _running(int(match["pid"]))
+    return match["host"] == host_id() and not process_running(int(match["pid"]))
 
 
 @contextlib.contextmanager

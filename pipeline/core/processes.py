@@ -25,6 +25,17 @@ from typing import NoReturn
 from pipeline.core.errors import StageError
 
 
+def process_running(pid: int) -> bool:
+    """Whether process `pid` of this host still runs (another user's counts)."""
+    try:
+        os.kill(pid, 0)
+    except ProcessLookupError:
+        return False
+    except PermissionError:  # alive, but another user's
+        return True
+    return True
+
+
 def die_with_parent() -> None:
     """Run in a child before it starts: the kernel SIGKILLs it when its parent dies (Linux), so a server
     started in its own session (stoppable as a group) never outlives a stage killed with SIGKILL."""

@@ -20,6 +20,7 @@ from pathlib import Path
 from typing import Optional
 
 from pipeline.core.config import Config, sqlite_file
+from pipeline.core.processes import process_running
 
 log = logging.getLogger(__name__)
 
@@ -232,16 +233,6 @@ def owner() -> str:
     return f"{socket.gethostname()}:{os.getpid()}"
 
 
-def _process_alive(pid: int) -> bool:
-    try:
-        os.kill(pid, 0)
-    except ProcessLookupError:
-        return False
-    except PermissionError:  # alive, but another user's
-        return True
-    return True
-
-
 def settle_orphaned_runs(experiment_id: str, resuming_key: str | None = None) -> int:
     """Marks KILLED the runs of the current experiment left RUNNING by a stage process of this machine
     that no longer exists (killed, or the machine restarted), with their nested runs (search trials),
@@ -258,7 +249,7 @@ def settle_orphaned_runs(experiment_id: str, resuming_key: str | None = None) ->
     settled = 0
     for run in running:
         owner_host, _, pid = run.data.tags.get(OWNER_TAG, "").rpartition(":")
-        if owner_host != host or not pid.isdigit() or _process_alive(int(pid)):
+        if owner_host != host or not pid.isdigit() or process_running(int(pid)):
             continue
         children = []
         if run.data.tags.get(KEY_TAG) != resuming_key:
