@@ -134,8 +134,17 @@ def test_the_clean_table_gets_the_same_validated_and_prepared_data_on_beam(tmp_p
     assert len(spec["splits"]["train"]["files"]) == -(-counts["train"] // 32)  # read from 7 row groups of 50
 
 
-def test_images_are_decoded_by_the_workers_with_the_same_manifest_verdicts_and_shards(tmp_path):
-    local, beam = (validated(tmp_path, engine, {"source": "digits"}, None, {"shard_size": 256}) for engine in ENGINES)
+DIGITS, DIGITS_PREPROCESS = {"source": "digits"}, {"shard_size": 256}
+
+
+@pytest.fixture(scope="module")
+def local_digits(tmp_path_factory):
+    """The digits validated and prepared by the local engine: what every other engine must give."""
+    return validated(tmp_path_factory.mktemp("digits"), "local", DIGITS, None, DIGITS_PREPROCESS)
+
+
+def test_images_are_decoded_by_the_workers_with_the_same_manifest_verdicts_and_shards(tmp_path, local_digits):
+    local, beam = local_digits, validated(tmp_path, "beam", DIGITS, None, DIGITS_PREPROCESS)
     assert_same(local, beam)
     assert local[0]["success"] is True and len(local[1]["manifest.parquet"]) == 1797
     spec = json.loads(local[1]["prepared"]["spec.json"])
@@ -177,7 +186,9 @@ def worker_pool(tmp_path):
         pool.wait()
 
 
-def test_a_worker_pool_started_elsewhere_runs_the_tasks_as_on_a_flink_or_spark_cluster(tmp_path, worker_pool):
+def test_a_worker_pool_started_elsewhere_runs_the_tasks_as_on_a_flink_or_spark_cluster(
+    tmp_path, worker_pool, local_digits
+):
     """The job goes through a job service (Beam's embedded one: a Flink or Spark job server on a cluster) to
     workers the pool started in its own folder: they work in the project's folder, by its relative paths."""
     port, pool_log = worker_pool
@@ -187,9 +198,7 @@ def test_a_worker_pool_started_elsewhere_runs_the_tasks_as_on_a_flink_or_spark_c
         "--environment_type=EXTERNAL",
         f"--environment_config=localhost:{port}",
     ]
-    source, preprocess = {"source": "digits"}, {"shard_size": 256}
-    local = validated(tmp_path, "local", source, None, preprocess)
     settings = {"engine": "beam", "engine_options": options}
-    pool = validated(tmp_path, "pool", source, None, preprocess, settings, runner="--runner=PortableRunner")
-    assert_same(local, pool)
+    pool = validated(tmp_path, "pool", DIGITS, None, DIGITS_PREPROCESS, settings, runner="--runner=PortableRunner")
+    assert_same(local_digits, pool)
     assert "Starting worker with command" in pool_log.read_text()  # the pool's own workers ran the tasks
