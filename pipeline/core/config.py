@@ -27,6 +27,14 @@ TABLE_SOURCES = ("penguins", "csv", "parquet")
 BUILTIN_SOURCES = ("digits", "digits_noisy", "penguins")
 # data.path in an object store: the fsspec package that reads each scheme (`pip install -e '.[cloud]'`)
 OBJECT_STORE_PACKAGES = {"s3": "s3fs", "s3a": "s3fs", "gs": "gcsfs", "gcs": "gcsfs", "az": "adlfs", "abfs": "adlfs"}
+_ADDRESS = re.compile(r"[a-zA-Z][a-zA-Z0-9+.-]+://")
+
+
+def is_address(path) -> bool:
+    """Whether `path` is an object store's address (`scheme://...`), not a local path."""
+    return isinstance(path, str) and _ADDRESS.match(path) is not None
+
+
 BUILTIN_LABELS = {"penguins": "species", "digits": "label", "digits_noisy": "label"}
 FinetuneBase = Literal[
     "trained", "mobilenet_v2", "mobilenet_v3_small", "mobilenet_v3_large", "efficientnet_b0", "resnet50"
@@ -110,8 +118,8 @@ class DataConfig:
             _fail(f"{section}.label", self.label, f"the name of the target column of your {self.source} file")
         if self.source in IMAGE_SOURCES and self.task == "regression":
             _fail(f"{section}.task", self.task, "classification (image folders are labelled by class)")
-        if self.source not in BUILTIN_SOURCES and "://" in str(self.path):  # in an object store: read at ingest
-            scheme = str(self.path).split("://", 1)[0]
+        if self.source not in BUILTIN_SOURCES and is_address(self.path):  # in an object store: read at ingest
+            scheme = self.path.split("://", 1)[0]
             package = OBJECT_STORE_PACKAGES.get(scheme)
             if package is not None and importlib.util.find_spec(package) is None:
                 fix = f"a local path, or install {package} first: pip install -e '.[cloud]'"

@@ -14,23 +14,16 @@ import collections
 import concurrent.futures
 import contextlib
 import io
-import re
 import shutil
 from collections.abc import Callable, Iterable, Iterator
 from pathlib import Path
 from typing import IO, TypeVar
 
-from pipeline.core.config import OBJECT_STORE_PACKAGES
+from pipeline.core.config import OBJECT_STORE_PACKAGES, is_address
 from pipeline.core.errors import DataError
 
-_ADDRESS = re.compile(r"[a-zA-Z][a-zA-Z0-9+.-]+://")
 COPY_BLOCK_BYTES = 16 * 1024 * 1024
 T = TypeVar("T")
-
-
-def is_address(path: str | Path) -> bool:
-    """Whether `path` is an object store's address (`scheme://...`), not a local path."""
-    return isinstance(path, str) and _ADDRESS.match(path) is not None
 
 
 def filesystem(address: str):
