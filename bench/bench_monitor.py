@@ -21,6 +21,8 @@ import time
 
 import numpy as np
 
+from pipeline.core.spec import DataSpec, FeatureSpec
+
 
 def main() -> None:
     parser = argparse.ArgumentParser()
@@ -38,7 +40,7 @@ def main() -> None:
         return
 
     from pipeline.core.config import load_config
-    from pipeline.ml.features import load_spec
+    from pipeline.core.spec import load as load_spec
     from pipeline.ml.models import feature_extractor, load_trained_model
     from pipeline.ops import monitoring
 
@@ -46,9 +48,10 @@ def main() -> None:
     spec = load_spec(config.paths.prepared)
     model = load_trained_model(config.paths.model)
     extractor = feature_extractor(model)
-    reference, _ = monitoring.read_reference(config.paths.prepared, spec)
+    name = spec.image.name
+    reference = monitoring.read_reference(config.paths.prepared, spec)[0][name]
     held_out = np.concatenate(
-        [monitoring.read_reference(config.paths.prepared, spec, split)[0] for split in ("validation", "test")]
+        [monitoring.read_reference(config.paths.prepared, spec, split)[0][name] for split in ("validation", "test")]
     )
     reference_outputs = np.asarray(model(reference, training=False))
     reference_embeddings = np.asarray(extractor(reference, training=False))
@@ -66,8 +69,8 @@ def main() -> None:
             chosen = generator.choice(len(held_out), size=args.size, replace=False)
             current = shift(held_out[chosen]).astype(np.float32)
             report = monitoring.compare(
-                reference,
-                current,
+                {name: reference},
+                {name: current},
                 spec,
                 config.monitor,
                 reference_outputs,
@@ -89,15 +92,18 @@ def main() -> None:
 def table(repeats: int, size: int, settings) -> None:
     from pipeline.ops import monitoring
 
-    spec = {
-        "kind": "table",
-        "task": "classification",
-        "classes": ["a", "b", "c"],
-        "features": [
-            {"column": name, "name": name, "type": kind}
+    spec = DataSpec(
+        kind="table",
+        task="classification",
+        label="label",
+        classes=["a", "b", "c"],
+        fingerprint="bench",
+        schema=None,
+        features=[
+            FeatureSpec(column=name, name=name, type=kind)
             for name, kind in (("x1", "numeric"), ("x2", "numeric"), ("c1", "categorical"), ("c2", "categorical"))
         ],
-    }
+    )
     generator = np.random.default_rng(1)
 
     def sample(count: int, shift: float = 0.0) -> dict:
@@ -156,26 +162,31 @@ def real_tables(repeats: int, settings) -> None:
 
 def false_alarms(table, label: str, task: str, repeats: int, settings, generator) -> str:
     """Splits `table` as the pipeline does and judges fresh samples of its held-out rows; returns a table row."""
-    from pipeline.data.preparation import clean_table, split_indices
+    from pipeline.core.tasks import task as task_named
+    from pipeline.data.modalities.table import clean_table
+    from pipeline.data.preparation import split_indices
     from pipeline.ops import monitoring
 
-    classes = sorted(str(value) for value in table[label].dropna().unique()) if task == "classification" else None
-    features, labels, specs = clean_table(table, label, task, classes, "impute")
-    indices = split_indices(labels, task, 0.15, 0.15, seed=42)
+    the_task = task_named(task)
+    classes = sorted(str(value) for value in table[label].dropna().unique()) if the_task.has_classes else None
+    features, labels, specs = clean_table(table, label, the_task, classes, "impute")
+    indices = split_indices(labels, the_task, 0.15, 0.15, seed=42)
     held_out = np.concatenate([indices["validation"], indices["test"]])
     size = min(len(held_out), max(settings.min_examples, len(indices["test"])))
-    spec = {"kind": "table", "task": task, "classes": classes, "features": specs}
+    spec = DataSpec(
+        kind="table", task=task, label=label, classes=classes, fingerprint="bench", schema=None, features=specs
+    )
     model = stand_in_model(features.iloc[indices["train"]], labels[indices["train"]], specs, task)
 
     def columns(rows: np.ndarray) -> dict:
-        return {feature["name"]: features[feature["name"]].to_numpy()[rows] for feature in specs}
+        return {feature.name: features[feature.name].to_numpy()[rows] for feature in specs}
 
     def outputs(rows: np.ndarray) -> np.ndarray:
         chosen = features.iloc[rows]
         return model.predict_proba(chosen) if task == "classification" else model.predict(chosen)
 
     reference, reference_outputs = columns(indices["train"]), outputs(indices["train"])
-    shifted = next(feature["name"] for feature in specs if feature["type"] == "numeric")
+    shifted = next(feature.name for feature in specs if feature.column_type.numbers)
     step = float(np.nanstd(reference[shifted]))
     alarms, detected, by_family = 0, 0, {}
     for _ in range(repeats):
@@ -195,7 +206,7 @@ def false_alarms(table, label: str, task: str, repeats: int, settings, generator
     )
 
 
-def stand_in_model(features, labels: np.ndarray, specs: list[dict], task: str):
+def stand_in_model(features, labels: np.ndarray, specs: list, task: str):
     """A scikit-learn model on the training split (imputed, scaled, one-hot): its predictions stand in for
     the pipeline's model, whose outputs the prediction check compares."""
     from sklearn.compose import ColumnTransformer
@@ -204,8 +215,8 @@ def stand_in_model(features, labels: np.ndarray, specs: list[dict], task: str):
     from sklearn.pipeline import make_pipeline
     from sklearn.preprocessing import OneHotEncoder, StandardScaler
 
-    numeric = [spec["name"] for spec in specs if spec["type"] == "numeric"]
-    categorical = [spec["name"] for spec in specs if spec["type"] != "numeric"]
+    numeric = [spec.name for spec in specs if spec.column_type.numbers]
+    categorical = [spec.name for spec in specs if not spec.column_type.numbers]
     prepare = ColumnTransformer(
         [
             ("numeric", make_pipeline(SimpleImputer(), StandardScaler()), numeric),

@@ -259,7 +259,8 @@ def throughput(project: Path, epochs: int, rounds: int) -> tuple[float, float]:
     import tensorflow as tf
 
     from pipeline.core.config import load_config
-    from pipeline.ml.features import load_spec, make_dataset
+    from pipeline.core.spec import load as load_spec
+    from pipeline.ml.features import make_dataset
     from pipeline.ml.hyperparameters import defaults_from_config
     from pipeline.ml.models import build_model
 
@@ -275,15 +276,16 @@ def throughput(project: Path, epochs: int, rounds: int) -> tuple[float, float]:
         seed=0,
         cache_limit_mb=config.train.cache_limit_mb,
     )
-    images, labels = zip(*[(x.numpy(), y.numpy()) for x, y in streamed.unbatch()], strict=True)
+    name = spec.image.name
+    images, labels = zip(*[(x[name].numpy(), y.numpy()) for x, y in streamed.unbatch()], strict=True)
     in_memory = (
-        tf.data.Dataset.from_tensor_slices((np.stack(images), np.stack(labels)))
+        tf.data.Dataset.from_tensor_slices(({name: np.stack(images)}, np.stack(labels)))
         .cache()
         .shuffle(len(labels), seed=0)
         .batch(batch_size)
         .prefetch(tf.data.AUTOTUNE)
     )
-    count = spec["splits"]["train"]["num_examples"]
+    count = spec.split("train").num_examples
 
     class EpochTimer(tf.keras.callbacks.Callback):
         def on_epoch_begin(self, epoch, logs=None):

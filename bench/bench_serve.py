@@ -67,9 +67,8 @@ def main() -> None:
     from pipeline.serving.loading import load_served_model
 
     served = load_served_model(args.model)
-    image = served.spec["image"]
     generator = np.random.default_rng(0)
-    shape = (image["height"], image["width"], image["channels"])
+    shape = served.spec.image.shape
     single = generator.integers(0, 256, (1, *shape)).astype(np.float32)
     batch = generator.integers(0, 256, (args.batch, *shape)).astype(np.float32)
 

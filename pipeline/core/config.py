@@ -18,12 +18,11 @@ from typing import Any, Literal, Optional, Union
 
 import yaml
 
+from pipeline.core import kinds, tasks
 from pipeline.core.errors import ConfigError
 
 DEFAULT_PARAMS_FILE = "params.yaml"
 
-IMAGE_SOURCES = ("digits", "digits_noisy", "image_dir")
-TABLE_SOURCES = ("penguins", "csv", "parquet")
 BUILTIN_SOURCES = ("digits", "digits_noisy", "penguins")
 # data.path in an object store: the fsspec package that reads each scheme (`pip install -e '.[cloud]'`)
 OBJECT_STORE_PACKAGES = {"s3": "s3fs", "s3a": "s3fs", "gs": "gcsfs", "gcs": "gcsfs", "az": "adlfs", "abfs": "adlfs"}
@@ -110,14 +109,17 @@ class DataConfig:
             )
         if self.image_size is not None and (len(self.image_size) != 2 or any(side < 1 for side in self.image_size)):
             _fail(f"{section}.image_size", self.image_size, "null or [height, width] with positive sides")
-        if self.drop_columns and self.kind == "image":
-            _fail(f"{section}.drop_columns", self.drop_columns, "[] for image data (columns are a table's)")
+        if self.drop_columns and not self.kind_facts.has_columns:
+            _fail(f"{section}.drop_columns", self.drop_columns, f"[] for {self.kind} data (columns are a table's)")
         if self.label_column in self.drop_columns:
             _fail(f"{section}.drop_columns", self.drop_columns, f"columns other than the label {self.label_column!r}")
         if self.source in ("csv", "parquet") and not self.label:
             _fail(f"{section}.label", self.label, f"the name of the target column of your {self.source} file")
-        if self.source in IMAGE_SOURCES and self.task == "regression":
-            _fail(f"{section}.task", self.task, "classification (image folders are labelled by class)")
+        if self.task_name not in self.kind_facts.tasks:
+            allowed = " or ".join(self.kind_facts.tasks)
+            _fail(
+                f"{section}.task", self.task, f"{allowed} ({self.kind} data like {self.source} cannot be {self.task})"
+            )
         if self.source not in BUILTIN_SOURCES and is_address(self.path):  # in an object store: read at ingest
             scheme = self.path.split("://", 1)[0]
             package = OBJECT_STORE_PACKAGES.get(scheme)
@@ -140,8 +142,12 @@ class DataConfig:
 
     @property
     def kind(self) -> str:
-        """`image` or `table`."""
-        return "image" if self.source in IMAGE_SOURCES else "table"
+        """The kind of data (`pipeline.core.kinds`): image or table."""
+        return self.kind_facts.name
+
+    @property
+    def kind_facts(self) -> kinds.Kind:
+        return kinds.kind_of_source(self.source)
 
     @property
     def label_column(self) -> str:
@@ -149,7 +155,7 @@ class DataConfig:
 
     @property
     def task_name(self) -> str:
-        return self.task or "classification"
+        return tasks.task(self.task).name
 
 
 @dataclasses.dataclass(frozen=True)
@@ -552,13 +558,9 @@ class Config:
     tracking: TrackingConfig = dataclasses.field(default_factory=TrackingConfig)
 
     def _validate(self, section: str) -> None:
-        if self.data.task_name == "regression":
-            checked = (("train.monitor", self.train.monitor), ("tune.objective", self.tune.objective))
-            for key, value in checked:
-                if value == "val_accuracy":
-                    _fail(key, value, "val_loss for a regression task (accuracy is for classification)")
-            if self.gate.metric in ("accuracy", "f1", "roc_auc"):
-                _fail("gate.metric", self.gate.metric, "rmse or mae for a regression task")
+        task = tasks.task(self.data.task_name)
+        for key, value, allowed in task.check_settings(self.train.monitor, self.tune.objective, self.gate.metric):
+            _fail(key, value, allowed)
         if self.finetune.enabled is True and self.finetune_mismatch:
             _fail("finetune.data", self.finetune.data, self.finetune_mismatch)
         if self.train.jit_compile and self.base.deterministic:
@@ -569,19 +571,21 @@ class Config:
                 "false while base.deterministic is true (TensorFlow's op determinism turns XLA off);"
                 " set base.deterministic: false to compile with XLA",
             )
-        family = self.model.family
-        if self.data.kind == "table" and family in ("cnn", "rnn", "transformer"):
+        family, facts = self.model.family, self.data.kind_facts
+        if family != "auto" and family not in facts.families:
             _fail(
                 "model.family",
                 family,
-                f"mlp or auto for table data (data.source={self.data.source}); cnn, rnn and transformer read images",
+                f"{' or '.join(facts.families)} or auto for {facts.name} data (data.source={self.data.source});"
+                f" {family} reads {' or '.join(kind.name for kind in kinds.KINDS.values() if family in kind.families)}"
+                " data",
             )
 
     @property
     def model_family(self) -> str:
         if self.model.family != "auto":
             return self.model.family
-        return "cnn" if self.data.kind == "image" else "mlp"
+        return self.data.kind_facts.default_family
 
     @property
     def model_name(self) -> str:
@@ -600,7 +604,7 @@ class Config:
                 f"{self.data.kind} data like data.source={self.data.source}: finetune.base=trained reuses the trained"
                 f" model, which reads {self.data.kind} inputs (or set finetune.enabled: false)"
             )
-        if self.finetune.base != "trained" and target.kind != "image":
+        if self.finetune.base != "trained" and not target.kind_facts.images:
             return "image data: keras.applications bases read images (use finetune.base: trained for tables)"
         return None
 
@@ -742,28 +746,18 @@ def config_from_dict(raw: Mapping[str, Any]) -> Config:
     return config
 
 
-# What `auto` means for each task: the search objective, the gate's metric and its absolute bars.
-TASK_DEFAULTS = {
-    # val_loss for both: on a validation split of a few hundred examples accuracy moves in steps of a few
-    # tenths of a percent, so trials tie (digits: 2 of 23 at the top; penguins: many at 1.0) and the tie
-    # goes to the earliest trial; the loss tells them apart (digits test accuracy 0.9815 -> 0.9852).
-    "classification": {"objective": "val_loss", "metric": "accuracy", "thresholds": {"accuracy": 0.9}},
-    "regression": {"objective": "val_loss", "metric": "rmse", "thresholds": {"r2": 0.0}},  # beat the mean
-}
-
-
 def with_task_defaults(config: Config) -> Config:
     """`tune.objective`, `gate.metric` and `gate.thresholds` left on `auto` follow `data.task`, so that
     `data.task: regression` alone gives a working regression run."""
-    defaults = TASK_DEFAULTS[config.data.task_name]
+    task = tasks.task(config.data.task_name)  # what `auto` means for it: pipeline.core.tasks
     tune = config.tune
     if tune.objective == "auto":
-        tune = dataclasses.replace(tune, objective=defaults["objective"])
+        tune = dataclasses.replace(tune, objective=task.default_objective)
     gate = config.gate
     if gate.metric == "auto":
-        gate = dataclasses.replace(gate, metric=defaults["metric"])
+        gate = dataclasses.replace(gate, metric=task.headline_metric)
     if gate.thresholds == "auto":
-        gate = dataclasses.replace(gate, thresholds=dict(defaults["thresholds"]))
+        gate = dataclasses.replace(gate, thresholds=dict(task.default_thresholds))
     return dataclasses.replace(config, tune=tune, gate=gate)
 
 

@@ -315,13 +315,14 @@ def log_hyperparameters(hyperparameters: dict) -> None:
 SPLIT_CONTEXTS = {"train": "training", "validation": "validation", "test": "testing"}
 
 
-def log_datasets(config: Config, spec: dict) -> None:
+def log_datasets(config: Config, spec, schema) -> None:
     """The data the run used, as MLflow datasets (the run page's Datasets, the runs table's column) and
     the split sizes as `data_<split>_examples` metrics. The train stage logs them, not preprocess: DVC
     restores an unchanged split from its run cache without running preprocess, so a new run (another
     learning rate) would lack them. One dataset per split, named `<source>-<split>`, with a digest from
     DVC's hash of the validated data (so two runs on different data are told apart at a glance), the
-    prepared folder as source, the schema, and the git commit and example counts as tags."""
+    prepared folder as source, the model inputs' `schema` (an MLflow Schema), and the git commit and example
+    counts as tags."""
     import mlflow
     from mlflow.data.dataset_source_registry import resolve_dataset_source
     from mlflow.data.meta_dataset import MetaDataset
@@ -329,28 +330,14 @@ def log_datasets(config: Config, spec: dict) -> None:
     version = data_version(config)
     base = version.get("dvc.validated_md5") or version["data.fingerprint"]
     source = resolve_dataset_source(str(Path(config.paths.prepared).resolve()))
-    schema = dataset_schema(spec)
     commit = git_commit() or "unknown"
-    mlflow.log_metrics({f"data_{split}_examples": spec["splits"][split]["num_examples"] for split in SPLIT_CONTEXTS})
+    mlflow.log_metrics({f"data_{split}_examples": spec.split(split).num_examples for split in SPLIT_CONTEXTS})
     for split, context in SPLIT_CONTEXTS.items():
         digest = hashlib.sha256(f"{base}:{split}".encode()).hexdigest()[:10]
         dataset = MetaDataset(source=source, name=f"{config.data.source}-{split}", digest=digest, schema=schema)
-        tags = {"split": split, "examples": str(spec["splits"][split]["num_examples"]), "git.commit": commit}
+        tags = {"split": split, "examples": str(spec.split(split).num_examples), "git.commit": commit}
         tags.update({key: value for key, value in version.items() if key.startswith("dvc.")})
         mlflow.log_input(dataset, context=context, tags=tags)
-
-
-def dataset_schema(spec: dict):
-    """The model's inputs as an MLflow schema: one column per table feature, or the image tensor."""
-    import numpy as np
-    from mlflow.types import ColSpec, Schema, TensorSpec
-
-    if spec["kind"] == "image":
-        image = spec["image"]
-        shape = (-1, image["height"], image["width"], image["channels"])
-        return Schema([TensorSpec(np.dtype("float32"), shape, name=image.get("name", "image"))])
-    types = {"numeric": "double"}
-    return Schema([ColSpec(types.get(feature["type"], "string"), feature["column"]) for feature in spec["features"]])
 
 
 # MLflow 3.17's UI shows every experiment in its GenAI mode unless the address (or the user's toggle,

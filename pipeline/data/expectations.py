@@ -28,7 +28,10 @@ from typing import Any
 import pandas as pd
 import yaml
 
+from pipeline.core.column_types import type_of
 from pipeline.core.config import ConfigError
+from pipeline.core.kinds import KINDS
+from pipeline.core.tasks import task
 
 SEVERITIES = ("error", "warning")
 NUMERIC_TYPES = ["int8", "int16", "int32", "int64", "float32", "float64", "Int64", "Float64"]
@@ -78,8 +81,8 @@ def load_suite(path: Path) -> Suite:
         raw = yaml.safe_load(path.read_text(encoding="utf-8")) or {}
     except yaml.YAMLError as error:
         raise ConfigError(f"{path}: not valid YAML: {error}") from error
-    if raw.get("kind") not in ("table", "image") or not isinstance(raw.get("expectations"), list):
-        raise ConfigError(f"{path}: expected `kind: table|image`, `label:` and a list of `expectations:`.")
+    if raw.get("kind") not in KINDS or not isinstance(raw.get("expectations"), list):
+        raise ConfigError(f"{path}: expected `kind: {'|'.join(KINDS)}`, `label:` and a list of `expectations:`.")
     for position, item in enumerate(raw["expectations"], start=1):
         name = item.get("expectation") if isinstance(item, dict) else None
         if not name or not hasattr(gx.expectations, _class_name(name)):
@@ -214,7 +217,7 @@ def _row_count(count: int) -> dict:
     }
 
 
-def profile_table(table: pd.DataFrame, label: str, task: str, margin: float = 0.1) -> Suite:
+def profile_table(table: pd.DataFrame, label: str, task_name: str, margin: float = 0.1) -> Suite:
     """A starting suite for a trusted table: columns, types, ranges, categories, nulls, labels, size."""
     columns = [str(column) for column in table.columns]
     expectations: list[dict[str, Any]] = [
@@ -240,8 +243,8 @@ def profile_table(table: pd.DataFrame, label: str, task: str, margin: float = 0.
                 "severity": "error",
             }
         )
-        numeric = pd.api.types.is_numeric_dtype(values) and not pd.api.types.is_bool_dtype(values)
-        if column == label and task == "classification":
+        numeric = type_of(values.dtype).numbers
+        if column == label and task(task_name).has_classes:
             expectations.append(
                 {
                     "expectation": "expect_column_values_to_be_in_set",
@@ -291,7 +294,7 @@ def profile_table(table: pd.DataFrame, label: str, task: str, margin: float = 0.
                     }
                 )
     classes = None
-    if task == "classification":
+    if task(task_name).has_classes:
         values = _label_values(table[label])
         classes = [str(value) for value in values]
         expectations.append(
@@ -394,19 +397,22 @@ def profile_header(source: str) -> str:
     )
 
 
-def example_schema(suite: Suite) -> dict:
-    """What a single example must look like (columns, types, ranges, categories, image shape).
+def image_example_schema(suite: Suite) -> dict:
+    """What a single image must look like (its shape and channels): `DataModality.example_schema`.
 
     Saved with the exported model so that a serving API can reject requests the model was
     never trained on.
     """
-    if suite.kind == "image":
-        shape = {}
-        for column in ("width", "height"):
-            (bounds,) = suite.find("expect_column_values_to_be_between", column) or [{}]
-            shape[column] = [bounds.get("min_value"), bounds.get("max_value")]
-        (channels,) = suite.find("expect_column_values_to_be_in_set", "channels") or [{"value_set": None}]
-        return {"kind": "image", **shape, "channels": channels["value_set"], "classes": suite.classes}
+    shape = {}
+    for column in ("width", "height"):
+        (bounds,) = suite.find("expect_column_values_to_be_between", column) or [{}]
+        shape[column] = [bounds.get("min_value"), bounds.get("max_value")]
+    (channels,) = suite.find("expect_column_values_to_be_in_set", "channels") or [{"value_set": None}]
+    return {"kind": "image", **shape, "channels": channels["value_set"], "classes": suite.classes}
+
+
+def table_example_schema(suite: Suite) -> dict:
+    """What a single row must look like (columns, types, ranges, categories): `DataModality.example_schema`."""
     columns = {}
     for item in suite.expectations:
         column = item.get("column")

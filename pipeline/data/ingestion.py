@@ -15,16 +15,16 @@ from __future__ import annotations
 
 import json
 import logging
-import shutil
 from pathlib import Path
 
 import pandas as pd
 
-from pipeline.core.config import BUILTIN_SOURCES, Config, DataConfig
+from pipeline.core.config import Config, DataConfig
 from pipeline.core.outputs import replace_directory, scratch_directory
 from pipeline.core.runner import StageResult
-from pipeline.data import engine, sources, storage
+from pipeline.data import engine, sources
 from pipeline.data.engine import Engine
+from pipeline.data.modalities import data_modality
 
 log = logging.getLogger(__name__)
 
@@ -79,59 +79,11 @@ def ingest(
     batches = feedback_batches(feedback_dir)
     final_dir = Path(final_dir or output_dir)
     description = {"source": data.source, "kind": data.kind, "task": data.task_name}
-    if data.kind == "image":
-        if data.source in ("digits", "digits_noisy"):
-            root = sources.write_digits_images(output_dir / "images", noisy=data.source == "digits_noisy")
-        else:
-            root = data.path if storage.is_address(data.path) else Path(data.path)
-        manifest, class_folders = sources.scan_image_dir(root)
-        if data.source in BUILTIN_SOURCES:
-            manifest["path"] = [str(final_dir / Path(path).relative_to(output_dir)) for path in manifest["path"]]
-        extra = [sources.scan_image_dir(batch)[0] for batch in batches]
-        manifest = pd.concat([manifest, *extra], ignore_index=True)
-        description["fingerprint"] = sources.fingerprint_files(
-            [_written(path, output_dir, final_dir) for path in manifest["path"]], manifest["label"].tolist(), runner
-        )
-        manifest.to_parquet(output_dir / MANIFEST_FILE, index=False)
-        description.update(
-            label="label", format="images", file=MANIFEST_FILE, class_folders=class_folders, num_files=len(manifest)
-        )
-    else:
-        file_format = "parquet" if data.source == "parquet" else "csv"
-        target = output_dir / f"source.{file_format}"
-        if data.source == "penguins":
-            sources.write_penguins_csv(target)
-        elif storage.is_address(data.path):
-            storage.copy_to_local(data.path, target)
-        else:
-            shutil.copyfile(data.path, target)
-        if batches:  # the source and every feedback batch, as one Parquet table
-            tables = [sources.load_table(target, file_format)]
-            for batch in batches:
-                rows = feedback_table(batch)
-                tables.append(sources.load_table(rows, "parquet" if rows.suffix == ".parquet" else "csv"))
-            target.unlink()
-            file_format, target = "parquet", output_dir / "source.parquet"
-            pd.concat(tables, ignore_index=True).to_parquet(target, index=False)
-        description.update(
-            label=data.label_column,
-            format=file_format,
-            file=target.name,
-            fingerprint=sources.fingerprint_files([str(target)]),
-            dropped_columns=list(data.drop_columns),  # read past by every stage; the snapshot stays as it was
-        )
+    description.update(data_modality(data.kind).ingest(data, output_dir, final_dir, batches, runner))
     if batches:
         description["feedback_batches"] = [batch.name for batch in batches]
     (output_dir / SOURCE_FILE).write_text(json.dumps(description, indent=2) + "\n")
     return description
-
-
-def _written(path: str, output_dir: Path, final_dir: Path) -> str:
-    """Where a manifest path's bytes are now (built-in images are still in `output_dir`)."""
-    if storage.is_address(path):
-        return path
-    local = Path(path)
-    return str(output_dir / local.relative_to(final_dir)) if local.is_relative_to(final_dir) else path
 
 
 def load_source(ingested_dir: Path) -> tuple[dict, Path]:
@@ -145,11 +97,8 @@ def load_source(ingested_dir: Path) -> tuple[dict, Path]:
 
 
 def read_ingested(description: dict, path: Path) -> pd.DataFrame:
-    """The ingested table (parsed, without `data.drop_columns`), or the image manifest (path, label)."""
-    if description["kind"] == "image":
-        return pd.read_parquet(path)
-    table = sources.load_table(path, description["format"])
-    return sources.drop_columns(table, description.get("dropped_columns", []))
+    """The ingested data in a frame: a table (parsed, without `data.drop_columns`), or an image manifest."""
+    return data_modality(description["kind"]).read_ingested(description, path)
 
 
 def snapshot(config: Config) -> StageResult:
@@ -161,10 +110,7 @@ def snapshot(config: Config) -> StageResult:
         staging.mkdir()
         description = ingest(config.data, staging, target, Path(config.paths.feedback), engine.from_config(config))
         replace_directory(staging, target)
-    if description["kind"] == "image":
-        what = f"{description['num_files']} files in {len(description['class_folders'])} class folders"
-    else:
-        what = f"{description['format']} file"
+    what = data_modality(description["kind"]).ingest_summary(description)
     if description.get("feedback_batches"):
         what += f", with {len(description['feedback_batches'])} feedback batch(es)"
     return StageResult(summary=f"snapshot of {config.data.source} ({what}) -> {target}")

@@ -23,86 +23,33 @@ from typing import Optional
 import numpy as np
 import pandas as pd
 
+from pipeline.core import spec as data_spec
 from pipeline.core.config import Config, DataConfig, PreprocessConfig
-from pipeline.core.outputs import replace_directory, scratch_directory, write_json_atomic
+from pipeline.core.outputs import replace_directory, scratch_directory
 from pipeline.core.progress import progress
 from pipeline.core.runner import StageResult
+from pipeline.core.spec import SPLITS, DataSpec, LabelStatistics, SplitSpec
+from pipeline.core.tasks import Task, task
 from pipeline.data import engine, shuffle, storage
-from pipeline.data.columns import input_names
 from pipeline.data.engine import Engine
+from pipeline.data.modalities import data_modality
 from pipeline.data.sources import DataError
 from pipeline.data.validation import validated_files
 
 log = logging.getLogger(__name__)
 
-SPEC_FILE = "spec.json"
-SPLITS = ("train", "validation", "test")
-MISSING_CATEGORY = ""
-
-
-def clean_table(
-    table: pd.DataFrame, label: str, task: str, classes: Optional[list[str]], missing_values: str
-) -> tuple[pd.DataFrame, np.ndarray, list[dict]]:
-    """Splits a raw table into typed features and encoded labels.
-
-    Rows without a label are dropped; rows with missing features are dropped (`drop`) or
-    kept for in-model imputation (`impute`). Returns (features, labels, feature specs).
-    """
-    table = table[table[label].notna()].reset_index(drop=True)
-    features = table.drop(columns=[label])
-    specs = feature_specs(features)
-    if missing_values == "drop":
-        keep = features.notna().all(axis=1)
-        features, table = features[keep].reset_index(drop=True), table[keep].reset_index(drop=True)
-    return typed_features(features, specs), encode_labels(table[label], task, classes), specs
-
-
-def feature_specs(features: pd.DataFrame) -> list[dict]:
-    """Each column's spec: its name in the table, its input name in the model, numeric or categorical (by
-    the column's type, so a frame without rows, read from a file's schema, gives the same specs)."""
-    names = input_names(list(features.columns))
-    specs = []
-    for column in features.columns:
-        dtype = features[column].dtype
-        is_numeric = pd.api.types.is_numeric_dtype(dtype) and not pd.api.types.is_bool_dtype(dtype)
-        specs.append(
-            {"column": str(column), "name": names[str(column)], "type": "numeric" if is_numeric else "categorical"}
-        )
-    return specs
-
-
-def typed_features(features: pd.DataFrame, specs: list[dict]) -> pd.DataFrame:
-    """The features as the model takes them: float32 numbers (NaN where missing) and texts ("" where missing)."""
-    typed = {}
-    for spec in specs:
-        values = features[spec["column"]]
-        if spec["type"] == "numeric":
-            typed[spec["name"]] = values.astype("float64").to_numpy(dtype=np.float32, na_value=np.nan)
-        else:
-            typed[spec["name"]] = np.array(
-                [MISSING_CATEGORY if pd.isna(value) else str(value) for value in values], dtype=object
-            )
-    return pd.DataFrame(typed, index=features.index)
-
-
-def encode_labels(values: pd.Series, task: str, classes: Optional[list[str]]) -> np.ndarray:
-    if task == "regression":
-        return values.astype("float64").to_numpy(dtype=np.float32)
-    index = {name: position for position, name in enumerate(classes)}
-    return np.array([index[str(value)] for value in values], dtype=np.int64)
-
 
 def split_indices(
-    labels: np.ndarray, task: str, validation_fraction: float, test_fraction: float, seed: int
+    labels: np.ndarray, task: Task, validation_fraction: float, test_fraction: float, seed: int
 ) -> dict[str, np.ndarray]:
-    """Seeded train/validation/test index split, stratified by class for classification."""
+    """Seeded train/validation/test index split, stratified by what the task stratifies by (classes)."""
     from sklearn.model_selection import train_test_split
 
     indices = np.arange(len(labels))
-    minimum = 3 if task == "classification" else 1
+    minimum = task.minimum_per_class
     if len(labels) < 10:
         raise DataError(f"only {len(labels)} usable examples after cleaning; at least 10 are needed to split.")
-    stratify = labels if task == "classification" else None
+    stratify = task.stratify(labels)
     counts = np.bincount(labels) if stratify is not None else np.array([minimum])
     if counts[counts > 0].min() < minimum:  # classes absent from the data do not matter
         log.warning("a class has fewer than %d examples: splitting without stratification", minimum)
@@ -113,88 +60,6 @@ def split_indices(
         rest, test_size=relative, random_state=seed, stratify=None if stratify is None else labels[rest]
     )
     return {"train": np.sort(train), "validation": np.sort(validation), "test": np.sort(test)}
-
-
-def limit_per_class(indices: np.ndarray, labels: np.ndarray, per_class: int, seed: int) -> np.ndarray:
-    """At most `per_class` indices of each class, drawn with `seed`: a few-labels training split."""
-    generator = np.random.default_rng(seed)
-    kept = []
-    for label in np.unique(labels[indices]):
-        members = indices[labels[indices] == label]
-        kept.append(generator.choice(members, size=min(per_class, len(members)), replace=False))
-    return np.sort(np.concatenate(kept))
-
-
-def table_statistics(features: pd.DataFrame, specs: list[dict]) -> list[dict]:
-    """Adds training-split statistics to each feature spec: mean/variance/median or vocabulary."""
-    return merged_table_statistics([table_partials(features, specs)], specs)
-
-
-def table_partials(features: pd.DataFrame, specs: list[dict]) -> list[dict]:
-    """Per feature, what the statistics of a part of the training split need, to be merged with the other
-    parts' (`merged_table_statistics`): count, mean, variance and value counts of a number; counts of each
-    text in the order of first appearance."""
-    partials = []
-    for spec in specs:
-        values = features[spec["name"]]
-        if spec["type"] == "numeric":
-            present = values.to_numpy(dtype=np.float64)
-            present = present[np.isfinite(present)]
-            distinct, counts = np.unique(present, return_counts=True)
-            partials.append(
-                {
-                    "count": int(present.size),
-                    "mean": float(present.mean()) if present.size else 0.0,
-                    "variance": float(present.var()) if present.size else 0.0,
-                    "distinct": distinct,
-                    "counts": counts,
-                }
-            )
-        else:
-            texts = values[values != MISSING_CATEGORY]
-            partials.append({"texts": texts.value_counts(sort=False).to_dict()})  # first appearance first
-    return partials
-
-
-def merged_table_statistics(parts: list[list[dict]], specs: list[dict]) -> list[dict]:
-    """The statistics of the whole training split from its parts' `table_partials`, merged in the parts' order:
-    the median is exact (from the merged value counts), mean and variance merge by Chan's formula (a single
-    part's are numpy's own); the most frequent text is the first to appear among the most frequent."""
-    enriched = []
-    for position, spec in enumerate(specs):
-        spec = dict(spec)
-        pieces = [part[position] for part in parts]
-        if spec["type"] == "numeric":
-            pieces = [piece for piece in pieces if piece["count"]]
-            if not pieces:
-                raise DataError(f"column {spec['column']!r} has no numeric values in the training split.")
-            count, mean, squares = pieces[0]["count"], pieces[0]["mean"], pieces[0]["variance"] * pieces[0]["count"]
-            variance = pieces[0]["variance"]
-            for piece in pieces[1:]:
-                delta, total = piece["mean"] - mean, count + piece["count"]
-                mean += delta * piece["count"] / total
-                squares += piece["variance"] * piece["count"] + delta * delta * count * piece["count"] / total
-                count, variance = total, None
-            distinct, inverse = np.unique(np.concatenate([piece["distinct"] for piece in pieces]), return_inverse=True)
-            counts = np.bincount(inverse, weights=np.concatenate([piece["counts"] for piece in pieces]))
-            ranks = np.cumsum(counts)  # values below rank r: those with ranks[i] <= r
-            low, high = distinct[np.searchsorted(ranks, [(count - 1) // 2, count // 2], side="right")]
-            spec.update(
-                mean=float(mean),
-                variance=float(squares / count if variance is None else variance),
-                median=float(low if low == high else (low + high) / 2),
-            )
-        else:
-            counts: dict[str, int] = {}
-            for piece in pieces:
-                for text, number in piece["texts"].items():
-                    counts[text] = counts.get(text, 0) + number
-            spec.update(
-                vocabulary=sorted(str(value) for value in counts),
-                most_frequent=str(max(counts, key=counts.get)) if counts else MISSING_CATEGORY,
-            )
-        enriched.append(spec)
-    return enriched
 
 
 def as_mode(image, mode: str):
@@ -261,11 +126,12 @@ def merged_image_statistics(parts: list[tuple[int, list[int], list[int]]]) -> di
     }
 
 
-def serialise_examples(features: dict[str, np.ndarray], labels: np.ndarray, task: str) -> list[bytes]:
+def serialise_examples(features: dict[str, np.ndarray], labels: np.ndarray, task_name: str) -> list[bytes]:
     """Each row as a serialised tf.train.Example: images as raw uint8 bytes, texts as UTF-8, numbers as floats,
     and the label (an integer class index or a float)."""
     import tensorflow as tf
 
+    float_labels = task(task_name).label_dtype == "float32"
     examples = []
     for row in range(len(labels)):
         feature = {}
@@ -277,7 +143,7 @@ def serialise_examples(features: dict[str, np.ndarray], labels: np.ndarray, task
                 feature[key] = tf.train.Feature(bytes_list=tf.train.BytesList(value=[value.encode()]))
             else:
                 feature[key] = tf.train.Feature(float_list=tf.train.FloatList(value=[float(value)]))
-        if task == "regression":
+        if float_labels:
             feature["label"] = tf.train.Feature(float_list=tf.train.FloatList(value=[float(labels[row])]))
         else:
             feature["label"] = tf.train.Feature(int64_list=tf.train.Int64List(value=[int(labels[row])]))
@@ -317,74 +183,6 @@ def shard_layout(rows: int, chosen: dict[str, np.ndarray], shard_size: int) -> L
         names += [f"{split}-{shard:05d}-of-{number:05d}.tfrecord" for shard in range(number)]
         counts += [min(shard_size, len(order) - shard * shard_size) for shard in range(number)]
     return Layout(shards, positions, tuple(names), first_shard, np.array(counts, dtype=np.int64))
-
-
-@dataclasses.dataclass(frozen=True)
-class TableLabels:
-    """A reading task's first pass over a row group of the validated table: which rows are kept (a label,
-    and with missing_values=drop every feature) and their encoded labels."""
-
-    path: str
-    label: str
-    task: str
-    classes: tuple[str, ...] | None
-    complete_only: bool
-
-    def __call__(self, group: int) -> tuple[np.ndarray, np.ndarray]:
-        chunk = read_row_group(self.path, group, None if self.complete_only else [self.label])
-        keep = chunk[self.label].notna()
-        if self.complete_only:
-            keep &= chunk.notna().all(axis=1)
-        classes = list(self.classes) if self.classes is not None else None
-        return keep.to_numpy(), encode_labels(chunk[self.label][keep], self.task, classes)
-
-
-@dataclasses.dataclass(frozen=True)
-class ShuffleTable:
-    """A reading task: a row group of the validated table typed, serialised and written to the shuffle; returns
-    the training rows' `table_partials`."""
-
-    path: str
-    label: str
-    task: str
-    classes: tuple[str, ...] | None
-    specs: tuple[dict, ...]
-    folder: str
-    total_shards: int
-    train_shards: int
-
-    def __call__(self, item: tuple[int, np.ndarray, np.ndarray]) -> list[dict]:
-        group, shards, positions = item
-        chunk = read_row_group(self.path, group, None)
-        written = shards >= 0
-        chunk, shards, positions = chunk[written], shards[written], positions[written]
-        features = typed_features(chunk.drop(columns=[self.label]), list(self.specs))
-        classes = list(self.classes) if self.classes is not None else None
-        labels = encode_labels(chunk[self.label], self.task, classes)
-        columns = {name: features[name].to_numpy() for name in features.columns}
-        examples = serialise_examples(columns, labels, self.task)
-        shuffle.write_run(Path(self.folder), group, shards, positions, examples, self.total_shards)
-        return table_partials(features[shards < self.train_shards], list(self.specs))
-
-
-@dataclasses.dataclass(frozen=True)
-class ShuffleImages:
-    """A reading task: a slice of the image manifest decoded, serialised and written to the shuffle; returns
-    the training images' `image_partials`."""
-
-    size: tuple[int, int]
-    color_mode: str
-    task: str
-    folder: str
-    total_shards: int
-    train_shards: int
-
-    def __call__(self, item: tuple[int, list[str], np.ndarray, np.ndarray, np.ndarray]) -> tuple:
-        run, paths, labels, shards, positions = item
-        images = load_images(paths, list(self.size), self.color_mode)
-        examples = serialise_examples({"image": images}, labels, self.task)
-        shuffle.write_run(Path(self.folder), run, shards, positions, examples, self.total_shards)
-        return image_partials(images[shards < self.train_shards])
 
 
 @dataclasses.dataclass(frozen=True)
@@ -441,9 +239,9 @@ def preprocess(
     schema: dict | None = None,
     train_per_class: int | None = None,
     runner: Engine | None = None,
-) -> dict:
-    """Cleans, splits and writes the dataset at `data_path` (the validated table, or image manifest); returns
-    the spec (also written as spec.json).
+) -> DataSpec:
+    """Cleans, splits and writes the dataset at `data_path` (the validated data of its kind); returns the
+    spec (also written as spec.json).
 
     `train_per_class` keeps only that many labelled training examples per class (the fine-tuning
     target: few labels); validation and test keep their full size so the measurement stays fair.
@@ -451,24 +249,16 @@ def preprocess(
     of the data and return partial statistics; writing tasks gather each shard's examples (`shuffle`).
     """
     runner = runner or Engine()
-    task, classes = description["task"], description.get("classes")
-    spec = {
-        "kind": description["kind"],
-        "task": task,
-        "label": description["label"],
-        "classes": classes,
-        "fingerprint": description["fingerprint"],
-        "schema": schema,
-    }
+    the_task, classes = task(description["task"]), description.get("classes")
     output_dir = Path(output_dir)
     scratch = Path(runner.scratch) if runner.scratch else output_dir.parent
     scratch.mkdir(parents=True, exist_ok=True)
-    split = Splitter(task, settings, seed, train_per_class)
+    split = Splitter(the_task, settings, seed, train_per_class)
+    modality = data_modality(description["kind"])
     with scratch_directory(scratch, "shuffle") as folder:
-        if description["kind"] == "image":
-            labels, chosen, layout, runs = _read_images(description, Path(data_path), data, split, folder, runner, spec)
-        else:
-            labels, chosen, layout, runs = _read_table(description, Path(data_path), split, folder, runner, spec)
+        labels, chosen, layout, runs, fields = modality.prepare(
+            description, Path(data_path), data, split, folder, runner
+        )
         spans, first = [], 0
         per_task = max(1, EXAMPLES_PER_WRITE // settings.shard_size)
         while first < len(layout.names):
@@ -476,20 +266,27 @@ def preprocess(
             first = spans[-1][1]
         writer = WriteShards(folder, runs, str(output_dir), layout.names, tuple(layout.counts.tolist()))
         list(progress(runner.map(writer, spans), "writing shards", total=len(spans), minimum=10))
-    if task == "regression":
-        train_labels = labels[chosen["train"]]
-        spec["label_statistics"] = {"mean": float(train_labels.mean()), "variance": float(train_labels.var())}
-    spec["splits"] = {}
+    label_statistics = the_task.label_statistics(labels[chosen["train"]])
+    splits = {}
     for position, name in enumerate(SPLITS):
         end = layout.first_shard[SPLITS[position + 1]] if position + 1 < len(SPLITS) else len(layout.names)
-        spec["splits"][name] = {
-            "num_examples": int(len(chosen[name])),
-            "files": list(layout.names[layout.first_shard[name] : end]),
-        }
-        if task == "classification":
-            counts = np.bincount(labels[chosen[name]], minlength=len(classes))
-            spec["splits"][name]["class_counts"] = counts.tolist()
-    write_json_atomic(output_dir / SPEC_FILE, spec)
+        splits[name] = SplitSpec(
+            num_examples=int(len(chosen[name])),
+            files=list(layout.names[layout.first_shard[name] : end]),
+            class_counts=the_task.class_counts(labels[chosen[name]], classes),
+        )
+    spec = DataSpec(
+        kind=description["kind"],
+        task=the_task.name,
+        label=description["label"],
+        classes=classes,
+        fingerprint=description["fingerprint"],
+        schema=schema,
+        splits=splits,
+        label_statistics=None if label_statistics is None else LabelStatistics(**label_statistics),
+        **fields,
+    )
+    data_spec.write(spec, output_dir / data_spec.SPEC_FILE)
     return spec
 
 
@@ -498,7 +295,7 @@ class Splitter:
     """Each split's examples (numbers of the kept rows) in the order they are written: the seeded stratified
     split, the training split shuffled."""
 
-    task: str
+    task: Task
     settings: PreprocessConfig
     seed: int
     train_per_class: int | None
@@ -506,68 +303,11 @@ class Splitter:
     def __call__(self, labels: np.ndarray) -> dict[str, np.ndarray]:
         settings, seed = self.settings, self.seed
         indices = split_indices(labels, self.task, settings.validation_fraction, settings.test_fraction, seed)
-        if self.train_per_class is not None and self.task == "classification":
-            indices["train"] = limit_per_class(indices["train"], labels, self.train_per_class, seed)
+        indices["train"] = self.task.limit_per_class(indices["train"], labels, self.train_per_class, seed)
         # Sources are often ordered by class (image folders are); the training shards must not be: tf.data
         # shuffles within a bounded buffer, which cannot mix a class-sorted split that outgrows it.
         indices["train"] = np.random.default_rng(seed).permutation(indices["train"])
         return indices
-
-
-def _read_images(description, manifest_path, data, split, folder, runner, spec):
-    """The image manifest's labels split; images decoded and serialised into the shuffle in slices."""
-    manifest = pd.read_parquet(manifest_path)
-    labels = encode_labels(manifest["label"], description["task"], description.get("classes"))
-    chosen = split(labels)
-    layout = shard_layout(len(labels), chosen, split.settings.shard_size)
-    paths = manifest["path"].tolist()
-    size = data.image_size or list(load_images(paths[:1], None, data.color_mode).shape[1:3])
-    reader = ShuffleImages(
-        tuple(size), data.color_mode, description["task"], folder, len(layout.names), layout.first_shard["validation"]
-    )
-    tasks = []
-    for run, start in enumerate(range(0, len(paths), IMAGES_PER_TASK)):
-        part = slice(start, start + IMAGES_PER_TASK)
-        tasks.append((run, paths[part], labels[part], layout.shards[part], layout.positions[part]))
-    partials = list(progress(runner.map(reader, tasks), "preparing images", total=len(tasks), minimum=10))
-    channels = 1 if data.color_mode == "grayscale" else 3
-    spec["image"] = {"name": "image", "height": size[0], "width": size[1], "channels": channels}
-    spec["image"].update(merged_image_statistics(partials))
-    return labels, chosen, layout, len(tasks)
-
-
-def _read_table(description, table_path, split, folder, runner, spec):
-    """A first pass over the validated table's row groups gives the kept rows' labels to split; a second
-    types and serialises the rows into the shuffle."""
-    import pyarrow.parquet as parquet
-
-    task, label = description["task"], description["label"]
-    classes = tuple(description["classes"]) if description.get("classes") else None
-    groups = row_groups(table_path)
-    specs = feature_specs(parquet.read_schema(table_path).empty_table().to_pandas().drop(columns=[label]))
-    complete_only = split.settings.missing_values == "drop"
-    labeller = TableLabels(str(table_path), label, task, classes, complete_only)
-    # Only the label column is read unless rows with a missing feature are dropped: that narrow pass runs here.
-    passes = list((runner if complete_only else Engine()).map(labeller, list(range(len(groups)))))
-    keep = np.concatenate([kept for kept, _ in passes])
-    labels = np.concatenate([encoded for _, encoded in passes])
-    chosen = split(labels)
-    kept_rows = np.flatnonzero(keep)
-    layout = shard_layout(
-        len(keep), {name: kept_rows[rows] for name, rows in chosen.items()}, split.settings.shard_size
-    )
-    reader = ShuffleTable(
-        str(table_path), label, task, classes, tuple(specs), folder, len(layout.names), layout.first_shard["validation"]
-    )
-    starts = np.concatenate([[0], np.cumsum(groups)])
-    tasks = []
-    for group in range(len(groups)):
-        part = slice(starts[group], starts[group + 1])
-        tasks.append((group, layout.shards[part], layout.positions[part]))
-    partials = list(progress(runner.map(reader, tasks), "preparing rows", total=len(tasks), minimum=10))
-    spec["features"] = merged_table_statistics(partials, specs)
-    spec["dropped_columns"] = description.get("dropped_columns", [])  # requests may carry them: ignored
-    return labels, chosen, layout, len(tasks)
 
 
 def prepare_configured(config: Config) -> StageResult:
@@ -584,7 +324,7 @@ def prepare_configured(config: Config) -> StageResult:
             runner=engine.from_config(config),
         )  # fmt: skip
         replace_directory(staging, target)
-    counts = {split: spec["splits"][split]["num_examples"] for split in SPLITS}
+    counts = {split: spec.split(split).num_examples for split in SPLITS}
     return StageResult(
         summary=f"split {sum(counts.values())} examples into "
         + " / ".join(f"{split} {count}" for split, count in counts.items())

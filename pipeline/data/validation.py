@@ -34,10 +34,12 @@ from pipeline.core.errors import StageError
 from pipeline.core.outputs import replace_directory, scratch_directory, write_json_atomic
 from pipeline.core.progress import progress
 from pipeline.core.runner import StageResult
+from pipeline.core.tasks import task
 from pipeline.data import engine, expectations, sources, storage
-from pipeline.data.columns import input_names, suspicious_columns
+from pipeline.data.columns import suspicious_columns
 from pipeline.data.engine import Engine
-from pipeline.data.ingestion import load_source, read_ingested
+from pipeline.data.ingestion import load_source
+from pipeline.data.modalities import data_modality
 from pipeline.data.sources import DataError
 
 log = logging.getLogger(__name__)
@@ -106,11 +108,7 @@ def task_size(items: int, runner: Engine, most: int) -> int:
 
 def validation_frame(description: dict, path: Path, runner: Engine | None = None) -> pd.DataFrame:
     """The parsed table (indexed by file line number) or the image manifest (indexed by path)."""
-    if description["kind"] == "image":
-        return image_manifest(read_ingested(description, path), runner)
-    table = read_ingested(description, path)
-    table.index = pd.Index(np.arange(len(table)) + 2, name="line")  # line 1 is the header
-    return table
+    return data_modality(description["kind"]).validation_frame(description, path, runner)
 
 
 def _plain(value: Any) -> Any:
@@ -536,9 +534,8 @@ def validated_description(description: dict, frame: pd.DataFrame, suite: expecta
     label = description["label"]
     result = {key: description[key] for key in ("source", "kind", "task", "label", "fingerprint")}
     result["num_examples"] = int(len(frame))
-    if description["kind"] == "table":
-        result["dropped_columns"] = description.get("dropped_columns", [])
-    if description["task"] == "classification":
+    result.update(data_modality(description["kind"]).validated_fields(description))
+    if task(description["task"]).has_classes:
         observed = sorted(str(value) for value in frame[label].dropna().unique())
         result["classes"] = suite.classes if suite.classes and set(observed) <= set(suite.classes) else observed
     return result
@@ -550,12 +547,9 @@ def write_validated(
     """Writes the dataset that passed (unless chunked validation already wrote the table), its description
     and the per-example schema."""
     dataset = validated_description(description, frame, suite)
-    if description["kind"] == "image":
-        frame.reset_index().rename(columns={"file": "path"}).to_parquet(output_dir / MANIFEST_FILE, index=False)
-    elif not table_written:
-        frame.reset_index(drop=True).to_parquet(output_dir / TABLE_FILE, index=False, row_group_size=ROWS_PER_GROUP)
+    data_modality(description["kind"]).write_validated(frame, output_dir, table_written)
     write_json_atomic(output_dir / DATASET_FILE, dataset)
-    write_json_atomic(output_dir / SCHEMA_FILE, expectations.example_schema(suite))
+    write_json_atomic(output_dir / SCHEMA_FILE, data_modality(description["kind"]).example_schema(suite))
     return dataset
 
 
@@ -574,7 +568,7 @@ def validated_files(validated_dir: Path) -> tuple[dict, Path, dict]:
     if not path.is_file():
         raise DataError(f"{path}: missing; run the validate stage first (dvc repro validate).")
     description = json.loads(path.read_text())
-    data_path = validated_dir / (MANIFEST_FILE if description["kind"] == "image" else TABLE_FILE)
+    data_path = validated_dir / data_modality(description["kind"]).validated_file
     return description, data_path, json.loads((validated_dir / SCHEMA_FILE).read_text())
 
 
@@ -592,7 +586,8 @@ def validate_configured(config: Config) -> StageResult:
         )
     settings = config.validate
     runner = engine.from_config(config)
-    chunked = description["kind"] == "table" and table_rows(snapshot, description["format"]) > settings.chunk_rows
+    modality = data_modality(description["kind"])
+    chunked = modality.chunked_validation and table_rows(snapshot, description["format"]) > settings.chunk_rows
     reports = Path(config.paths.reports) / "validate"
     reports.mkdir(parents=True, exist_ok=True)
     target = Path(config.paths.validated)
@@ -631,10 +626,8 @@ def validate_configured(config: Config) -> StageResult:
         if not summary["success"]:
             _log_report(summary_path, pages)
             raise StageError(failure_message(summary, summary_path, reports / DOCS_DIR))
-        if description["kind"] == "table":  # every column must map to its own model input key
-            input_names([column for column in frame.columns if column != description["label"]])
-            for note in column_notes(frame, description["label"]):
-                log.warning(note)
+        for note in modality.check_validated(frame, description["label"]):
+            log.warning(note)
         dataset = write_validated(description, frame, suite, staging, table_written=chunked)
         replace_directory(staging, target)
     return StageResult(
@@ -676,11 +669,7 @@ def profile(config: Config, output: Path | None = None, force: bool = False) -> 
             header = sources.table_header(snapshot, description["format"])
             sources.check_drop_columns(description["dropped_columns"], header, snapshot)
         frame = validation_frame(description, snapshot)
-        if description["kind"] == "image":
-            suite = expectations.profile_images(frame)
-        else:
-            suite = expectations.profile_table(frame, description["label"], description["task"])
-            notes = column_notes(frame, description["label"])
+        suite, notes = data_modality(description["kind"]).profile(frame, description)
     source = config.data.source if config.data.source in BUILTIN_SOURCES else config.data.path
     header = "\n".join([expectations.profile_header(source), *notes])
     expectations.save_suite(suite, target, header)

@@ -137,18 +137,18 @@ def predict_split(model, dataset) -> tuple[np.ndarray, np.ndarray]:
     return np.concatenate(labels), np.concatenate(outputs)
 
 
-def test_metrics(model, prepared_dir: Path, spec: dict) -> dict:
+def test_metrics(model, prepared_dir: Path, spec) -> dict:
     """Holdout metrics of `model` on the test split, without writing anything."""
     from pipeline.ml.features import make_dataset
 
     labels, outputs = predict_split(model, make_dataset(prepared_dir, spec, "test", 256))
-    if spec["task"] == "regression":
+    if not spec.task_type.has_classes:
         return regression_metrics(labels, outputs)
-    return classification_metrics(labels, class_probabilities(outputs), spec["classes"])[0]
+    return classification_metrics(labels, class_probabilities(outputs), spec.classes)[0]
 
 
 def evaluate_model(
-    model, prepared_dir: Path, spec: dict, reports: Path, roc_curve_points: int, metrics_file: str = "metrics.json"
+    model, prepared_dir: Path, spec, reports: Path, roc_curve_points: int, metrics_file: str = "metrics.json"
 ) -> tuple[dict, list]:
     """Scores `model` on the test split and writes `metrics_file`, per_class.json, predictions.csv,
     roc.csv and figures/ under `reports`. Returns (metrics, the names worth printing)."""
@@ -157,7 +157,7 @@ def evaluate_model(
     labels, outputs = predict_split(model, make_dataset(prepared_dir, spec, "test", 256))
     figures = reports / "figures"
     figures.mkdir(parents=True, exist_ok=True)
-    if spec["task"] == "regression":
+    if not spec.task_type.has_classes:
         results = regression_metrics(labels, outputs)
         pairs = zip(labels.reshape(-1), outputs.reshape(-1), strict=True)
         rows = [{"actual": float(actual), "predicted": float(predicted)} for actual, predicted in pairs]
@@ -166,7 +166,7 @@ def evaluate_model(
         _write_csv(reports / "roc.csv", [])
         key = ["loss", "mae", "rmse", "r2"]
     else:
-        classes = spec["classes"]
+        classes = spec.classes
         probabilities = class_probabilities(outputs)
         results, report = classification_metrics(labels, probabilities, classes)
         predicted = probabilities.argmax(axis=1)

@@ -1,63 +1,39 @@
 """Reading the prepared TFRecord shards with tf.data, and the model's raw-input preprocessing.
 
-The preprocessing layers take their statistics from `spec.json` (computed on the training
+The preprocessing layers take their statistics from the data spec (computed on the training
 split by the preprocess stage), so the same layers run in training and in the exported model.
 """
 
 from __future__ import annotations
 
-import json
 from pathlib import Path
 
 import keras
 import tensorflow as tf
 
-from pipeline.data.preparation import SPEC_FILE
+from pipeline.core.spec import DataSpec
+from pipeline.ml.modalities import model_modality
 
 
-def load_spec(prepared_dir: str | Path) -> dict:
-    path = Path(prepared_dir) / SPEC_FILE
-    if not path.is_file():
-        from pipeline.core.runner import StageError
-
-        raise StageError(f"{path}: missing; run the preprocess stage first (dvc repro preprocess).")
-    return json.loads(path.read_text())
-
-
-def is_binary(spec: dict) -> bool:
-    return spec["task"] == "classification" and len(spec["classes"]) == 2
-
-
-def _parse_batch(spec: dict):
-    if spec["kind"] == "image":
-        description = {"image": tf.io.FixedLenFeature([], tf.string)}
-    else:
-        description = {
-            feature["name"]: tf.io.FixedLenFeature([1], tf.float32 if feature["type"] == "numeric" else tf.string)
-            for feature in spec["features"]
-        }
-    label_type = tf.float32 if spec["task"] == "regression" else tf.int64
-    description["label"] = tf.io.FixedLenFeature([], label_type)
-    image = spec.get("image")
-    binary = is_binary(spec)
+def _parse_batch(spec: DataSpec):
+    modality = model_modality(spec.kind)
+    description = modality.record_features(spec)
+    description["label"] = tf.io.FixedLenFeature([], tf.dtypes.as_dtype(spec.task_type.label_dtype))
+    scalar_labels = spec.task_type.scalar_labels(spec)
 
     def parse(serialized):
         parsed = tf.io.parse_example(serialized, description)
         label = parsed.pop("label")
-        if binary or spec["task"] == "regression":
+        if scalar_labels:
             label = tf.cast(tf.reshape(label, [-1, 1]), tf.float32)
-        if image is not None:
-            pixels = tf.io.decode_raw(parsed["image"], tf.uint8)
-            shape = [-1, image["height"], image["width"], image["channels"]]
-            return tf.cast(tf.reshape(pixels, shape), tf.float32), label
-        return parsed, label
+        return modality.decode(parsed, spec), label
 
     return parse
 
 
 def make_dataset(
     prepared_dir: str | Path,
-    spec: dict,
+    spec: DataSpec,
     split: str,
     batch_size: int,
     shuffle: bool = False,
@@ -70,14 +46,14 @@ def make_dataset(
     (then shuffled and batched every epoch); larger splits stream from disk every epoch.
     Parsing a whole batch of records in one op is much faster than example by example.
     """
-    files = [str(Path(prepared_dir) / name) for name in spec["splits"][split]["files"]]
+    files = [str(Path(prepared_dir) / name) for name in spec.split(split).files]
     dataset = tf.data.TFRecordDataset(files, num_parallel_reads=tf.data.AUTOTUNE if len(files) > 1 else None)
     parse = _parse_batch(spec)
     cached = sum(Path(file).stat().st_size for file in files) <= cache_limit_mb * 2**20
     if cached:
         dataset = dataset.batch(1024).map(parse, num_parallel_calls=tf.data.AUTOTUNE).unbatch().cache()
     if shuffle:
-        buffer = min(spec["splits"][split]["num_examples"], 10_000)
+        buffer = min(spec.split(split).num_examples, 10_000)
         dataset = dataset.shuffle(buffer, seed=seed, reshuffle_each_iteration=True)
     dataset = dataset.batch(batch_size)
     if not cached:
@@ -103,43 +79,31 @@ class ImputeMissing(keras.layers.Layer):
         return {**super().get_config(), "value": self.value}
 
 
-def build_inputs(spec: dict) -> dict[str, keras.KerasTensor] | keras.KerasTensor:
-    """The model's raw inputs: one image tensor, or one named (1,) input per table column."""
-    if spec["kind"] == "image":
-        image = spec["image"]
-        return keras.Input(shape=(image["height"], image["width"], image["channels"]), name="image")
-    return {
-        feature["name"]: keras.Input(
-            shape=(1,), name=feature["name"], dtype="float32" if feature["type"] == "numeric" else "string"
-        )
-        for feature in spec["features"]
-    }
+def build_inputs(spec: DataSpec) -> dict[str, keras.KerasTensor]:
+    """The model's raw inputs, by name (`ModelModality.inputs`)."""
+    return model_modality(spec.kind).inputs(spec)
 
 
-def preprocess_inputs(spec: dict, inputs) -> keras.KerasTensor:
-    """Raw inputs -> model-ready features: normalised pixels, or normalised numbers + one-hot categories."""
-    if spec["kind"] == "image":
-        image = spec["image"]
-        return keras.layers.Normalization(
-            axis=-1, mean=image["mean"], variance=[max(value, 1e-6) for value in image["variance"]], name="normalize"
-        )(inputs)
-    encoded = []
-    for feature in spec["features"]:
-        raw = inputs[feature["name"]]
-        if feature["type"] == "numeric":
-            filled = ImputeMissing(feature["median"], name=f"impute_{feature['name']}")(raw)
-            encoded.append(
-                keras.layers.Normalization(
-                    mean=feature["mean"], variance=max(feature["variance"], 1e-6), name=f"normalize_{feature['name']}"
-                )(filled)
-            )
-        else:
-            # Missing and unseen categories share the out-of-vocabulary slot.
-            encoded.append(
-                keras.layers.StringLookup(
-                    vocabulary=feature["vocabulary"] or ["<none>"],
-                    output_mode="one_hot",
-                    name=f"lookup_{feature['name']}",
-                )(raw)
-            )
-    return keras.layers.Concatenate(name="features")(encoded) if len(encoded) > 1 else encoded[0]
+def preprocess_inputs(spec: DataSpec, inputs: dict, hyperparameters=None) -> keras.KerasTensor:
+    """Raw inputs -> model-ready features (`ModelModality.preprocess`)."""
+    return model_modality(spec.kind).preprocess(spec, inputs, hyperparameters or {})
+
+
+def numeric_layers(feature, raw):
+    """A number: missing values imputed with the training median, then normalised."""
+    filled = ImputeMissing(feature.median, name=f"impute_{feature.name}")(raw)
+    return keras.layers.Normalization(
+        mean=feature.mean, variance=max(feature.variance, 1e-6), name=f"normalize_{feature.name}"
+    )(filled)
+
+
+def categorical_layers(feature, raw):
+    """A category: one-hot over the training vocabulary; missing and unseen values share the out-of-vocabulary
+    slot."""
+    return keras.layers.StringLookup(
+        vocabulary=feature.vocabulary or ["<none>"], output_mode="one_hot", name=f"lookup_{feature.name}"
+    )(raw)
+
+
+# Each column type's Keras layers (`pipeline.core.column_types`), found by the type's name.
+PREPROCESSING = {"numeric": numeric_layers, "categorical": categorical_layers}

@@ -12,7 +12,9 @@ from typing import Any
 
 import keras
 
-from pipeline.ml.features import build_inputs, is_binary, preprocess_inputs
+from pipeline.core.spec import DataSpec
+from pipeline.ml.features import build_inputs, preprocess_inputs
+from pipeline.ml.modalities import model_modality
 
 
 @keras.saving.register_keras_serializable(package="pipeline")
@@ -123,6 +125,19 @@ def _transformer_body(features, hyperparameters: Mapping[str, Any]):
     return keras.layers.GlobalAveragePooling1D(name="pool")(sequence)
 
 
+def _mlp_body(features, hyperparameters: Mapping[str, Any], spec: DataSpec):
+    return model_modality(spec.kind).mlp_features(features)
+
+
+# model.family -> the feature extractor between the preprocessed inputs and the dense layers
+BODIES = {
+    "mlp": _mlp_body,
+    "cnn": lambda features, hyperparameters, spec: _cnn_body(features, hyperparameters),
+    "rnn": lambda features, hyperparameters, spec: _rnn_body(features, hyperparameters),
+    "transformer": lambda features, hyperparameters, spec: _transformer_body(features, hyperparameters),
+}
+
+
 def build_optimizer(hyperparameters: Mapping[str, Any]) -> keras.optimizers.Optimizer:
     name, learning_rate = hyperparameters["optimizer"], float(hyperparameters["learning_rate"])
     if name == "sgd":
@@ -134,19 +149,29 @@ def build_optimizer(hyperparameters: Mapping[str, Any]) -> keras.optimizers.Opti
     raise ValueError(f"unknown optimizer {name!r}; expected sgd, adam or rmsprop")
 
 
-def head_for_task(spec: dict) -> tuple[int, str, keras.losses.Loss, list]:
-    """(units, output activation, loss, metrics) chosen from the task."""
-    if spec["task"] == "regression":
-        metrics = [keras.metrics.MeanAbsoluteError(name="mae"), keras.metrics.RootMeanSquaredError(name="rmse")]
-        return 1, "linear", keras.losses.MeanSquaredError(), metrics
-    if is_binary(spec):
+def classification_head(spec: DataSpec) -> tuple[int, str, keras.losses.Loss, list]:
+    if spec.is_binary:
         return 1, "sigmoid", keras.losses.BinaryCrossentropy(), [keras.metrics.BinaryAccuracy(name="accuracy")]
     return (
-        len(spec["classes"]),
+        len(spec.classes),
         "softmax",
         keras.losses.SparseCategoricalCrossentropy(),
         [keras.metrics.SparseCategoricalAccuracy(name="accuracy")],
     )
+
+
+def regression_head(spec: DataSpec) -> tuple[int, str, keras.losses.Loss, list]:
+    metrics = [keras.metrics.MeanAbsoluteError(name="mae"), keras.metrics.RootMeanSquaredError(name="rmse")]
+    return 1, "linear", keras.losses.MeanSquaredError(), metrics
+
+
+# Each task's Keras side (`pipeline.core.tasks`), found by the task's name.
+HEADS = {"classification": classification_head, "regression": regression_head}
+
+
+def head_for_task(spec: DataSpec) -> tuple[int, str, keras.losses.Loss, list]:
+    """(units, output activation, loss, metrics) chosen from the task."""
+    return HEADS[spec.task](spec)
 
 
 AUGMENTATION_SEED = 1337
@@ -207,50 +232,46 @@ def augment(images, hyperparameters: Mapping[str, Any]):
 AUGMENTATION_OFF = {"flip": "none", "rotation": 0.0, "translation": 0.0, "zoom": 0.0, "contrast": 0.0}
 
 
-def build_model(hyperparameters: Mapping[str, Any], spec: dict, jit_compile: bool = False) -> keras.Model:
+def build_model(hyperparameters: Mapping[str, Any], spec: DataSpec, jit_compile: bool = False) -> keras.Model:
     """Builds and compiles the Functional model for `spec` with `hyperparameters`.
 
     Raises:
         ValueError: if the family cannot read this kind of data.
     """
-    family = hyperparameters["family"]
-    if spec["kind"] == "table" and family != "mlp":
-        raise ValueError(f"model family {family!r} reads images; use mlp for table data")
+    from pipeline.core.kinds import kind
+
+    family, facts = hyperparameters["family"], kind(spec.kind)
+    if family not in BODIES:
+        raise ValueError(f"unknown model family {family!r}; expected {', '.join(BODIES)}")
+    if family not in facts.families:
+        raise ValueError(
+            f"model family {family!r} cannot read {spec.kind} data;"
+            f" use {' or '.join(facts.families)} for {spec.kind} data"
+        )
     inputs = build_inputs(spec)
-    features = preprocess_inputs(spec, augment(inputs, hyperparameters) if spec["kind"] == "image" else inputs)
-    if family == "cnn":
-        features = _cnn_body(features, hyperparameters)
-    elif family == "rnn":
-        features = _rnn_body(features, hyperparameters)
-    elif family == "transformer":
-        features = _transformer_body(features, hyperparameters)
-    elif family == "mlp":
-        if spec["kind"] == "image":
-            features = keras.layers.Flatten(name="flatten")(features)
-    else:
-        raise ValueError(f"unknown model family {family!r}; expected mlp, cnn, rnn or transformer")
+    features = BODIES[family](preprocess_inputs(spec, inputs, hyperparameters), hyperparameters, spec)
     for index, units in enumerate(hyperparameters["hidden_units"]):
         features = _dense_block(features, units, hyperparameters, name=f"hidden_{index}")
-    model = keras.Model(inputs, output_layer(features, spec), name=f"{family}_{spec['kind']}")
+    model = keras.Model(inputs, output_layer(features, spec), name=f"{family}_{spec.kind}")
     compile_for_task(model, spec, build_optimizer(hyperparameters), jit_compile=jit_compile)
     return model
 
 
-def output_layer(features, spec: dict):
+def output_layer(features, spec: DataSpec):
     """The task's output: class probabilities, or a value in the target's own units."""
     units, activation, _, _ = head_for_task(spec)
     outputs = keras.layers.Dense(units, activation=activation, dtype="float32", name="predictions")(features)
-    if spec["task"] == "regression":
+    statistics = spec.label_statistics
+    if statistics is not None:
         # The network predicts values near 0; this layer maps them to the target's own units.
-        statistics = spec["label_statistics"]
         outputs = keras.layers.Rescaling(
-            scale=max(statistics["variance"], 1e-12) ** 0.5, offset=statistics["mean"], name="target_units"
+            scale=max(statistics.variance, 1e-12) ** 0.5, offset=statistics.mean, name="target_units"
         )(outputs)
     return outputs
 
 
 def compile_for_task(
-    model: keras.Model, spec: dict, optimizer: keras.optimizers.Optimizer, jit_compile: bool = False
+    model: keras.Model, spec: DataSpec, optimizer: keras.optimizers.Optimizer, jit_compile: bool = False
 ) -> keras.Model:
     _, _, loss, metrics = head_for_task(spec)
     model.compile(optimizer=optimizer, loss=loss, metrics=metrics, jit_compile=jit_compile)

@@ -33,7 +33,7 @@ def training_key(hyperparameters: Mapping[str, Any], config: Config, spec: dict)
             "hyperparameters": dict(hyperparameters),
             "train": vars(config.train),
             "base": vars(config.base),
-            "data": spec["fingerprint"],
+            "data": spec.fingerprint,
         },
         sort_keys=True,
         default=str,

@@ -10,7 +10,6 @@ DVC repository, tracked with `dvc add`: a new data version (`<name>.dvc` for git
 
 from __future__ import annotations
 
-import dataclasses
 import logging
 import shutil
 import subprocess
@@ -22,22 +21,15 @@ from pipeline.core.config import Config, DataConfig
 from pipeline.core.outputs import scratch_directory, write_json_atomic
 from pipeline.core.processes import tool
 from pipeline.core.runner import StageError, StageResult, run_stage
-from pipeline.data.ingestion import FEEDBACK_TABLE
-from pipeline.data.sources import TABLE_FORMATS, DataError
+from pipeline.data.modalities import data_modality
+from pipeline.data.sources import DataError
 
 log = logging.getLogger(__name__)
 
 
 def batch_data(config: Config, path: Path) -> DataConfig:
     """The batch described as a data source of the same kind as the training data."""
-    if config.data.kind == "image":
-        if not path.is_dir():
-            raise DataError(f"{path}: expected a folder with one sub-folder per class (the labels) of images.")
-        return dataclasses.replace(config.data, source="image_dir", path=str(path))
-    file_format = TABLE_FORMATS.get(path.suffix.lower())
-    if file_format is None or not path.is_file():
-        raise DataError(f"{path}: expected a .csv or .parquet file with the label column {config.data.label_column}.")
-    return dataclasses.replace(config.data, source=file_format, path=str(path), label=config.data.label_column)
+    return data_modality(config.data.kind).feedback_data(config.data, path)
 
 
 def validate_batch(config: Config, path: Path, reports: Path) -> dict:
@@ -68,17 +60,7 @@ def copy_batch(config: Config, path: Path, target: Path) -> None:
     target.parent.mkdir(parents=True, exist_ok=True)
     with scratch_directory(target.parent, target.name) as scratch:
         staging = Path(scratch) / "out"
-        if config.data.kind == "image":
-            from pipeline.data.sources import scan_image_dir
-
-            manifest, _ = scan_image_dir(path)
-            for source, label in zip(manifest["path"], manifest["label"], strict=True):
-                destination = staging / label / Path(source).name
-                destination.parent.mkdir(parents=True, exist_ok=True)
-                shutil.copyfile(source, destination)
-        else:
-            staging.mkdir()
-            shutil.copyfile(path, staging / f"{FEEDBACK_TABLE}{path.suffix.lower()}")
+        data_modality(config.data.kind).copy_feedback(path, staging)
         staging.rename(target)
 
 

@@ -20,9 +20,7 @@ self-contained `report.html` with the plots) ends with `retrain: true/false` and
 
 from __future__ import annotations
 
-import base64
 import html
-import io
 import logging
 import time
 from pathlib import Path
@@ -30,36 +28,30 @@ from pathlib import Path
 import numpy as np
 
 from pipeline.core.config import Config, MonitorConfig
+from pipeline.core.drift import category_test, figure_html, flag, ks_test
 from pipeline.core.metrics import predicted_classes
 from pipeline.core.outputs import write_json_atomic, write_text_atomic
 from pipeline.core.runner import StageError, StageResult, run_stage
+from pipeline.data.modalities import data_modality
 from pipeline.data.sources import DataError
 from pipeline.ml.distribute import setup_tensorflow
+from pipeline.ml.modalities import model_modality
 
 log = logging.getLogger(__name__)
-
-IMAGE_STATISTICS = ("brightness", "contrast", "ink", "edges")
-
 
 # --- reading data -----------------------------------------------------------------------------
 
 
-def read_reference(prepared_dir: Path, spec: dict, split: str = "train") -> tuple[object, np.ndarray]:
-    """(features, labels) of a prepared split: an image array, or {input name: 1-D array}."""
+def read_reference(prepared_dir: Path, spec, split: str = "train") -> tuple[dict[str, np.ndarray], np.ndarray]:
+    """(features, labels) of a prepared split, features in `DataModality.read_examples`' form."""
     from pipeline.ml.features import make_dataset
 
     batches = list(make_dataset(prepared_dir, spec, split, 512))
     labels = np.concatenate([np.asarray(labels).reshape(-1) for _, labels in batches])
-    if spec["kind"] == "image":
-        return np.concatenate([np.asarray(inputs) for inputs, _ in batches]), labels
-    features = {}
-    for feature in spec["features"]:
-        values = np.concatenate([np.asarray(inputs[feature["name"]]).reshape(-1) for inputs, _ in batches])
-        features[feature["name"]] = values if feature["type"] == "numeric" else values.astype(str)
-    return features, labels
+    return model_modality(spec.kind).reference_values([inputs for inputs, _ in batches], spec), labels
 
 
-def read_batch(path: Path, spec: dict, data_settings) -> tuple[object, np.ndarray | None]:
+def read_batch(path: Path, spec, data_settings=None) -> tuple[dict[str, np.ndarray], np.ndarray | None]:
     """New data in the main data's form -> (features like `read_reference`'s, labels or None).
 
     Raises:
@@ -68,173 +60,12 @@ def read_batch(path: Path, spec: dict, data_settings) -> tuple[object, np.ndarra
     path = Path(path)
     if not path.exists():
         raise DataError(f"{path}: no such file or folder; pass the new data to monitor with --data PATH.")
-    if spec["kind"] == "image":
-        return _read_image_batch(path, spec, data_settings)
-    return _read_table_batch(path, spec)
-
-
-def _read_image_batch(path: Path, spec: dict, data_settings) -> tuple[np.ndarray, np.ndarray | None]:
-    from pipeline.data.preparation import load_images
-    from pipeline.data.sources import IMAGE_EXTENSIONS
-
-    if not path.is_dir():
-        raise DataError(f"{path}: expected a folder of images (with class sub-folders if labelled).")
-    files = sorted(file for file in path.rglob("*") if file.is_file() and file.suffix.lower() in IMAGE_EXTENSIONS)
-    if not files:
-        raise DataError(f"{path}: no image files ({', '.join(IMAGE_EXTENSIONS)}) found.")
-    image = spec["image"]
-    pixels = load_images([str(file) for file in files], [image["height"], image["width"]], data_settings.color_mode)
-    folders = {file.parent for file in files}
-    if folders == {path}:
-        return pixels.astype(np.float32), None
-    classes = {name: index for index, name in enumerate(spec["classes"])}
-    unknown = sorted({file.parent.name for file in files} - set(classes))
-    if unknown:
-        raise DataError(
-            f"{path}: class folders {unknown} are not classes the model knows ({', '.join(spec['classes'])});"
-            " put unlabelled images directly in the folder."
-        )
-    labels = np.array([classes[file.parent.name] for file in files])
-    return pixels.astype(np.float32), labels
-
-
-def _read_table_batch(path: Path, spec: dict) -> tuple[dict, np.ndarray | None]:
-    from pipeline.data.preparation import MISSING_CATEGORY, encode_labels
-    from pipeline.data.sources import TABLE_FORMATS, load_table
-
-    file_format = TABLE_FORMATS.get(path.suffix.lower())
-    if file_format is None:
-        raise DataError(f"{path}: expected a .csv or .parquet file like the training data.")
-    table = load_table(path, file_format)
-    missing = [feature["column"] for feature in spec["features"] if feature["column"] not in table.columns]
-    if missing:
-        raise DataError(f"{path}: columns {missing} are missing; the model reads {_columns(spec)}.")
-    features = {}
-    for feature in spec["features"]:
-        values = table[feature["column"]]
-        if feature["type"] == "numeric":
-            features[feature["name"]] = _to_float(values, path, feature["column"])
-        else:
-            features[feature["name"]] = np.array(
-                [MISSING_CATEGORY if value != value or value is None else str(value) for value in values]
-            )
-    labels = None
-    if spec["label"] in table.columns:
-        known = table[spec["label"]].dropna()
-        if len(known) == len(table):
-            labels = encode_labels(known, spec["task"], spec["classes"])
+    _, features, labels = data_modality(spec.kind).read_examples(path, spec)
     return features, labels
 
 
-def _to_float(values, path: Path, column: str) -> np.ndarray:
-    import pandas as pd
-
-    converted = pd.to_numeric(values, errors="coerce")
-    bad = values.notna() & converted.isna()
-    if bad.any():
-        raise DataError(f"{path}: column {column} holds non-numbers, e.g. {values[bad].iloc[0]!r}.")
-    return converted.to_numpy(dtype=np.float64, na_value=np.nan)
-
-
-def _columns(spec: dict) -> str:
-    return ", ".join(feature["column"] for feature in spec["features"])
-
-
-def count_examples(features) -> int:
-    return len(features) if isinstance(features, np.ndarray) else len(next(iter(features.values())))
-
-
-# --- statistics -------------------------------------------------------------------------------
-
-
-def ks_test(reference: np.ndarray, current: np.ndarray) -> dict:
-    from scipy.stats import ks_2samp
-
-    reference, current = reference[np.isfinite(reference)], current[np.isfinite(current)]
-    if len(reference) == 0 or len(current) == 0:
-        return {"test": "ks", "statistic": None, "p_value": 1.0}
-    result = ks_2samp(reference, current)
-    return {"test": "ks", "statistic": float(result.statistic), "p_value": float(result.pvalue)}
-
-
-def population_stability_index(
-    reference_counts: np.ndarray, current_counts: np.ndarray, smoothing: float = 0.5
-) -> float:
-    """PSI = sum((current - reference) * ln(current / reference)) over category shares.
-
-    Shares are Laplace-smoothed (`smoothing` pseudo-examples per category): a category absent from a
-    small sample is evidence of little, and a fixed floor such as 1e-4 turned one empty category of a
-    52-row holdout into a PSI of 0.28, a false alarm."""
-    reference_counts, current_counts = np.asarray(reference_counts, float), np.asarray(current_counts, float)
-    reference = (reference_counts + smoothing) / (reference_counts.sum() + smoothing * len(reference_counts))
-    current = (current_counts + smoothing) / (current_counts.sum() + smoothing * len(current_counts))
-    return float(np.sum((current - reference) * np.log(current / reference)))
-
-
-def psi_p_value(psi: float, reference_size: float, current_size: float, categories: int) -> float:
-    """How likely a PSI this large is between two samples of one distribution: PSI times the effective
-    sample size 1 / (1/n1 + 1/n2) is about chi-square with categories - 1 degrees of freedom. A small
-    sample's PSI is noisy (about (k - 1) / n on its own), so a PSI above the threshold counts as drift
-    only when it is also this unlikely."""
-    from scipy.stats import chi2
-
-    if categories < 2 or not reference_size or not current_size:
-        return 1.0
-    effective = 1.0 / (1.0 / reference_size + 1.0 / current_size)
-    return float(chi2.sf(psi * effective, categories - 1))
-
-
-def category_test(reference: np.ndarray, current: np.ndarray) -> dict:
-    """Chi-square test of homogeneity of two categorical samples, plus the PSI and the shares."""
-    from scipy.stats import chi2_contingency
-
-    categories = sorted(set(reference.tolist()) | set(current.tolist()))
-    counts = np.array([[np.sum(sample == category) for category in categories] for sample in (reference, current)])
-    kept = counts.sum(axis=0) > 0
-    psi = population_stability_index(counts[0], counts[1])
-    result = {
-        "test": "chi2",
-        "psi": psi,
-        "psi_p_value": psi_p_value(psi, counts[0].sum(), counts[1].sum(), len(categories)),
-    }
-    if kept.sum() < 2:
-        result.update(statistic=0.0, p_value=1.0)
-    else:
-        statistic, p_value, _, _ = chi2_contingency(counts[:, kept])
-        result.update(statistic=float(statistic), p_value=float(p_value))
-    result["shares"] = {
-        "reference": {str(c): float(n) for c, n in zip(categories, counts[0] / max(counts[0].sum(), 1), strict=True)},
-        "current": {str(c): float(n) for c, n in zip(categories, counts[1] / max(counts[1].sum(), 1), strict=True)},
-    }
-    return result
-
-
-def image_statistics(images: np.ndarray) -> dict[str, np.ndarray]:
-    """Per-image brightness (mean), contrast (std), ink (share of pixels above mid-grey), edges."""
-    flat = images.reshape(len(images), -1).astype(np.float64)
-    gradients = np.abs(np.diff(images.astype(np.float64), axis=1)).mean(axis=(1, 2, 3)) + np.abs(
-        np.diff(images.astype(np.float64), axis=2)
-    ).mean(axis=(1, 2, 3))
-    return {
-        "brightness": flat.mean(axis=1),
-        "contrast": flat.std(axis=1),
-        "ink": (flat > 127.5).mean(axis=1),
-        "edges": gradients,
-    }
-
-
-def principal_components(reference: np.ndarray, current: np.ndarray, count: int) -> tuple[np.ndarray, np.ndarray]:
-    """Both samples projected on the reference's top `count` principal components."""
-    mean = reference.mean(axis=0)
-    _, _, components = np.linalg.svd(reference - mean, full_matrices=False)
-    components = components[: min(count, components.shape[0])]
-    return (reference - mean) @ components.T, (current - mean) @ components.T
-
-
-def flag(tests: dict[str, dict], p_value: float) -> list[str]:
-    """Names whose test is significant after a Bonferroni correction over the family."""
-    threshold = p_value / max(len(tests), 1)
-    return [name for name, test in tests.items() if test["p_value"] < threshold]
+def count_examples(features: dict[str, np.ndarray]) -> int:
+    return len(next(iter(features.values())))
 
 
 # --- the monitor ------------------------------------------------------------------------------
@@ -243,7 +74,7 @@ def flag(tests: dict[str, dict], p_value: float) -> list[str]:
 def compare(
     reference: object,
     current: object,
-    spec: dict,
+    spec,
     settings: MonitorConfig,
     reference_outputs: np.ndarray,
     current_outputs: np.ndarray,
@@ -251,47 +82,11 @@ def compare(
     current_embeddings: np.ndarray | None = None,
 ) -> dict:
     """Every drift test and its verdict, without the model (outputs and embeddings are given)."""
-    report: dict = {"families": {}}
-    families = report["families"]
-    if spec["kind"] == "image":
-        ref_stats, new_stats = image_statistics(reference), image_statistics(current)
-        tests = {name: ks_test(ref_stats[name], new_stats[name]) for name in IMAGE_STATISTICS}
-        families["image_statistics"] = {"tests": tests, "drifted": flag(tests, settings.p_value)}
-        if reference_embeddings is not None:
-            ref_pc, new_pc = principal_components(
-                reference_embeddings, current_embeddings, settings.embedding_components
-            )
-            tests = {f"pc{index + 1}": ks_test(ref_pc[:, index], new_pc[:, index]) for index in range(ref_pc.shape[1])}
-            families["embeddings"] = {"tests": tests, "drifted": flag(tests, settings.p_value)}
-    else:
-        tests, missing = {}, {}
-        for feature in spec["features"]:
-            name, ref_values, new_values = feature["name"], reference[feature["name"]], current[feature["name"]]
-            if feature["type"] == "numeric":
-                tests[name] = ks_test(ref_values, new_values)
-                ref_missing, new_missing = float(np.mean(np.isnan(ref_values))), float(np.mean(np.isnan(new_values)))
-            else:
-                # Missing values are counted once, in their own family below: not as a category here too.
-                tests[name] = category_test(ref_values[ref_values != ""], new_values[new_values != ""])
-                ref_missing, new_missing = float(np.mean(ref_values == "")), float(np.mean(new_values == ""))
-            missing[name] = {"reference": ref_missing, "current": new_missing}
-        drifted = flag(tests, settings.p_value)
-        drifted += [
-            name
-            for name, test in tests.items()
-            if test.get("psi", 0.0) > settings.psi_threshold
-            and test.get("psi_p_value", 0.0) < settings.p_value / len(tests)
-            and name not in drifted
-        ]
-        families["features"] = {"tests": tests, "drifted": drifted}
-        rates = [
-            name
-            for name, rate in missing.items()
-            if rate["current"] - rate["reference"] > settings.missing_rate_tolerance
-        ]
-        families["missing_values"] = {"rates": missing, "drifted": rates}
-    if spec["task"] == "classification":
-        classes = spec["classes"]
+    embeddings = (reference_embeddings, current_embeddings)
+    families = model_modality(spec.kind).drift_families(reference, current, spec, settings, embeddings)
+    report: dict = {"families": families}
+    if spec.task_type.has_classes:
+        classes = spec.classes
         ref_predicted = predicted_classes(reference_outputs)
         new_predicted = predicted_classes(current_outputs)
         test = category_test(np.array(classes)[ref_predicted], np.array(classes)[new_predicted])
@@ -301,12 +96,12 @@ def compare(
     return report
 
 
-def feedback_check(labels, outputs: np.ndarray, spec: dict, holdout: dict, settings: MonitorConfig) -> dict:
+def feedback_check(labels, outputs: np.ndarray, spec, holdout: dict, settings: MonitorConfig) -> dict:
     """Live performance on labelled production data against the current holdout's."""
     from pipeline.ml.evaluation import class_probabilities, classification_metrics, regression_metrics
 
-    if spec["task"] == "classification":
-        live = classification_metrics(labels, class_probabilities(outputs), spec["classes"])[0]
+    if spec.task_type.has_classes:
+        live = classification_metrics(labels, class_probabilities(outputs), spec.classes)[0]
         drop = holdout["accuracy"] - live["accuracy"]
         return {
             "metric": "accuracy",
@@ -344,8 +139,8 @@ def monitor(config: Config, data_path: Path | None) -> tuple[dict, dict]:
 
     Returns (the JSON report, the samples the HTML report plots)."""
     setup_tensorflow(config)
+    from pipeline.core.spec import load as load_spec
     from pipeline.ml.evaluation import test_metrics
-    from pipeline.ml.features import load_spec
     from pipeline.ml.models import feature_extractor, load_trained_model
 
     spec = load_spec(config.paths.prepared)
@@ -373,17 +168,20 @@ def monitor(config: Config, data_path: Path | None) -> tuple[dict, dict]:
         )
 
     def outputs_of(features):
-        batches = _batches(features, 512)
+        batches = _batches(features, 512, spec)
         return np.concatenate([np.asarray(model(batch, training=False), dtype=np.float32) for batch in batches])
 
     reference_outputs, current_outputs = outputs_of(reference), outputs_of(current)
     embeddings = (None, None)
-    if spec["kind"] == "image":
+    if model_modality(spec.kind).uses_embeddings:
         extractor = feature_extractor(model)
         embeddings = tuple(
             # float32: a mixed-precision model's hidden layers are float16, which numpy's linalg refuses
             np.concatenate(
-                [np.asarray(extractor(batch, training=False), dtype=np.float32) for batch in _batches(sample, 512)]
+                [
+                    np.asarray(extractor(batch, training=False), dtype=np.float32)
+                    for batch in _batches(sample, 512, spec)
+                ]
             )
             for sample in (reference, current)
         )
@@ -403,34 +201,16 @@ def monitor(config: Config, data_path: Path | None) -> tuple[dict, dict]:
     return report, samples
 
 
-def _batches(features, size: int):
-    total = count_examples(features)
-    for start in range(0, total, size):
-        if isinstance(features, np.ndarray):
-            yield features[start : start + size]
-        else:
-            yield {
-                name: (values[start : start + size].reshape(-1, 1)).astype(
-                    np.float32 if values.dtype.kind == "f" else object
-                )
-                for name, values in features.items()
-            }
+def _batches(features: dict[str, np.ndarray], size: int, spec):
+    modality = model_modality(spec.kind)
+    for start in range(0, count_examples(features), size):
+        yield modality.model_batch(features, start, start + size)
 
 
 # --- the HTML report --------------------------------------------------------------------------
 
 
-def _figure_html(figure) -> str:
-    import matplotlib.pyplot as plt
-
-    buffer = io.BytesIO()
-    figure.tight_layout()
-    figure.savefig(buffer, format="png", dpi=80)
-    plt.close(figure)
-    return f'<img alt="" src="data:image/png;base64,{base64.b64encode(buffer.getvalue()).decode()}">'
-
-
-def render_html(report: dict, samples: dict, spec: dict) -> str:
+def render_html(report: dict, samples: dict, spec) -> str:
     """A self-contained page (plots inlined as PNG): it renders offline, unlike CDN-based reports."""
     import matplotlib
 
@@ -466,39 +246,9 @@ def render_html(report: dict, samples: dict, spec: dict) -> str:
                 f"<td>{rate['reference']:.3f} -> {rate['current']:.3f}</td><td></td><td></td></tr>"
             )
         parts.append("</table>")
-    if spec["kind"] == "image":
-        ref_stats, new_stats = image_statistics(samples["reference"]), image_statistics(samples["current"])
-        figure, axes = plt.subplots(1, len(IMAGE_STATISTICS), figsize=(4 * len(IMAGE_STATISTICS), 3))
-        for axis, name in zip(axes, IMAGE_STATISTICS, strict=True):
-            _histograms(axis, ref_stats[name], new_stats[name], name)
-        parts.append("<h2>Image statistics</h2>" + _figure_html(figure))
-        reference_embeddings, current_embeddings = samples["embeddings"]
-        if reference_embeddings is not None:
-            ref_pc, new_pc = principal_components(reference_embeddings, current_embeddings, 2)
-            figure, axis = plt.subplots(figsize=(5, 5))
-            axis.scatter(ref_pc[:, 0], ref_pc[:, 1], s=4, alpha=0.4, label="training")
-            axis.scatter(new_pc[:, 0], new_pc[:, 1], s=4, alpha=0.4, label="new data")
-            axis.set_xlabel("PC1")
-            axis.set_ylabel("PC2")
-            axis.legend()
-            axis.set_title("Penultimate-layer embeddings")
-            parts.append("<h2>Embeddings</h2>" + _figure_html(figure))
-        new_images = samples["current"][:16]
-        figure, axes = plt.subplots(1, len(new_images), figsize=(len(new_images), 1.3))
-        for axis, image in zip(np.atleast_1d(axes), new_images, strict=True):
-            axis.imshow(image.squeeze(), cmap="gray" if image.shape[-1] == 1 else None, vmin=0, vmax=255)
-            axis.axis("off")
-        parts.append("<h2>Examples of the new data</h2>" + _figure_html(figure))
-    else:
-        numeric = [feature for feature in spec["features"] if feature["type"] == "numeric"]
-        if numeric:
-            figure, axes = plt.subplots(1, len(numeric), figsize=(4 * len(numeric), 3), squeeze=False)
-            for axis, feature in zip(axes[0], numeric, strict=True):
-                name = feature["name"]
-                _histograms(axis, samples["reference"][name], samples["current"][name], feature["column"])
-            parts.append("<h2>Numeric features</h2>" + _figure_html(figure))
-    if spec["task"] == "classification":
-        classes = spec["classes"]
+    parts += model_modality(spec.kind).report_plots(samples, spec)
+    if spec.task_type.has_classes:
+        classes = spec.classes
         shares = [
             np.bincount(predicted_classes(samples[key]), minlength=len(classes)) / len(samples[key])
             for key in ("reference_outputs", "current_outputs")
@@ -510,7 +260,7 @@ def render_html(report: dict, samples: dict, spec: dict) -> str:
         axis.set_xticks(positions, classes)
         axis.set_ylabel("share of predictions")
         axis.legend()
-        parts.append("<h2>Predicted classes</h2>" + _figure_html(figure))
+        parts.append("<h2>Predicted classes</h2>" + figure_html(figure))
     if "feedback" in report:
         feedback = report["feedback"]
         parts.append(
@@ -521,19 +271,10 @@ def render_html(report: dict, samples: dict, spec: dict) -> str:
     return "\n".join(parts)
 
 
-def _histograms(axis, reference: np.ndarray, current: np.ndarray, title: str) -> None:
-    reference, current = reference[np.isfinite(reference)], current[np.isfinite(current)]
-    bins = np.histogram_bin_edges(np.concatenate([reference, current]), bins=30)
-    axis.hist(reference, bins=bins, density=True, alpha=0.5, label="training")
-    axis.hist(current, bins=bins, density=True, alpha=0.5, label="new data")
-    axis.set_title(title)
-    axis.legend(fontsize="small")
-
-
 # --- entry points -----------------------------------------------------------------------------
 
 
-def write_report(report: dict, samples: dict, spec: dict, output_dir: Path) -> tuple[Path, Path]:
+def write_report(report: dict, samples: dict, spec, output_dir: Path) -> tuple[Path, Path]:
     output_dir.mkdir(parents=True, exist_ok=True)
     json_path = write_json_atomic(output_dir / "drift.json", report)
     if "skipped" in report:
@@ -575,7 +316,7 @@ def log_to_mlflow(config: Config, report: dict, paths: tuple[Path, Path]) -> Non
 
 
 def run_monitor(config: Config, data_path: Path | None, output_dir: Path) -> tuple[dict, tuple[Path, Path]]:
-    from pipeline.ml.features import load_spec
+    from pipeline.core.spec import load as load_spec
 
     started = time.perf_counter()
     report, samples = monitor(config, data_path)

@@ -12,111 +12,16 @@ columns, types, ranges, categories, image shape) before the model sees it: a bad
 
 import json
 import logging
-import math
 import re
 from typing import Any
 
 import numpy as np
 
+from pipeline.ml.modalities import RequestError, model_modality  # each kind's request checks raise it
 from pipeline.serving.loading import ServedModel, load_served_model
 from pipeline.serving.saved_model import SIGNATURE
 
 log = logging.getLogger(__name__)
-
-
-class RequestError(ValueError):
-    """A request the model cannot answer; `status` is the HTTP status to reply with."""
-
-    def __init__(self, message: str, status: int = 400):
-        super().__init__(message)
-        self.status = status
-
-
-def _number(value: Any, field: str, allow_missing: bool) -> float:
-    if value is None and allow_missing:
-        return math.nan
-    if isinstance(value, bool) or not isinstance(value, (int, float)):
-        raise RequestError(f"{field}: expected a number, got {json.dumps(value)}")
-    if not math.isfinite(value):
-        raise RequestError(f"{field}: expected a finite number, got {value}")
-    return float(value)
-
-
-def _image_batch(instances: list, spec: dict) -> dict[str, np.ndarray]:
-    image = spec["image"]
-    shape = (image["height"], image["width"], image["channels"])
-    batch = np.empty((len(instances), *shape), dtype=np.float32)
-    for index, instance in enumerate(instances):
-        field = f"instances[{index}]"
-        if isinstance(instance, dict):
-            if set(instance) != {"image"}:
-                raise RequestError(f'{field}: expected {{"image": pixels}}, got keys {sorted(instance)}')
-            instance, field = instance["image"], f"{field}.image"
-        try:
-            pixels = np.asarray(instance, dtype=np.float64)
-        except (TypeError, ValueError) as error:
-            raise RequestError(f"{field}: expected nested lists of numbers ({error})") from None
-        if pixels.shape == shape[:2] and shape[2] == 1:
-            pixels = pixels[..., None]
-        if pixels.shape != shape:
-            raise RequestError(
-                f"{field}: expected shape {list(shape)} (height, width, channels), got {list(pixels.shape)}"
-            )
-        if not np.isfinite(pixels).all():
-            raise RequestError(f"{field}: pixels must be finite numbers (found NaN or infinity)")
-        if pixels.min() < 0 or pixels.max() > 255:
-            raise RequestError(
-                f"{field}: pixels must be raw values in [0, 255], got [{pixels.min():g}, {pixels.max():g}]"
-            )
-        batch[index] = pixels
-    return {"image": batch}
-
-
-def _table_batch(instances: list, spec: dict) -> dict[str, np.ndarray]:
-    schema_columns = (spec.get("schema") or {}).get("columns", {})
-    features = spec["features"]
-    known = {feature["column"] for feature in features}
-    ignored = set(spec.get("dropped_columns", []))  # data.drop_columns: rows of the training file still hold them
-    columns: dict[str, list] = {feature["name"]: [] for feature in features}
-    for index, instance in enumerate(instances):
-        field = f"instances[{index}]"
-        if not isinstance(instance, dict):
-            raise RequestError(f"{field}: expected an object of column values, got {type(instance).__name__}")
-        unknown = sorted(set(instance) - known - ignored)
-        if unknown:
-            raise RequestError(f"{field}: unknown column {unknown[0]!r}; the model reads {sorted(known)}")
-        for feature in features:
-            column, rules = feature["column"], schema_columns.get(feature["column"], {})
-            allow_missing = rules.get("max_null_fraction", 1.0) > 0
-            if column not in instance and not allow_missing:
-                raise RequestError(f"{field}.{column}: missing; this column is required")
-            value = instance.get(column)
-            if feature["type"] == "numeric":
-                number = _number(value, f"{field}.{column}", allow_missing)
-                low, high = rules.get("range", [None, None])
-                if not math.isnan(number) and (
-                    (low is not None and number < low) or (high is not None and number > high)
-                ):
-                    raise RequestError(f"{field}.{column}: {number:g} is outside the trained range [{low}, {high}]")
-                columns[feature["name"]].append([number])
-            else:
-                if value is None and allow_missing:
-                    columns[feature["name"]].append([""])
-                    continue
-                if not isinstance(value, str):
-                    raise RequestError(f"{field}.{column}: expected a string, got {json.dumps(value)}")
-                allowed = rules.get("categories")
-                if allowed is not None and value not in allowed:
-                    raise RequestError(
-                        f"{field}.{column}: {value!r} is not a known category; expected one of {allowed}"
-                    )
-                columns[feature["name"]].append([value])
-    return {
-        feature["name"]: np.asarray(
-            columns[feature["name"]], dtype=np.float32 if feature["type"] == "numeric" else object
-        ).reshape(-1, 1)
-        for feature in features
-    }
 
 
 MAX_JSON_DEPTH = 32  # an image request nests 5 deep; Python's json parser recurses once per level
@@ -147,7 +52,7 @@ def parse_body(raw: bytes) -> Any:
         raise RequestError(f"the JSON body nests too deeply; the limit is {MAX_JSON_DEPTH}") from None
 
 
-def instances_from_body(body: Any, spec: dict) -> list:
+def instances_from_body(body: Any, spec) -> list:
     """The request's examples as a list, from TF Serving's row (`instances`) or columnar (`inputs`) format."""
     if not isinstance(body, dict) or (("instances" in body) == ("inputs" in body)):
         raise RequestError('expected a JSON object with either "instances" (a list of examples) or "inputs"')
@@ -155,32 +60,17 @@ def instances_from_body(body: Any, spec: dict) -> list:
         if not isinstance(body["instances"], list):
             raise RequestError('"instances" must be a list of examples')
         return body["instances"]
-    inputs = body["inputs"]
-    if spec["kind"] == "image":
-        if isinstance(inputs, dict):
-            inputs = inputs.get("image")
-        if not isinstance(inputs, list):
-            raise RequestError('"inputs" must be a list of images (or {"image": [...]})')
-        return inputs
-    if not isinstance(inputs, dict) or not inputs:
-        raise RequestError('"inputs" must be an object of columns, each a list of values')
-    lengths = {len(values) if isinstance(values, list) else -1 for values in inputs.values()}
-    if len(lengths) != 1 or -1 in lengths:
-        raise RequestError('"inputs": every column must be a list, all of the same length')
-    (count,) = lengths
-    return [{column: values[row] for column, values in inputs.items()} for row in range(count)]
+    return model_modality(spec.kind).columnar_instances(body["inputs"], spec)
 
 
-def validate_request(body: Any, spec: dict, max_batch_size: int) -> dict[str, np.ndarray]:
+def validate_request(body: Any, spec, max_batch_size: int) -> dict[str, np.ndarray]:
     """Model inputs for a parsed request body; raises RequestError naming what is wrong."""
     instances = instances_from_body(body, spec)
     if not instances:
         raise RequestError("the request holds no examples")
     if len(instances) > max_batch_size:
         raise RequestError(f"a batch of {len(instances)} examples exceeds the limit of {max_batch_size}", status=413)
-    if spec["kind"] == "image":
-        return _image_batch(instances, spec)
-    return _table_batch(instances, spec)
+    return model_modality(spec.kind).request_batch(instances, spec)
 
 
 def metadata(model: ServedModel) -> dict:
@@ -206,7 +96,7 @@ def metadata(model: ServedModel) -> dict:
                     }
                 }
             },
-            "pipeline_spec": {key: model.spec.get(key) for key in ("kind", "task", "classes", "schema")},
+            "pipeline_spec": {key: getattr(model.spec, key) for key in ("kind", "task", "classes", "schema")},
         },
     }
 

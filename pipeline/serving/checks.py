@@ -20,17 +20,16 @@ import numpy as np
 from pipeline.core.errors import StageError
 from pipeline.core.metrics import predicted_classes
 from pipeline.core.processes import background_server, free_port
+from pipeline.ml.modalities import model_modality
 
 log = logging.getLogger(__name__)
 
 WARMUP_FILE = Path("assets.extra") / "tf_serving_warmup_requests"
 
 
-def tflite_supported(spec: dict) -> tuple[bool, str]:
-    """Numeric inputs only: string lookups do not convert to TFLite builtin ops."""
-    if spec["kind"] == "table" and any(feature["type"] == "categorical" for feature in spec["features"]):
-        return False, "string (categorical) inputs need TF ops that the TFLite interpreter cannot run"
-    return True, ""
+def tflite_supported(spec) -> tuple[bool, str]:
+    """Whether the model converts to TFLite builtin ops, and why not (`ModelModality.tflite_support`)."""
+    return model_modality(spec.kind).tflite_support(spec)
 
 
 def convert_tflite(saved_model_dir: Path, quantize: bool) -> bytes:
@@ -49,14 +48,13 @@ def tflite_predict(model_bytes: bytes, batches: list) -> np.ndarray:
     runner = tf.lite.Interpreter(model_content=model_bytes).get_signature_runner("serving_default")
     outputs = []
     for batch in batches:
-        arrays = batch if isinstance(batch, dict) else {"image": batch}
-        (result,) = runner(**{name: np.asarray(values, dtype=np.float32) for name, values in arrays.items()}).values()
+        (result,) = runner(**{name: np.asarray(values, dtype=np.float32) for name, values in batch.items()}).values()
         outputs.append(result)
     return np.concatenate(outputs)
 
 
-def accuracy(outputs: np.ndarray, labels: np.ndarray, spec: dict) -> float | None:
-    if spec["task"] != "classification":
+def accuracy(outputs: np.ndarray, labels: np.ndarray, spec) -> float | None:
+    if not spec.task_type.has_classes:
         return None
     labels = labels.reshape(-1).astype(int)
     predicted = predicted_classes(outputs)
@@ -64,7 +62,7 @@ def accuracy(outputs: np.ndarray, labels: np.ndarray, spec: dict) -> float | Non
 
 
 def export_tflite(
-    saved_model_dir: Path, output_dir: Path, spec: dict, batches: list, labels: np.ndarray, reference: np.ndarray
+    saved_model_dir: Path, output_dir: Path, spec, batches: list, labels: np.ndarray, reference: np.ndarray
 ) -> dict:
     """Writes `model.tflite` and `model_quantized.tflite`; returns sizes, accuracies and differences."""
     supported, reason = tflite_supported(spec)
@@ -125,36 +123,22 @@ def write_warmup_requests(version_dir: Path, model_name: str, batches: list) -> 
     path.parent.mkdir(parents=True, exist_ok=True)
     with tf.io.TFRecordWriter(str(path)) as writer:
         for batch in batches:
-            writer.write(prediction_log(model_name, batch if isinstance(batch, dict) else {"image": batch}))
+            writer.write(prediction_log(model_name, batch))
     return path
 
 
 # ---- infra validation --------------------------------------------------------------------------
 
 
-def request_body(batch, spec: dict) -> bytes:
+def request_body(batch: dict, spec) -> bytes:
     """A TF Serving `instances` request for one input batch, in raw (column or pixel) form."""
-    if not isinstance(batch, dict):
-        return json.dumps({"instances": np.asarray(batch).tolist()}).encode()
-    rows = []
-    size = len(next(iter(batch.values())))
-    for index in range(size):
-        row = {}
-        for feature in spec["features"]:
-            value = np.asarray(batch[feature["name"]])[index, 0]
-            if feature["type"] == "numeric":
-                row[feature["column"]] = None if np.isnan(value) else float(value)
-            else:
-                text = value.decode() if isinstance(value, bytes) else str(value)
-                row[feature["column"]] = text or None
-        rows.append(row)
-    return json.dumps({"instances": rows}).encode()
+    return json.dumps({"instances": model_modality(spec.kind).request_instances(batch, spec)}).encode()
 
 
 def infra_validate(
     version_dir: Path,
     model_name: str,
-    spec: dict,
+    spec,
     batches: list,
     expected: np.ndarray,
     tolerance: float,

@@ -2,14 +2,15 @@
 
 from __future__ import annotations
 
-import json
 from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
 
 import numpy as np
 
+from pipeline.core import spec as data_spec
 from pipeline.core.errors import StageError
+from pipeline.core.spec import DataSpec
 from pipeline.serving.saved_model import SIGNATURE, SPEC_ASSET
 
 
@@ -34,7 +35,7 @@ class ServedModel:
     name: str
     version: int
     source: str
-    spec: dict
+    spec: DataSpec
     predict: Callable[[dict[str, np.ndarray]], np.ndarray]
     input_specs: dict[str, tuple[str, list]]
     output_specs: dict[str, tuple[str, list]]
@@ -50,7 +51,7 @@ def load_served_model(model: str | Path) -> ServedModel:
     version_dir = resolve_model_dir(Path(model))
     if version_dir.suffix == ".keras":
         raise StageError(f"{version_dir}: pass the exported SavedModel (models/serving/...), not the .keras file.")
-    spec = json.loads((version_dir / SPEC_ASSET).read_text())
+    spec = data_spec.read(version_dir / SPEC_ASSET)
     signature = tf.saved_model.load(str(version_dir)).signatures[SIGNATURE]
     _, inputs = signature.structured_input_signature
 
@@ -89,14 +90,14 @@ def _load_registered(uri: str) -> ServedModel:
         keras_model = mlflow.keras.load_model(uri)
     except mlflow.exceptions.MlflowException as error:
         raise StageError(f"{uri}: not found in the MLflow registry at {mlflow.get_tracking_uri()} ({error})") from None
-    spec = (info.metadata or {}).get("pipeline_spec")
-    if spec is None:
+    raw_spec = (info.metadata or {}).get("pipeline_spec")
+    if raw_spec is None:
         raise StageError(f"{uri}: this model has no pipeline_spec metadata; export it with `pipeline run export`.")
+    spec = DataSpec.from_dict(raw_spec, f"{uri} (its pipeline_spec metadata)")
     inputs = keras_model.inputs if isinstance(keras_model.inputs, list) else [keras_model.inputs]
 
     def predict(arrays: dict[str, np.ndarray]) -> np.ndarray:
-        batch = arrays["image"] if spec["kind"] == "image" else arrays
-        return np.asarray(keras_model(batch, training=False))
+        return np.asarray(keras_model(arrays, training=False))
 
     return ServedModel(
         name=name,

@@ -8,24 +8,25 @@ from pathlib import Path
 
 import numpy as np
 
+from pipeline.core import spec as data_spec
 from pipeline.core.errors import StageError
-from pipeline.core.outputs import write_json_atomic
+from pipeline.core.spec import DataSpec
 
-SPEC_ASSET = Path("assets.extra") / "pipeline_spec.json"
+SPEC_ASSET = Path("assets.extra") / data_spec.SERVING_SPEC_FILE
 
 
 SIGNATURE = "serving_default"
 
 
-def serving_spec(spec: dict) -> dict:
+def serving_spec(spec: DataSpec) -> DataSpec:
     """What a client needs to build requests and read answers (no file lists)."""
-    return {key: value for key, value in spec.items() if key != "splits"}
+    return spec.for_serving()
 
 
-def export_saved_model(model, spec: dict, version_dir: Path) -> Path:
+def export_saved_model(model, spec: DataSpec, version_dir: Path) -> Path:
     """Writes `model` as a TF Serving SavedModel into `version_dir` (which must not exist)."""
     model.export(str(version_dir), format="tf_saved_model", verbose=False)
-    write_json_atomic(version_dir / SPEC_ASSET, serving_spec(spec))
+    data_spec.write(serving_spec(spec), version_dir / SPEC_ASSET)
     return version_dir
 
 
@@ -36,8 +37,7 @@ def saved_model_predictions(version_dir: Path, batches: list) -> np.ndarray:
     signature = tf.saved_model.load(str(version_dir)).signatures[SIGNATURE]
     outputs = []
     for inputs in batches:
-        kwargs = inputs if isinstance(inputs, dict) else {"image": inputs}
-        (result,) = signature(**kwargs).values()
+        (result,) = signature(**inputs).values()
         outputs.append(result.numpy())
     return np.concatenate(outputs)
 

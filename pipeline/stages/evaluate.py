@@ -16,7 +16,7 @@ from pipeline.ml.evaluation import evaluate_model
 
 def run(config: Config) -> StageResult:
     setup_tensorflow(config)
-    from pipeline.ml.features import load_spec
+    from pipeline.core.spec import load as load_spec
     from pipeline.ml.models import load_trained_model
 
     spec = load_spec(config.paths.prepared)

@@ -35,23 +35,22 @@ def resolve_version(setting: int | str) -> int:
     return int(time.time()) if setting == "auto" else int(setting)
 
 
-def log_model_to_mlflow(model, spec: dict) -> str:
+def log_model_to_mlflow(model, spec) -> str:
     """Logs the Keras model to the active MLflow run (loadable with `mlflow.pyfunc.load_model`)."""
     import mlflow
     from mlflow.models import infer_signature
 
-    if spec["kind"] == "image":
-        image = spec["image"]
-        example = np.zeros((1, image["height"], image["width"], image["channels"]), dtype=np.float32)
-        signature = infer_signature(example, np.asarray(model(example, training=False)))
-    else:
-        signature = None  # dict inputs of mixed types: the SavedModel signature is the contract
+    from pipeline.ml.modalities import model_modality
+
+    example = model_modality(spec.kind).signature_example(spec)
+    # None: dict inputs of mixed types, for which the SavedModel signature is the contract
+    signature = None if example is None else infer_signature(example, np.asarray(model(example, training=False)))
     info = mlflow.keras.log_model(
         model,
         name="model",
         signature=signature,
         pip_requirements=[f"tensorflow=={_version('tensorflow')}", f"keras=={_version('keras')}"],
-        metadata={"pipeline_spec": serving_spec(spec)},  # what `pipeline serve` checks requests against
+        metadata={"pipeline_spec": serving_spec(spec).to_dict()},  # what `pipeline serve` checks requests against
     )
     return info.model_uri
 
@@ -74,7 +73,8 @@ def _version(package: str) -> str:
 
 def run(config: Config) -> StageResult:
     setup_tensorflow(config)
-    from pipeline.ml.features import load_spec, make_dataset
+    from pipeline.core.spec import load as load_spec
+    from pipeline.ml.features import make_dataset
     from pipeline.ml.models import float32_copy, load_trained_model
     from pipeline.serving import checks
 

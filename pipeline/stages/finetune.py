@@ -17,33 +17,24 @@ of epochs, and both are scored on the target's test split, so the transfer gain 
 from __future__ import annotations
 
 import dataclasses
-import json
 import logging
 import shutil
-import sys
 from pathlib import Path
 
-from pipeline.core.config import Config, FinetuneConfig
+from pipeline.core import spec as data_spec
+from pipeline.core.config import Config
 from pipeline.core.metrics import higher_is_better
 from pipeline.core.outputs import replace_directory, scratch_directory, write_json_atomic
 from pipeline.core.runner import StageError, StageResult, format_metrics, run_stage
-from pipeline.data.preparation import SPEC_FILE
+from pipeline.core.spec import SPLITS
 from pipeline.ml.distribute import setup_tensorflow
 from pipeline.ml.training import epoch_logging_callback, write_history
+from pipeline.ml.transfer import build_transfer_model, fine_tune, fit_with_early_stopping
 
 log = logging.getLogger(__name__)
 
 MODEL_FILE = "model.keras"
 SKIPPED_FILE = "SKIPPED.txt"
-
-# finetune.base -> (keras.applications class, the input scaling its weights expect; None = built in)
-BACKBONES = {
-    "mobilenet_v2": ("MobileNetV2", "tf"),
-    "mobilenet_v3_small": ("MobileNetV3Small", None),
-    "mobilenet_v3_large": ("MobileNetV3Large", None),
-    "efficientnet_b0": ("EfficientNetB0", None),
-    "resnet50": ("ResNet50", "caffe"),
-}
 
 
 def prepare_target(config: Config) -> StageResult:
@@ -78,7 +69,7 @@ def prepare_target(config: Config) -> StageResult:
             runner=engine.from_config(target),
         )
         replace_directory(staging, prepared)
-    counts = {split: spec["splits"][split]["num_examples"] for split in preparation.SPLITS}
+    counts = {split: spec.split(split).num_examples for split in SPLITS}
     return StageResult(
         summary=f"target {target.data.source}: {validated.summary.split(' -> ')[0]};"
         f" labelled train {counts['train']} / validation {counts['validation']} / test {counts['test']} -> {prepared}",
@@ -90,14 +81,14 @@ def fitted_to_base(config: Config, target: Config) -> Config:
     """finetune.base=trained reads the trained model's inputs: image targets are prepared at its image
     size and colour mode (resized, channels converted), so any image folder can be fine-tuned onto the
     default target. Explicit finetune.data.image_size wins; a mismatch is then caught by check_same_inputs."""
-    spec_file = Path(config.paths.prepared) / SPEC_FILE
-    if config.finetune.base != "trained" or target.data.kind != "image" or not spec_file.is_file():
+    spec_file = Path(config.paths.prepared) / data_spec.SPEC_FILE
+    if config.finetune.base != "trained" or not target.data.kind_facts.images or not spec_file.is_file():
         return target
-    image = json.loads(spec_file.read_text()).get("image")
-    if not image:
+    image = data_spec.load(config.paths.prepared).image
+    if image is None:
         return target
-    size = target.data.image_size or [image["height"], image["width"]]
-    mode = "rgb" if image["channels"] == 3 else "grayscale"
+    size = target.data.image_size or [image.height, image.width]
+    mode = image.color_mode
     if (size, mode) != (target.data.image_size, target.data.color_mode):
         log.info("the target is prepared at %dx%d %s, the trained base's input", size[0], size[1], mode)
     return dataclasses.replace(target, data=dataclasses.replace(target.data, image_size=size, color_mode=mode))
@@ -113,14 +104,12 @@ def replace_directory_with_note(directory: Path, note: str) -> None:
         replace_directory(staging, directory)
 
 
-def check_same_inputs(source_spec: dict, target_spec: dict, target_source: str) -> None:
+def check_same_inputs(source_spec, target_spec, target_source: str) -> None:
     """finetune.base=trained reuses the trained model's inputs: the target must have the same ones."""
+    from pipeline.ml.modalities import model_modality
 
-    def inputs(spec: dict) -> str:
-        if spec["kind"] == "image":
-            image = spec["image"]
-            return f"{image['height']}x{image['width']}x{image['channels']} images"
-        return "columns " + ", ".join(f"{feature['name']} ({feature['type']})" for feature in spec["features"])
+    def inputs(spec) -> str:
+        return model_modality(spec.kind).describe_inputs(spec)
 
     if inputs(source_spec) != inputs(target_spec):
         raise StageError(
@@ -130,139 +119,7 @@ def check_same_inputs(source_spec: dict, target_spec: dict, target_source: str) 
         )
 
 
-def build_backbone(name: str, size: int, weights: str | None):
-    """A `keras.applications` backbone without its classifier, global-average-pooled.
-
-    `weights`: "imagenet" (downloads once into ~/.keras), a local weights file of the same
-    architecture without top, or None (random initialisation).
-    """
-    import keras
-
-    class_name, _ = BACKBONES[name]
-    application = getattr(keras.applications, class_name)
-    return application(include_top=False, weights=weights, input_shape=(size, size, 3), pooling="avg")
-
-
-def backbone_inputs(inputs, spec: dict, size: int, base: str):
-    """Raw pixels -> what the backbone expects: resized, three channels, scaled as its weights were trained."""
-    import keras
-
-    from pipeline.ml.models import ImagenetPreprocess
-
-    features = keras.layers.Resizing(size, size, name="resize")(inputs)
-    if spec["image"]["channels"] == 1:
-        features = keras.layers.Concatenate(name="grey_to_rgb")([features, features, features])
-    mode = BACKBONES[base][1]
-    if mode is not None:
-        features = ImagenetPreprocess(mode, name="backbone_preprocess")(features)
-    return features
-
-
-def build_transfer_model(settings: FinetuneConfig, target_spec: dict, source=None, weights: str | None = None):
-    """(the model: base + new head for the target task, its base). `source`: the trained model
-    (finetune.base=trained); otherwise the keras.applications backbone `settings.base`."""
-    import keras
-
-    from pipeline.ml.features import build_inputs
-    from pipeline.ml.models import feature_extractor, output_layer
-
-    inputs = build_inputs(target_spec)
-    if settings.base == "trained":
-        base = feature_extractor(source)
-        features = base(inputs, training=False)
-    else:
-        size = settings.backbone_input_size
-        base = build_backbone(settings.base, size, weights)
-        features = base(backbone_inputs(inputs, target_spec, size, settings.base), training=False)
-    if settings.head_dropout:
-        features = keras.layers.Dropout(settings.head_dropout, name="head_dropout")(features)
-    model = keras.Model(inputs, output_layer(features, target_spec), name=f"finetuned_{settings.base}")
-    return model, base
-
-
-def freeze(base) -> None:
-    base.trainable = False
-
-
-def unfreeze_top(base, count: int) -> list[str]:
-    """Makes the top `count` layers of `base` that have weights trainable, every other layer frozen.
-
-    BatchNormalization layers are never unfrozen: a frozen BatchNormalization layer runs in
-    inference mode in Keras 3, so its moving statistics are kept. Returns the unfrozen layers' names.
-    """
-    import keras
-
-    base.trainable = True
-    for layer in base.layers:  # `base.trainable = True` alone does not undo an earlier per-layer choice
-        layer.trainable = True
-    candidates = [
-        layer
-        for layer in base.layers
-        if layer.trainable_weights and not isinstance(layer, keras.layers.BatchNormalization)
-    ]
-    chosen = candidates[max(0, len(candidates) - count) :] if count else []
-    for layer in base.layers:
-        layer.trainable = any(layer is picked for picked in chosen)
-    return [layer.name for layer in chosen]
-
-
-def _fit(model, train_dataset, validation_dataset, epochs: int, patience: int, callbacks: list) -> list[dict]:
-    import keras
-
-    if epochs == 0:
-        return []
-    stopping = keras.callbacks.EarlyStopping(monitor="val_loss", patience=patience, restore_best_weights=True)
-    history = model.fit(
-        train_dataset,
-        validation_data=validation_dataset,
-        epochs=epochs,
-        callbacks=[stopping, *callbacks],
-        shuffle=False,  # the dataset is shuffled already
-        verbose=1 if sys.stdout.isatty() else 2,
-    )
-    names = list(history.history)
-    return [{name: float(history.history[name][epoch]) for name in names} for epoch in range(len(history.epoch))]
-
-
-def fine_tune(model, base, spec: dict, train_dataset, validation_dataset, settings: FinetuneConfig, log_epochs=None):
-    """Both phases; returns (history rows with a `phase` column, the names of the unfrozen layers)."""
-    import keras
-
-    from pipeline.ml.models import compile_for_task
-
-    log_epochs = log_epochs or (lambda first_step: [])
-    freeze(base)
-    # A new optimizer belongs to the strategy the model was built under (OneDeviceStrategy on one GPU).
-    with model.distribute_strategy.scope():
-        compile_for_task(model, spec, keras.optimizers.Adam(settings.head_learning_rate))
-    log.info("phase 1: base frozen, training the new head (%d trainable weights)", len(model.trainable_weights))
-    head = _fit(
-        model,
-        train_dataset,
-        validation_dataset,
-        settings.head_epochs,
-        settings.early_stopping_patience,
-        log_epochs(0),
-    )
-    unfrozen = unfreeze_top(base, settings.unfreeze_layers)
-    rows = [{"phase": 1, **row} for row in head]
-    if settings.unfreeze_layers and settings.fine_tune_epochs:
-        with model.distribute_strategy.scope():
-            compile_for_task(model, spec, keras.optimizers.Adam(settings.fine_tune_learning_rate))
-        log.info("phase 2: fine-tuning the head and %s at learning rate %g", unfrozen, settings.fine_tune_learning_rate)
-        tuned = _fit(
-            model,
-            train_dataset,
-            validation_dataset,
-            settings.fine_tune_epochs,
-            settings.early_stopping_patience,
-            log_epochs(len(rows)),
-        )
-        rows += [{"phase": 2, **row} for row in tuned]
-    return [{"epoch": index, **row} for index, row in enumerate(rows)], unfrozen
-
-
-def build_scratch_model(config: Config, target_spec: dict):
+def build_scratch_model(config: Config, target_spec):
     """The fine-tuned model's architecture with fresh weights, to measure what transfer adds."""
     import keras
 
@@ -323,8 +180,9 @@ def run(config: Config) -> StageResult:
         return _skip(config, config.finetune_skip_reason)
     # a keras.applications backbone is big enough for mixed precision to pay on a GPU
     strategy = setup_tensorflow(config, large_model=config.finetune.base != "trained")
+    from pipeline.core.spec import load as load_spec
     from pipeline.ml.evaluation import evaluate_model, test_metrics
-    from pipeline.ml.features import load_spec, make_dataset
+    from pipeline.ml.features import make_dataset
     from pipeline.ml.models import load_trained_model
 
     settings, target = config.finetune, config.target_config()
@@ -353,7 +211,7 @@ def run(config: Config) -> StageResult:
     )
     with strategy.scope():
         scratch = build_scratch_model(config, spec)
-    scratch_rows = _fit(
+    scratch_rows = fit_with_early_stopping(
         scratch,
         *datasets(),
         settings.head_epochs + settings.fine_tune_epochs,
@@ -368,13 +226,13 @@ def run(config: Config) -> StageResult:
         model, prepared, spec, reports, config.evaluate.roc_curve_points, metrics_file="holdout.json"
     )
     baseline = test_metrics(scratch, prepared, spec)
-    metric = "accuracy" if spec["task"] == "classification" else "rmse"
+    metric = spec.task_type.headline_metric
     higher = higher_is_better(metric)
     gain = (results[metric] - baseline[metric]) * (1 if higher else -1)
     comparison = {
         "base": settings.base,
         "target": target.data.source,
-        "labelled_train_examples": spec["splits"]["train"]["num_examples"],
+        "labelled_train_examples": spec.split("train").num_examples,
         "test_examples": results["num_examples"],
         "unfrozen_layers": unfrozen,
         "epochs": {"finetuned": len(rows), "from_scratch": len(scratch_rows)},

@@ -55,7 +55,7 @@ def decide(candidate: dict, champion: dict | None, settings: GateConfig) -> dict
     return {"blessed": bool(blessed), "reasons": reasons}
 
 
-def evaluate_registered(model_uri: str, config: Config, spec: dict) -> dict | None:
+def evaluate_registered(model_uri: str, config: Config, spec) -> dict | None:
     """Holdout metrics of a registered model on the current test split; None if it cannot read it."""
     import mlflow
 
@@ -89,7 +89,7 @@ def gate(config: Config, force_reason: str | None = None) -> dict:
     """Runs the gate for the candidate of the last export; returns the decision (also written to disk)."""
     import mlflow
 
-    from pipeline.ml.features import load_spec
+    from pipeline.core.spec import load as load_spec
 
     export_report = json.loads((Path(config.paths.reports) / "export" / "export.json").read_text())
     registered = export_report["registered_model"]

@@ -33,9 +33,11 @@ log = logging.getLogger(__name__)
 def run(config: Config) -> StageResult:
     strategy = setup_tensorflow(config)
     from pipeline.core import tracking
+    from pipeline.core.spec import load as load_spec
     from pipeline.ml import hyperparameters as hyperparameter_file
     from pipeline.ml import multiworker
-    from pipeline.ml.features import load_spec, make_dataset
+    from pipeline.ml.features import make_dataset
+    from pipeline.ml.modalities import model_modality
     from pipeline.ml.models import build_model
 
     spec = load_spec(config.paths.prepared)
@@ -43,7 +45,7 @@ def run(config: Config) -> StageResult:
     chief = multiworker.is_chief()  # in a multi-worker run only the chief logs and writes outputs
     if chief:
         tracking.log_hyperparameters(hyperparameters)
-        tracking.log_datasets(config, spec)
+        tracking.log_datasets(config, spec, model_modality(spec.kind).mlflow_schema(spec))
     batch_size = int(hyperparameters["batch_size"]) * strategy.num_replicas_in_sync
     train_dataset = make_dataset(config.paths.prepared, spec, "train", batch_size, shuffle=True, seed=config.base.seed)
     validation_dataset = make_dataset(config.paths.prepared, spec, "validation", batch_size)
@@ -63,7 +65,7 @@ def run(config: Config) -> StageResult:
         monitor=config.train.monitor,
         work_dir=work_dir,
         extra_callbacks=[epoch_logging_callback()] if chief else [],
-        steps_per_epoch=math.ceil(spec["splits"]["train"]["num_examples"] / batch_size),
+        steps_per_epoch=math.ceil(spec.split("train").num_examples / batch_size),
     )
     if not chief:
         shutil.rmtree(work_dir, ignore_errors=True)
@@ -82,7 +84,7 @@ def run(config: Config) -> StageResult:
     summary = summarise_history(rows, config.train.monitor)
     summary["train_seconds"] = round(fit_seconds, 3)
     summary["train_examples_per_second"] = round(
-        spec["splits"]["train"]["num_examples"] * max(epochs_this_run, 1) / max(fit_seconds, 1e-9), 1
+        spec.split("train").num_examples * max(epochs_this_run, 1) / max(fit_seconds, 1e-9), 1
     )
     summary["parameters"] = int(model.count_params())
     write_json_atomic(reports / "summary.json", summary)

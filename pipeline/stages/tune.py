@@ -66,7 +66,7 @@ def default_for(name: str, defaults: dict[str, Any]) -> Any:
     return defaults.get(name)
 
 
-def hypermodel_builder(space: dict, defaults: dict[str, Any], spec: dict) -> Callable:
+def hypermodel_builder(space: dict, defaults: dict[str, Any], spec) -> Callable:
     """The Keras Tuner hypermodel: `build(hp)` declares the space and builds the model."""
     from pipeline.ml.models import build_model
 
@@ -340,14 +340,14 @@ def write_trials_csv(path: Path, rows: list[dict]) -> Path:
     return path
 
 
-def search(config: Config, spec: dict, defaults: dict[str, Any]) -> tuple[dict[str, Any], dict, list[dict]]:
+def search(config: Config, spec, defaults: dict[str, Any]) -> tuple[dict[str, Any], dict, list[dict]]:
     """Runs (or resumes) the search; returns (best hyperparameters, summary, trial rows)."""
     import mlflow
 
     from pipeline.ml.features import make_dataset
 
     settings = config.tune
-    key = search_key(settings, defaults, spec["fingerprint"], config.base.seed)
+    key = search_key(settings, defaults, spec.fingerprint, config.base.seed)
     directory = Path(config.paths.work) / "tune" / key
     resumed = (directory / "search" / "oracle.json").is_file()
     if resumed:
@@ -422,8 +422,8 @@ def run(config: Config) -> StageResult:
         write_json_atomic(reports / "metrics.json", {"trials_completed": 0})
         return StageResult(summary=f"search disabled: the defaults from params.yaml -> {target}")
 
+    from pipeline.core.spec import load as load_spec
     from pipeline.ml.distribute import setup_tensorflow
-    from pipeline.ml.features import load_spec
 
     setup_tensorflow(config)
     spec = load_spec(config.paths.prepared)

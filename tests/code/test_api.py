@@ -16,15 +16,18 @@ from hypothesis import strategies as st
 from pipeline.serving.app import MAX_JSON_DEPTH, create_app
 from pipeline.serving.loading import ServedModel
 from tests.code.test_serve import GOOD_ROW, TABLE_SPEC
+from tests.specs import make_spec  # noqa: E402
 
 testclient = pytest.importorskip("fastapi.testclient")
 
-IMAGE_SPEC = {
-    "kind": "image",
-    "task": "classification",
-    "classes": ["a", "b"],
-    "image": {"height": 2, "width": 2, "channels": 1},
-}
+IMAGE_SPEC = make_spec(
+    {
+        "kind": "image",
+        "task": "classification",
+        "classes": ["a", "b"],
+        "image": {"height": 2, "width": 2, "channels": 1},
+    }
+)
 URL = {"table": "/v1/models/penguins:predict", "image": "/v1/models/digits:predict"}
 
 

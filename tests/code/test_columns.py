@@ -14,6 +14,7 @@ import pytest
 
 from pipeline.core.config import ConfigError, load_config
 from pipeline.core.errors import DataError
+from pipeline.core.spec import load as load_spec
 from pipeline.data import expectations
 from pipeline.data.columns import suspicious_columns
 from pipeline.data.sources import load_table
@@ -76,16 +77,18 @@ def test_the_profile_names_the_columns_to_drop_and_dropping_them_needs_no_new_su
     validated = pd.read_parquet(workdir / "data/validated/table.parquet")
     assert list(validated.columns) == ["colour", "weight", "grams", "heavy"]
     assert orders().columns.size == pd.read_csv(workdir / "data/ingested/source.csv").columns.size  # snapshot intact
-    spec = json.loads((workdir / "data/prepared/spec.json").read_text())
-    assert [feature["column"] for feature in spec["features"]] == ["colour", "weight", "grams"]
-    assert spec["dropped_columns"] == ["order_id", "placed", "comment"]
+    spec = load_spec(workdir / "data/prepared")
+    assert [feature.column for feature in spec.features] == ["colour", "weight", "grams"]
+    assert spec.dropped_columns == ["order_id", "placed", "comment"]
 
-    from pipeline.serving.app import RequestError, _table_batch
+    from pipeline.ml.modalities import RequestError, model_modality
+
+    _table_batch = model_modality("table").request_batch
 
     row = orders().iloc[0].to_dict()  # a row of the training file, dropped columns and label included
     row.pop("heavy")
     batch = _table_batch([json.loads(json.dumps(row, default=str))], spec)
-    assert sorted(batch) == sorted(feature["name"] for feature in spec["features"])
+    assert sorted(batch) == sorted(feature.name for feature in spec.features)
     with pytest.raises(RequestError, match="unknown column 'bogus'"):
         _table_batch([{**row, "bogus": 1}], spec)
 
@@ -128,9 +131,9 @@ def test_a_parquet_table_with_integer_column_names_runs_with_a_text_label(workdi
     run([sys.executable, "-m", "pipeline", "validate", "--profile"], workdir)
     for name in ("ingest", "validate", "preprocess"):
         stage(name, workdir)
-    spec = json.loads((workdir / "data/prepared/spec.json").read_text())
-    assert spec["label"] == "2" and [feature["column"] for feature in spec["features"]] == ["0", "1"]
-    assert spec["classes"] == ["0", "1"]
+    spec = load_spec(workdir / "data/prepared")
+    assert spec.label == "2" and [feature.column for feature in spec.features] == ["0", "1"]
+    assert spec.classes == ["0", "1"]
 
 
 def test_drop_columns_rejects_nothing_else(tmp_path):

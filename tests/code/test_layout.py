@@ -132,3 +132,64 @@ def test_dvc_stage_depends_on_all_the_code_it_imports(stage):
         if not any(path == dep or dep in path.parents for dep in declared):
             undeclared.append(str(path.relative_to(ROOT)))
     assert not undeclared, f"dvc.yaml: stage {stage} imports {sorted(undeclared)} but does not depend on them"
+
+
+# The names of the kinds of data, tasks and column types: only their own modules may test a value against them.
+SEAM_NAMES = {"image", "table", "classification", "regression", "numeric", "categorical"}
+SEAM_MODULES = ("core/kinds.py", "core/tasks.py", "core/column_types.py", "data/modalities/", "ml/modalities/")
+
+
+def literal_comparisons(path: Path) -> list[str]:
+    """`x == "image"`, `"table" != x`, `x in ("numeric", ...)`: comparisons of a value with a seam name."""
+    found = []
+    for node in ast.walk(ast.parse(path.read_text())):
+        if not isinstance(node, ast.Compare):
+            continue
+        for operand in [node.left, *node.comparators]:
+            constants = operand.elts if isinstance(operand, (ast.Tuple, ast.List, ast.Set)) else [operand]
+            names = {item.value for item in constants if isinstance(item, ast.Constant)} & SEAM_NAMES
+            if names:
+                found.append(f"{path.relative_to(ROOT)}:{node.lineno} compares with {sorted(names)}")
+    return found
+
+
+def test_only_the_modality_task_and_column_type_modules_compare_with_their_names():
+    found = []
+    for path in sorted(PACKAGE.rglob("*.py")):
+        relative = path.relative_to(PACKAGE).as_posix()
+        if not relative.startswith(SEAM_MODULES):
+            found += literal_comparisons(path)
+    assert not found, "ask the modality, task or column type instead:\n" + "\n".join(found)
+
+
+def test_only_the_contract_module_reads_the_data_spec_file():
+    """The file's name (`"spec.json"`) appears in no other module's code, and no other module builds a DataSpec
+    from raw JSON: every reader goes through pipeline.core.spec (load, read, DataSpec.from_dict)."""
+    readers = []
+    for path in sorted(PACKAGE.rglob("*.py")):
+        if path.relative_to(PACKAGE).as_posix() == "core/spec.py":
+            continue
+        for node in ast.walk(ast.parse(path.read_text())):
+            if isinstance(node, ast.Constant) and node.value in ("spec.json", "pipeline_spec.json"):
+                readers.append(f"{path.relative_to(ROOT)}:{node.lineno}")
+    assert not readers, f"read the data spec with pipeline.core.spec: {readers}"
+
+
+def test_every_kind_of_data_has_its_data_and_model_modules():
+    from pipeline.core.kinds import KINDS
+    from pipeline.data.modalities import DataModality, data_modality
+    from pipeline.ml.modalities import ModelModality, model_modality
+
+    for name in KINDS:
+        assert isinstance(data_modality(name), DataModality) and data_modality(name).kind == name
+        assert isinstance(model_modality(name), ModelModality) and model_modality(name).kind == name
+
+
+def test_every_task_and_column_type_has_its_keras_side():
+    from pipeline.core.column_types import COLUMN_TYPES
+    from pipeline.core.tasks import TASKS
+    from pipeline.ml.features import PREPROCESSING
+    from pipeline.ml.models import HEADS
+
+    assert set(HEADS) == set(TASKS)
+    assert set(PREPROCESSING) == set(COLUMN_TYPES)

@@ -1,27 +1,35 @@
 """Builder tests on tiny specs: every family builds, runs a forward pass and saves."""
 
+import dataclasses
+
 import numpy as np
 import pytest
 
 keras = pytest.importorskip("keras")
 
+from pipeline.core.spec import LabelStatistics  # noqa: E402
 from pipeline.ml.models import build_model, build_optimizer, load_trained_model  # noqa: E402
+from tests.specs import make_spec  # noqa: E402
 
-IMAGE_SPEC = {
-    "kind": "image",
-    "task": "classification",
-    "classes": ["a", "b", "c"],
-    "image": {"name": "image", "height": 8, "width": 8, "channels": 1, "mean": [100.0], "variance": [900.0]},
-}
-TABLE_SPEC = {
-    "kind": "table",
-    "task": "classification",
-    "classes": ["no", "yes"],
-    "features": [
-        {"column": "size", "name": "size", "type": "numeric", "mean": 10.0, "variance": 4.0, "median": 9.0},
-        {"column": "colour", "name": "colour", "type": "categorical", "vocabulary": ["blue", "red"]},
-    ],
-}
+IMAGE_SPEC = make_spec(
+    {
+        "kind": "image",
+        "task": "classification",
+        "classes": ["a", "b", "c"],
+        "image": {"name": "image", "height": 8, "width": 8, "channels": 1, "mean": [100.0], "variance": [900.0]},
+    }
+)
+TABLE_SPEC = make_spec(
+    {
+        "kind": "table",
+        "task": "classification",
+        "classes": ["no", "yes"],
+        "features": [
+            {"column": "size", "name": "size", "type": "numeric", "mean": 10.0, "variance": 4.0, "median": 9.0},
+            {"column": "colour", "name": "colour", "type": "categorical", "vocabulary": ["blue", "red"]},
+        ],
+    }
+)
 HYPERPARAMETERS = {
     "family": "cnn",
     "hidden_units": [16],
@@ -57,7 +65,7 @@ def test_every_family_builds_and_predicts_class_probabilities(family, activation
     outputs = model.predict(np.random.default_rng(0).uniform(0, 255, (5, 8, 8, 1)).astype("float32"), verbose=0)
     assert outputs.shape == (5, 3)
     np.testing.assert_allclose(outputs.sum(axis=1), 1.0, rtol=1e-5)
-    assert model.input.name == "image"
+    assert sorted(model.input) == ["image"] and model.input["image"].name == "image"
 
 
 def test_batch_norm_and_regularisation_are_applied():
@@ -76,7 +84,9 @@ def test_table_model_takes_raw_columns_including_missing_and_unseen_values():
 
 
 def test_regression_head_predicts_in_the_target_units():
-    spec = {**TABLE_SPEC, "task": "regression", "classes": None, "label_statistics": {"mean": 4000.0, "variance": 1e4}}
+    spec = dataclasses.replace(
+        TABLE_SPEC, task="regression", classes=None, label_statistics=LabelStatistics(mean=4000.0, variance=1e4)
+    )
     model = build_model({**HYPERPARAMETERS, "family": "mlp"}, spec)
     outputs = np.asarray(model(table_batch()))
     assert outputs.shape == (3, 1)

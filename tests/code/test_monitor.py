@@ -1,23 +1,38 @@
 """Drift statistics and verdicts on synthetic samples with known shifts (no model needed)."""
 
+import dataclasses
+
 import numpy as np
 import pytest
 
+from pipeline.core import drift
 from pipeline.core.config import MonitorConfig
+from pipeline.core.spec import FeatureSpec
 from pipeline.ops import monitoring
+from tests.specs import make_spec  # noqa: E402
 
 SETTINGS = MonitorConfig()
-TABLE_SPEC = {
-    "kind": "table",
-    "task": "classification",
-    "classes": ["a", "b", "c"],
-    "label": "label",
-    "features": [
-        {"column": "Size", "name": "size", "type": "numeric"},
-        {"column": "colour", "name": "colour", "type": "categorical"},
-    ],
-}
-IMAGE_SPEC = {"kind": "image", "task": "classification", "classes": ["a", "b", "c"], "label": "label"}
+TABLE_SPEC = make_spec(
+    {
+        "kind": "table",
+        "task": "classification",
+        "classes": ["a", "b", "c"],
+        "label": "label",
+        "features": [
+            {"column": "Size", "name": "size", "type": "numeric"},
+            {"column": "colour", "name": "colour", "type": "categorical"},
+        ],
+    }
+)
+IMAGE_SPEC = make_spec(
+    {
+        "kind": "image",
+        "task": "classification",
+        "classes": ["a", "b", "c"],
+        "label": "label",
+        "image": {"height": 8, "width": 8, "channels": 1},
+    }
+)
 
 
 def table_sample(generator, count, mean=10.0, shares=(0.5, 0.3, 0.2), missing=0.02):
@@ -33,7 +48,7 @@ def outputs(generator, count, shares=(0.4, 0.35, 0.25)):
 
 
 def images(generator, count, brightness=60.0):
-    return np.clip(generator.normal(brightness, 40.0, (count, 8, 8, 1)), 0, 255)
+    return {"image": np.clip(generator.normal(brightness, 40.0, (count, 8, 8, 1)), 0, 255)}
 
 
 def verdict(reference, current, spec, reference_outputs, current_outputs, embeddings=(None, None)):
@@ -138,10 +153,10 @@ def test_labelled_feedback_worse_than_the_holdout_means_retrain():
 
 
 def test_population_stability_index_is_zero_for_equal_shares_and_grows_with_the_shift():
-    assert monitoring.population_stability_index(np.array([50, 30, 20]), np.array([50, 30, 20])) == pytest.approx(0.0)
-    assert monitoring.population_stability_index(np.array([50, 30, 20]), np.array([5, 3, 2])) < 0.01  # smoothed
-    small = monitoring.population_stability_index(np.array([50, 30, 20]), np.array([45, 30, 25]))
-    large = monitoring.population_stability_index(np.array([50, 30, 20]), np.array([20, 30, 50]))
+    assert drift.population_stability_index(np.array([50, 30, 20]), np.array([50, 30, 20])) == pytest.approx(0.0)
+    assert drift.population_stability_index(np.array([50, 30, 20]), np.array([5, 3, 2])) < 0.01  # smoothed
+    small = drift.population_stability_index(np.array([50, 30, 20]), np.array([45, 30, 25]))
+    large = drift.population_stability_index(np.array([50, 30, 20]), np.array([20, 30, 50]))
     assert 0 < small < 0.1 < 0.25 < large
 
 
@@ -166,7 +181,7 @@ def test_the_html_report_is_self_contained():
 
 
 def test_a_new_table_batch_is_read_like_the_training_data_with_its_labels_when_present(tmp_path):
-    spec = {**TABLE_SPEC, "label": "label"}
+    spec = TABLE_SPEC
     path = tmp_path / "new.csv"
     path.write_text("Size,colour,label\n10.5,red,b\n,green,a\n9.0,,c\n")
     features, labels = monitoring.read_batch(path, spec, None)
@@ -186,7 +201,7 @@ def test_an_empty_category_in_a_small_holdout_is_not_drift():
     generator = np.random.default_rng(7)
     reference = generator.choice(["female", "male", ""], size=292, p=[0.477, 0.477, 0.046])
     current = generator.choice(["female", "male"], size=52)
-    spec = {**TABLE_SPEC, "features": [{"column": "sex", "name": "sex", "type": "categorical"}]}
+    spec = dataclasses.replace(TABLE_SPEC, features=[FeatureSpec(column="sex", name="sex", type="categorical")])
     outputs_reference, outputs_current = outputs(generator, 292), outputs(generator, 52)
     report = monitoring.compare(
         {"sex": reference}, {"sex": current}, spec, SETTINGS, outputs_reference, outputs_current

@@ -4,8 +4,10 @@ import numpy as np
 import pandas as pd
 import pytest
 
+from pipeline.core.tasks import task
 from pipeline.data.columns import input_names
-from pipeline.data.preparation import clean_table, split_indices, table_statistics
+from pipeline.data.modalities.table import clean_table, table_statistics
+from pipeline.data.preparation import split_indices
 from pipeline.data.sources import DataError
 
 
@@ -54,33 +56,37 @@ def test_two_columns_that_would_share_a_key_are_a_clear_error():
 
 def test_impute_keeps_rows_with_missing_features_and_drops_unlabelled_rows():
     features, labels, specs = clean_table(
-        penguin_like_table(), "species", "classification", ["Adelie", "Gentoo"], "impute"
+        penguin_like_table(), "species", task("classification"), ["Adelie", "Gentoo"], "impute"
     )
     assert len(features) == 5
     assert labels.tolist() == [0, 1, 0, 1, 0]
-    assert [spec["type"] for spec in specs] == ["numeric", "categorical"]
+    assert [spec.type for spec in specs] == ["numeric", "categorical"]
     assert np.isnan(features["bill_length_mm"][1])
     assert features["island"][2] == ""
 
 
 def test_drop_removes_rows_with_missing_features():
-    features, labels, _ = clean_table(penguin_like_table(), "species", "classification", ["Adelie", "Gentoo"], "drop")
+    features, labels, _ = clean_table(
+        penguin_like_table(), "species", task("classification"), ["Adelie", "Gentoo"], "drop"
+    )
     assert len(features) == 3 and labels.tolist() == [0, 1, 0]
 
 
 def test_statistics_come_from_the_rows_given_and_ignore_missing_values():
-    features, _, specs = clean_table(penguin_like_table(), "species", "classification", ["Adelie", "Gentoo"], "impute")
+    features, _, specs = clean_table(
+        penguin_like_table(), "species", task("classification"), ["Adelie", "Gentoo"], "impute"
+    )
     statistics = table_statistics(features.iloc[[0, 1, 2]], specs)
-    assert statistics[0]["mean"] == pytest.approx((39.1 + 40.3) / 2)
-    assert statistics[0]["median"] == pytest.approx((39.1 + 40.3) / 2)
-    assert statistics[1]["vocabulary"] == ["Biscoe", "Dream"]
+    assert statistics[0].mean == pytest.approx((39.1 + 40.3) / 2)
+    assert statistics[0].median == pytest.approx((39.1 + 40.3) / 2)
+    assert statistics[1].vocabulary == ["Biscoe", "Dream"]
 
 
 def test_split_is_stratified_disjoint_complete_and_seeded():
     labels = np.repeat([0, 1, 2], [50, 30, 20])
-    first = split_indices(labels, "classification", 0.15, 0.15, seed=7)
-    again = split_indices(labels, "classification", 0.15, 0.15, seed=7)
-    other = split_indices(labels, "classification", 0.15, 0.15, seed=8)
+    first = split_indices(labels, task("classification"), 0.15, 0.15, seed=7)
+    again = split_indices(labels, task("classification"), 0.15, 0.15, seed=7)
+    other = split_indices(labels, task("classification"), 0.15, 0.15, seed=8)
     assert all(np.array_equal(first[name], again[name]) for name in first)
     assert not np.array_equal(first["test"], other["test"])
     combined = np.concatenate(list(first.values()))
@@ -92,12 +98,12 @@ def test_split_is_stratified_disjoint_complete_and_seeded():
 
 def test_too_few_examples_is_a_data_error():
     with pytest.raises(DataError, match="at least 10"):
-        split_indices(np.array([0, 1, 0]), "classification", 0.2, 0.2, seed=0)
+        split_indices(np.array([0, 1, 0]), task("classification"), 0.2, 0.2, seed=0)
 
 
 def test_a_class_too_small_to_stratify_still_splits(caplog):
     labels = np.array([0] * 30 + [1] * 2)
-    splits = split_indices(labels, "classification", 0.2, 0.2, seed=1)
+    splits = split_indices(labels, task("classification"), 0.2, 0.2, seed=1)
     assert sorted(np.concatenate(list(splits.values())).tolist()) == list(range(32))
     assert "splitting without stratification" in caplog.text
 
@@ -119,10 +125,10 @@ def test_training_shards_are_not_in_class_order_even_when_the_source_is(tmp_path
     data = tmp_path / "table.parquet"
     spec = preprocess(description, data, DataConfig(source="csv"), PreprocessConfig(), 1, prepared)
     labels = np.concatenate([np.asarray(batch) for _, batch in make_dataset(prepared, spec, "train", 64)])
-    assert len(labels) == spec["splits"]["train"]["num_examples"]
+    assert len(labels) == spec.split("train").num_examples
     first_quarter = labels[: len(labels) // 4]
     assert len(set(first_quarter.tolist())) == 3  # every class early on, not one class after another
-    assert sorted(np.bincount(labels).tolist()) == sorted(spec["splits"]["train"]["class_counts"])
+    assert sorted(np.bincount(labels).tolist()) == sorted(spec.split("train").class_counts)
 
 
 def write_user_images(folder) -> list:
@@ -164,15 +170,8 @@ def test_user_images_of_every_format_and_mode_come_out_upright_at_the_configured
 
 
 def test_statistics_merged_from_parts_are_those_of_the_whole_split():
-    from pipeline.data.preparation import (
-        feature_specs,
-        image_partials,
-        image_statistics,
-        merged_image_statistics,
-        merged_table_statistics,
-        table_partials,
-        typed_features,
-    )
+    from pipeline.data.modalities.table import feature_specs, merged_table_statistics, table_partials, typed_features
+    from pipeline.data.preparation import image_partials, image_statistics, merged_image_statistics
 
     generator = np.random.default_rng(3)
     raw = pd.DataFrame(
@@ -188,11 +187,11 @@ def test_statistics_merged_from_parts_are_those_of_the_whole_split():
     for bounds in ([0, 1001], [0, 1, 600, 1001], [0, 333, 334, 900, 1001]):
         parts = [table_partials(features.iloc[start:end], specs) for start, end in itertools.pairwise(bounds)]
         merged = merged_table_statistics(parts, specs)
-        assert merged[0]["median"] == whole[0]["median"] == np.nanmedian(raw["size"].to_numpy(np.float32))
-        assert merged[0]["mean"] == pytest.approx(whole[0]["mean"], rel=1e-14)
-        assert merged[0]["variance"] == pytest.approx(whole[0]["variance"], rel=1e-12)
+        assert merged[0].median == whole[0].median == np.nanmedian(raw["size"].to_numpy(np.float32))
+        assert merged[0].mean == pytest.approx(whole[0].mean, rel=1e-14)
+        assert merged[0].variance == pytest.approx(whole[0].variance, rel=1e-12)
         assert merged[1] == whole[1]
-    assert whole[1]["vocabulary"] == ["blue", "green", "red"]
+    assert whole[1].vocabulary == ["blue", "green", "red"]
 
     images = generator.integers(0, 256, (30, 4, 4, 3), dtype=np.uint8)
     merged = merged_image_statistics([image_partials(images[:7]), image_partials(images[7:])])
@@ -202,11 +201,45 @@ def test_statistics_merged_from_parts_are_those_of_the_whole_split():
 
 
 def test_the_most_frequent_text_of_a_tie_is_the_first_to_appear_in_any_split_into_parts():
-    from pipeline.data.preparation import merged_table_statistics, table_partials
+    from pipeline.core.spec import FeatureSpec
+    from pipeline.data.modalities.table import merged_table_statistics, table_partials
 
-    specs = [{"column": "c", "name": "c", "type": "categorical"}]
+    specs = [FeatureSpec(column="c", name="c", type="categorical")]
     features = pd.DataFrame({"c": np.array(["b", "a", "", "a", "c", "b"], dtype=object)})
     for cut in range(7):
         parts = [table_partials(features.iloc[:cut], specs), table_partials(features.iloc[cut:], specs)]
         (merged,) = merged_table_statistics(parts, specs)
-        assert merged["most_frequent"] == "b" and merged["vocabulary"] == ["a", "b", "c"]
+        assert merged.most_frequent == "b" and merged.vocabulary == ["a", "b", "c"]
+
+
+def test_non_ascii_categories_come_back_from_the_shards_as_the_same_text(tmp_path):
+    """The monitor read categorical values back with numpy's astype(str), which decodes bytes as ASCII: a city
+    column holding "Zürich" failed every run at its last stage (UnicodeDecodeError)."""
+    from pipeline.core.config import DataConfig, MonitorConfig, PreprocessConfig
+    from pipeline.data.preparation import preprocess
+    from pipeline.ml.modalities import model_modality
+    from pipeline.ops import monitoring
+
+    cities = ["Zürich", "Genève", "Bâle", "東京", "Kraków 🚋", ""]
+    count = 120
+    table = pd.DataFrame(
+        {
+            "city": [cities[index % len(cities)] or None for index in range(count)],
+            "size": np.arange(count, dtype=float),
+            "label": np.repeat(["a", "b"], count // 2),
+        }
+    )
+    table.to_parquet(tmp_path / "table.parquet")
+    description = {"kind": "table", "task": "classification", "label": "label", "classes": ["a", "b"],
+                   "fingerprint": "test"}  # fmt: skip
+    prepared = tmp_path / "prepared"
+    prepared.mkdir()
+    spec = preprocess(description, tmp_path / "table.parquet", DataConfig(source="csv"), PreprocessConfig(), 1, prepared)
+    assert spec.features[0].vocabulary == sorted(city for city in cities if city)
+    reference, _ = monitoring.read_reference(prepared, spec)
+    current, _ = monitoring.read_reference(prepared, spec, "test")
+    assert set(reference["city"]) == set(cities)  # the missing value is the empty text, as in training
+    families = model_modality("table").drift_families(reference, current, spec, MonitorConfig(), (None, None))
+    assert set(families["features"]["tests"]["city"]["shares"]["reference"]) == set(cities) - {""}
+    batch = model_modality("table").request_batch([{"city": "Zürich", "size": 3.0}], spec)
+    assert batch["city"].tolist() == [["Zürich"]]

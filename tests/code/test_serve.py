@@ -4,26 +4,29 @@ import numpy as np
 import pytest
 
 from pipeline.serving.app import RequestError, validate_request
+from tests.specs import make_spec  # noqa: E402
 
-TABLE_SPEC = {
-    "kind": "table",
-    "task": "classification",
-    "classes": ["Adelie", "Gentoo"],
-    "features": [
-        {"column": "bill_length_mm", "name": "bill_length_mm", "type": "numeric"},
-        {"column": "island", "name": "island", "type": "categorical"},
-        {"column": "sex", "name": "sex", "type": "categorical"},
-    ],
-    "schema": {
+TABLE_SPEC = make_spec(
+    {
         "kind": "table",
-        "columns": {
-            "bill_length_mm": {"type": "numeric", "range": [29.3, 62.4], "max_null_fraction": 0.05},
-            "island": {"type": "string", "categories": ["Biscoe", "Dream"], "max_null_fraction": 0.0},
-            "sex": {"type": "string", "categories": ["female", "male"], "max_null_fraction": 0.08},
+        "task": "classification",
+        "classes": ["Adelie", "Gentoo"],
+        "features": [
+            {"column": "bill_length_mm", "name": "bill_length_mm", "type": "numeric"},
+            {"column": "island", "name": "island", "type": "categorical"},
+            {"column": "sex", "name": "sex", "type": "categorical"},
+        ],
+        "schema": {
+            "kind": "table",
+            "columns": {
+                "bill_length_mm": {"type": "numeric", "range": [29.3, 62.4], "max_null_fraction": 0.05},
+                "island": {"type": "string", "categories": ["Biscoe", "Dream"], "max_null_fraction": 0.0},
+                "sex": {"type": "string", "categories": ["female", "male"], "max_null_fraction": 0.08},
+            },
         },
-    },
-}
-IMAGE_SPEC = {"kind": "image", "image": {"height": 2, "width": 2, "channels": 1}}
+    }
+)
+IMAGE_SPEC = make_spec({"kind": "image", "image": {"height": 2, "width": 2, "channels": 1}})
 GOOD_ROW = {"bill_length_mm": 39.1, "island": "Dream", "sex": "male"}
 
 

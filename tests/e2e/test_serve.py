@@ -57,10 +57,12 @@ def test_test_examples_get_the_models_own_predictions(server):
     base, directory = server
     import tensorflow as tf
 
-    from pipeline.ml.features import load_spec, make_dataset
+    from pipeline.core.spec import load as load_spec
+    from pipeline.ml.features import make_dataset
 
     spec = load_spec(directory / "data/prepared")
-    images, _ = next(iter(make_dataset(directory / "data/prepared", spec, "test", 32)))
+    inputs, _ = next(iter(make_dataset(directory / "data/prepared", spec, "test", 32)))
+    images = inputs["image"]
     (version_dir,) = (directory / "models/serving/digits").iterdir()
     expected = tf.saved_model.load(str(version_dir)).signatures["serving_default"](image=images)["output_0"].numpy()
     status, answer = call(

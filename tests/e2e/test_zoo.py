@@ -184,9 +184,9 @@ def test_an_image_folder_of_every_format_and_mode_trains_fine_tunes_and_beats_ch
     print(f"zoo shapes folder: accuracy {metrics['accuracy']:.3f} vs {majority:.3f} (majority class)")
     transfer = json.loads((workdir / "reports/finetune/transfer.json").read_text())
     assert "skipped" not in transfer, transfer  # the 8x8 grey target was prepared at the base's 24x24 RGB
-    from pipeline.ml.features import load_spec
+    from pipeline.core.spec import load as load_spec
 
-    target = load_spec(workdir / "data/finetune/prepared")["image"]
-    assert (target["height"], target["width"], target["channels"]) == (24, 24, 3)
+    target = load_spec(workdir / "data/finetune/prepared").image
+    assert (target.height, target.width, target.channels) == (24, 24, 3)
     export = json.loads((workdir / "reports/export/export.json").read_text())
     assert export["signature"]["inputs"]["image"]["shape"] == [None, 24, 24, 3]

@@ -1,0 +1,232 @@
+"""A table's column types (numeric, categorical): how each is typed, summarised, checked in a request,
+tested for drift and fed to the model, in one class per type.
+
+Code that handles a column asks its type (`FeatureSpec.column_type`, or `column_type(name)`); it never
+compares a type's name to a literal. The Keras layers of each type are `pipeline.ml.features`'
+`PREPROCESSING`. No TensorFlow.
+
+Adding a column type: a subclass here (listed in COLUMN_TYPES, before the types it should win over) and its
+preprocessing layers in `pipeline.ml.features`.
+"""
+
+from __future__ import annotations
+
+import json
+import math
+from typing import Any
+
+import numpy as np
+
+from pipeline.core.errors import ConfigError
+
+MISSING_TEXT = ""  # a missing text value, in the TFRecords and in the model's string inputs
+
+
+class InvalidValueError(ValueError):
+    """A request's value that the column cannot take; the message names the field."""
+
+
+def as_text(value: Any) -> str:
+    """A string value as Python text: bytes (read back from TFRecords or a tensor) are UTF-8."""
+    return value.decode("utf-8") if isinstance(value, bytes) else str(value)
+
+
+class ColumnType:
+    name: str = ""
+    input_dtype: str = ""
+    """The dtype of the model's input for the column (float32 or string)."""
+    mlflow_type: str = ""
+    """The column's type in an MLflow schema."""
+    tflite_supported: bool = True
+    """Whether the column's preprocessing converts to TFLite builtin ops."""
+    drift_test: str = ""
+    """The monitor's test for the column: ks (a distribution of numbers) or chi2 (shares of values)."""
+    plotted: bool = False
+    """Whether the monitor's report draws the column's histogram."""
+    numbers: bool = False
+    """Whether its values are numbers (validation's profile bounds them by a range, not a set of values)."""
+
+    def matches(self, dtype) -> bool:
+        """Whether a pandas column of `dtype` is of this type."""
+        raise NotImplementedError
+
+    def typed(self, values, where: str = "") -> np.ndarray:
+        """A pandas column as the model reads it, missing values as the type's missing value. A value that
+        cannot be of the type is a DataError naming `where` (a file) and the column."""
+        raise NotImplementedError
+
+    def from_records(self, values: np.ndarray) -> np.ndarray:
+        """Values as parsed back from the TFRecords (numbers, or UTF-8 bytes) in `typed`'s form."""
+        raise NotImplementedError
+
+    def missing(self, values: np.ndarray) -> np.ndarray:
+        raise NotImplementedError
+
+    def present(self, values: np.ndarray) -> np.ndarray:
+        return values[~self.missing(values)]
+
+    def partial_statistics(self, values) -> dict:
+        """What the training split's statistics need from a part of it, merged by `merge_statistics`."""
+        raise NotImplementedError
+
+    def merge_statistics(self, pieces: list[dict], column: str) -> dict:
+        """The statistics of the whole training split (FeatureSpec fields) from its parts', in order."""
+        raise NotImplementedError
+
+    def request_value(self, value: Any, field: str, rules: dict, allow_missing: bool) -> Any:
+        """A request's JSON value checked against the validation schema's `rules`; raises InvalidValueError."""
+        raise NotImplementedError
+
+    def to_request(self, value: Any) -> Any:
+        """A model input value as a request's JSON value (None when missing)."""
+        raise NotImplementedError
+
+
+class Numeric(ColumnType):
+    name = "numeric"
+    input_dtype = "float32"
+    mlflow_type = "double"
+    drift_test = "ks"
+    plotted = True
+    numbers = True
+
+    def matches(self, dtype) -> bool:
+        import pandas as pd
+
+        return pd.api.types.is_numeric_dtype(dtype) and not pd.api.types.is_bool_dtype(dtype)
+
+    def typed(self, values, where: str = "") -> np.ndarray:
+        import pandas as pd
+
+        from pipeline.core.errors import DataError
+
+        converted = pd.to_numeric(values, errors="coerce")
+        bad = values.notna() & converted.isna()
+        if bad.any():
+            raise DataError(f"{where}: column {values.name} holds non-numbers, e.g. {values[bad].iloc[0]!r}.")
+        return converted.astype("float64").to_numpy(dtype=np.float64, na_value=np.nan)
+
+    def from_records(self, values: np.ndarray) -> np.ndarray:
+        return values
+
+    def missing(self, values: np.ndarray) -> np.ndarray:
+        return np.isnan(values)
+
+    def partial_statistics(self, values) -> dict:
+        present = np.asarray(values, dtype=np.float64)
+        present = present[np.isfinite(present)]
+        distinct, counts = np.unique(present, return_counts=True)
+        return {
+            "count": int(present.size),
+            "mean": float(present.mean()) if present.size else 0.0,
+            "variance": float(present.var()) if present.size else 0.0,
+            "distinct": distinct,
+            "counts": counts,
+        }
+
+    def merge_statistics(self, pieces: list[dict], column: str) -> dict:
+        """The median is exact (from the merged value counts), mean and variance merge by Chan's formula (a
+        single part's are numpy's own)."""
+        from pipeline.core.errors import DataError
+
+        pieces = [piece for piece in pieces if piece["count"]]
+        if not pieces:
+            raise DataError(f"column {column!r} has no numeric values in the training split.")
+        count, mean, squares = pieces[0]["count"], pieces[0]["mean"], pieces[0]["variance"] * pieces[0]["count"]
+        variance = pieces[0]["variance"]
+        for piece in pieces[1:]:
+            delta, total = piece["mean"] - mean, count + piece["count"]
+            mean += delta * piece["count"] / total
+            squares += piece["variance"] * piece["count"] + delta * delta * count * piece["count"] / total
+            count, variance = total, None
+        distinct, inverse = np.unique(np.concatenate([piece["distinct"] for piece in pieces]), return_inverse=True)
+        counts = np.bincount(inverse, weights=np.concatenate([piece["counts"] for piece in pieces]))
+        ranks = np.cumsum(counts)  # values below rank r: those with ranks[i] <= r
+        low, high = distinct[np.searchsorted(ranks, [(count - 1) // 2, count // 2], side="right")]
+        return {
+            "mean": float(mean),
+            "variance": float(squares / count if variance is None else variance),
+            "median": float(low if low == high else (low + high) / 2),
+        }
+
+    def request_value(self, value: Any, field: str, rules: dict, allow_missing: bool) -> Any:
+        if value is None and allow_missing:
+            return math.nan
+        if isinstance(value, bool) or not isinstance(value, (int, float)):
+            raise InvalidValueError(f"{field}: expected a number, got {json.dumps(value)}")
+        if not math.isfinite(value):
+            raise InvalidValueError(f"{field}: expected a finite number, got {value}")
+        number = float(value)
+        low, high = rules.get("range", [None, None])
+        if (low is not None and number < low) or (high is not None and number > high):
+            raise InvalidValueError(f"{field}: {number:g} is outside the trained range [{low}, {high}]")
+        return number
+
+    def to_request(self, value: Any) -> Any:
+        return None if np.isnan(value) else float(value)
+
+
+class Categorical(ColumnType):
+    name = "categorical"
+    input_dtype = "string"
+    mlflow_type = "string"
+    tflite_supported = False  # string lookups need TF ops that the TFLite interpreter cannot run
+    drift_test = "chi2"
+
+    def matches(self, dtype) -> bool:
+        return True  # anything that is not a number is read as a category
+
+    def typed(self, values, where: str = "") -> np.ndarray:
+        import pandas as pd
+
+        return np.array([MISSING_TEXT if pd.isna(value) else str(value) for value in values], dtype=object)
+
+    def from_records(self, values: np.ndarray) -> np.ndarray:
+        # UTF-8, not numpy's astype(str), which decodes bytes as ASCII and fails on "Zürich"
+        return np.array([as_text(value) for value in values.reshape(-1)], dtype=object)
+
+    def missing(self, values: np.ndarray) -> np.ndarray:
+        return np.asarray(values == MISSING_TEXT, dtype=bool)
+
+    def partial_statistics(self, values) -> dict:
+        texts = values[values != MISSING_TEXT]
+        return {"texts": texts.value_counts(sort=False).to_dict()}  # first appearance first
+
+    def merge_statistics(self, pieces: list[dict], column: str) -> dict:
+        """The most frequent text is the first to appear among the most frequent."""
+        counts: dict[str, int] = {}
+        for piece in pieces:
+            for text, number in piece["texts"].items():
+                counts[text] = counts.get(text, 0) + number
+        return {
+            "vocabulary": sorted(str(value) for value in counts),
+            "most_frequent": str(max(counts, key=counts.get)) if counts else MISSING_TEXT,
+        }
+
+    def request_value(self, value: Any, field: str, rules: dict, allow_missing: bool) -> Any:
+        if value is None and allow_missing:
+            return MISSING_TEXT
+        if not isinstance(value, str):
+            raise InvalidValueError(f"{field}: expected a string, got {json.dumps(value)}")
+        allowed = rules.get("categories")
+        if allowed is not None and value not in allowed:
+            raise InvalidValueError(f"{field}: {value!r} is not a known category; expected one of {allowed}")
+        return value
+
+    def to_request(self, value: Any) -> Any:
+        return as_text(value) or None
+
+
+# In the order a column's dtype is matched: the first type that matches is the column's.
+COLUMN_TYPES: dict[str, ColumnType] = {kind.name: kind for kind in (Numeric(), Categorical())}
+
+
+def column_type(name: str) -> ColumnType:
+    if name not in COLUMN_TYPES:
+        raise ConfigError(f"unknown column type {name!r}; expected one of {', '.join(COLUMN_TYPES)}.")
+    return COLUMN_TYPES[name]
+
+
+def type_of(dtype) -> ColumnType:
+    """The type of a pandas column of `dtype`."""
+    return next(kind for kind in COLUMN_TYPES.values() if kind.matches(dtype))

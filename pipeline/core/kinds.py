@@ -1,0 +1,71 @@
+"""The kinds of data the pipeline reads, as facts the configuration needs before anything is loaded.
+
+Each kind's behaviour lives in its two modality modules, found by the kind's name: the data side in
+`pipeline.data.modalities` (ingest, validation, profile, preprocessing, reading new data) and the model side in
+`pipeline.ml.modalities` (parsing, inputs and preprocessing layers, requests, signatures, TFLite, drift). This
+module holds only what `params.yaml` is checked against. No TensorFlow.
+
+Adding a kind of data: docs/architecture.md lists the steps.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+
+from pipeline.core.errors import ConfigError
+
+
+@dataclasses.dataclass(frozen=True)
+class Kind:
+    name: str
+    sources: tuple[str, ...]
+    """`data.source` values of this kind."""
+    families: tuple[str, ...]
+    """`model.family` values that can read it (the first is `auto`'s choice)."""
+    tasks: tuple[str, ...]
+    """Tasks it can be labelled for."""
+    has_columns: bool
+    """Whether it has named columns (`data.drop_columns` applies)."""
+    images: bool
+    """Whether its examples are images (a keras.applications backbone can read them)."""
+
+    @property
+    def default_family(self) -> str:
+        return self.families[0]
+
+
+KINDS: dict[str, Kind] = {
+    kind.name: kind
+    for kind in (
+        Kind(
+            "image",
+            sources=("digits", "digits_noisy", "image_dir"),
+            families=("cnn", "mlp", "rnn", "transformer"),  # rnn and transformer read an image row by row
+            tasks=("classification",),  # image folders are labelled by class
+            has_columns=False,
+            images=True,
+        ),
+        Kind(
+            "table",
+            sources=("penguins", "csv", "parquet"),
+            families=("mlp",),
+            tasks=("classification", "regression"),
+            has_columns=True,
+            images=False,
+        ),
+    )
+}
+
+
+def kind(name: str) -> Kind:
+    if name not in KINDS:
+        raise ConfigError(f"unknown kind of data {name!r}; expected one of {', '.join(KINDS)}.")
+    return KINDS[name]
+
+
+def kind_of_source(source: str) -> Kind:
+    """The kind of data that `data.source` names."""
+    for candidate in KINDS.values():
+        if source in candidate.sources:
+            return candidate
+    raise ConfigError(f"unknown data source {source!r}")

@@ -1,0 +1,107 @@
+"""The model side of each kind of data: one module per kind, found by the spec's kind.
+
+`model_modality(kind)` returns the kind's `ModelModality`: how its TFRecords are parsed, its raw inputs and
+preprocessing layers, how an MLP reads its features, how a request body becomes a batch (and a batch a
+request), its MLflow schema, whether it converts to TFLite, its drift tests and the report's plots. Every
+model takes named inputs (`{input name: array}`), so requests, predict and the export checks have one shape.
+
+Modules are imported when first asked for (`importlib`), as `pipeline.data.modalities` does. Keras and
+TensorFlow are imported inside the methods that build graphs, so that the serving API's request checks and
+the monitor's statistics stay light.
+"""
+
+from __future__ import annotations
+
+import importlib
+from typing import Any, Optional
+
+import numpy as np
+
+from pipeline.core.kinds import kind as kind_facts
+
+
+class RequestError(ValueError):
+    """A request the model cannot answer; `status` is the HTTP status to reply with."""
+
+    def __init__(self, message: str, status: int = 400):
+        super().__init__(message)
+        self.status = status
+
+
+class ModelModality:
+    """What every kind of data provides on the model side (each module defines `MODALITY`, a subclass)."""
+
+    kind: str = ""
+
+    def record_features(self, spec) -> dict:
+        """{input name: tf.io.FixedLenFeature} of the TFRecords' examples (the label apart)."""
+        raise NotImplementedError
+
+    def decode(self, parsed: dict, spec) -> dict:
+        """The parsed batch as the model's named inputs."""
+        return parsed
+
+    def inputs(self, spec) -> dict:
+        """{input name: keras.Input} of the raw inputs."""
+        raise NotImplementedError
+
+    def preprocess(self, spec, inputs: dict, hyperparameters) -> Any:
+        """Raw inputs -> model-ready features (training-only augmentation included)."""
+        raise NotImplementedError
+
+    def mlp_features(self, features) -> Any:
+        """What a dense network reads from the preprocessed features."""
+        return features
+
+    def describe_inputs(self, spec) -> str:
+        """The model's inputs in words (finetune checks that the target has the same)."""
+        raise NotImplementedError
+
+    def request_batch(self, instances: list, spec) -> dict[str, np.ndarray]:
+        """TF Serving's `instances` as model inputs; raises RequestError naming the field."""
+        raise NotImplementedError
+
+    def columnar_instances(self, inputs: Any, spec) -> list:
+        """TF Serving's columnar `inputs` as a list of instances; raises RequestError."""
+        raise NotImplementedError
+
+    def request_instances(self, batch: dict[str, np.ndarray], spec) -> list:
+        """A batch of model inputs as TF Serving `instances` in raw form (what a client sends)."""
+        raise NotImplementedError
+
+    def mlflow_schema(self, spec):
+        """The model's inputs as an MLflow schema (the datasets' schema)."""
+        raise NotImplementedError
+
+    def signature_example(self, spec) -> Optional[dict[str, np.ndarray]]:
+        """An input example for the MLflow signature, or None when the SavedModel's signature is the contract."""
+        return None
+
+    def tflite_support(self, spec) -> tuple[bool, str]:
+        """(whether the model converts to TFLite builtin ops, why not)."""
+        return True, ""
+
+    def reference_values(self, batches: list[dict], spec) -> dict[str, np.ndarray]:
+        """Parsed TFRecord batches concatenated in `DataModality.read_examples`' form."""
+        raise NotImplementedError
+
+    def model_batch(self, features: dict[str, np.ndarray], start: int, end: int) -> dict[str, np.ndarray]:
+        """Examples start to end - 1 of `read_examples`-form features, as the model takes them."""
+        raise NotImplementedError
+
+    uses_embeddings: bool = False
+    """Whether the monitor also tests the penultimate layer's embeddings."""
+
+    def drift_families(self, reference: dict, current: dict, spec, settings, embeddings: tuple) -> dict:
+        """{family: {"tests": ..., "drifted": [...]}} of the kind's input drift tests."""
+        raise NotImplementedError
+
+    def report_plots(self, samples: dict, spec) -> list[str]:
+        """HTML parts of the drift report for the inputs (plots inlined)."""
+        return []
+
+
+def model_modality(kind: str) -> ModelModality:
+    """The model side of the kind of data named `kind` (an unknown name is a ConfigError)."""
+    kind_facts(kind)
+    return importlib.import_module(f"{__name__}.{kind}").MODALITY
