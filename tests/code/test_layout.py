@@ -193,3 +193,23 @@ def test_every_task_and_column_type_has_its_keras_side():
 
     assert set(HEADS) == set(TASKS)
     assert set(PREPROCESSING) == set(COLUMN_TYPES)
+
+
+def test_the_readme_code_map_names_every_module():
+    readme = (ROOT / "README.md").read_text()
+    code_map = readme[readme.index("### Code map") :].split("```")[1]
+    missing = [
+        str(path.relative_to(ROOT))
+        for path in sorted(PACKAGE.rglob("*.py"))
+        if path.stem != "__init__" and path.parent.name not in ("stages", "modalities") and path.stem not in code_map
+    ]
+    assert not missing, f"README.md's code map lacks {missing}"
+
+
+def test_the_architecture_doc_describes_every_field_of_the_contract():
+    import dataclasses
+
+    from pipeline.core.spec import DataSpec
+
+    document = (ROOT / "docs" / "architecture.md").read_text()
+    assert not [field.name for field in dataclasses.fields(DataSpec) if f"`{field.name}`" not in document]

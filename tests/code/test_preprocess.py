@@ -234,7 +234,8 @@ def test_non_ascii_categories_come_back_from_the_shards_as_the_same_text(tmp_pat
                    "fingerprint": "test"}  # fmt: skip
     prepared = tmp_path / "prepared"
     prepared.mkdir()
-    spec = preprocess(description, tmp_path / "table.parquet", DataConfig(source="csv"), PreprocessConfig(), 1, prepared)
+    table_file = tmp_path / "table.parquet"
+    spec = preprocess(description, table_file, DataConfig(source="csv"), PreprocessConfig(), 1, prepared)
     assert spec.features[0].vocabulary == sorted(city for city in cities if city)
     reference, _ = monitoring.read_reference(prepared, spec)
     current, _ = monitoring.read_reference(prepared, spec, "test")
