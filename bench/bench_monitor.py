@@ -48,10 +48,13 @@ def main() -> None:
     spec = load_spec(config.paths.prepared)
     model = load_trained_model(config.paths.model)
     extractor = feature_extractor(model)
-    name = spec.image.name
-    reference = monitoring.read_reference(config.paths.prepared, spec)[0][name]
+    input_name = spec.image.name
+    reference = monitoring.read_reference(config.paths.prepared, spec)[0][input_name]
     held_out = np.concatenate(
-        [monitoring.read_reference(config.paths.prepared, spec, split)[0][name] for split in ("validation", "test")]
+        [
+            monitoring.read_reference(config.paths.prepared, spec, split)[0][input_name]
+            for split in ("validation", "test")
+        ]
     )
     reference_outputs = np.asarray(model(reference, training=False))
     reference_embeddings = np.asarray(extractor(reference, training=False))
@@ -69,8 +72,8 @@ def main() -> None:
             chosen = generator.choice(len(held_out), size=args.size, replace=False)
             current = shift(held_out[chosen]).astype(np.float32)
             report = monitoring.compare(
-                {name: reference},
-                {name: current},
+                {input_name: reference},
+                {input_name: current},
                 spec,
                 config.monitor,
                 reference_outputs,

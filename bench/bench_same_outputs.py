@@ -9,7 +9,7 @@ pipeline with `base.deterministic: true` on each data source asked for. What is 
   the image folder of the first class (images);
 - the gate's decision.
 
-Usage: python bench/bench_same_outputs.py [--before REV] [--after REV|worktree] [--sources digits penguins]
+Usage: python bench/bench_same_outputs.py [--before REV] [--after REV|worktree] [--sources digits penguins] [--smoke]
 Exit 1 when anything differs; the differences are printed. Results are kept in --cache (one folder per
 revision and source), so a second comparison against the same revision does not rerun it.
 """
@@ -142,13 +142,28 @@ def differences(before: dict, after: dict, path: str = "") -> list[str]:
     return [] if before == after else [f"{path[:-1]}: {str(before)[:200]!r} -> {str(after)[:200]!r}"]
 
 
+def smoke() -> int:
+    """Both kinds of copy hold the project, and the comparison finds a changed value and a missing key."""
+    for revision in ("HEAD", WORKTREE):
+        with tempfile.TemporaryDirectory(prefix="same-outputs-") as folder:
+            checkout(revision, Path(folder))
+            assert (Path(folder) / "params.yaml").is_file() and (Path(folder) / "dvc.yaml").is_file()
+    found = differences({"a": {"b": 1, "c": 2}, "seconds": 1}, {"a": {"b": 1, "c": 3, "d": 4}, "seconds": 2})
+    assert found == ["a.c: '2' -> '3'", "a.d: only after"], found
+    print("smoke: the copies and the comparison work")
+    return 0
+
+
 def main() -> int:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--before", default="HEAD")
     parser.add_argument("--after", default=WORKTREE)
     parser.add_argument("--sources", nargs="+", default=["digits", "penguins"])
     parser.add_argument("--cache", type=Path, default=Path(tempfile.gettempdir()) / "bench-same-outputs")
+    parser.add_argument("--smoke", action="store_true", help="check the copies and the comparison, run nothing")
     args = parser.parse_args()
+    if args.smoke:
+        return smoke()
     failed = 0
     for source in args.sources:
         before = measured(args.before, source, args.cache)
