@@ -131,7 +131,10 @@ def serialise_examples(features: dict[str, np.ndarray], labels: np.ndarray, task
     and the label (an integer class index or a float)."""
     import tensorflow as tf
 
-    float_labels = task(task_name).label_dtype == "float32"
+    label_feature = {  # by how the task stores a label: a class index or a value
+        "int64": lambda value: tf.train.Feature(int64_list=tf.train.Int64List(value=[int(value)])),
+        "float32": lambda value: tf.train.Feature(float_list=tf.train.FloatList(value=[float(value)])),
+    }[task(task_name).label_dtype]
     examples = []
     for row in range(len(labels)):
         feature = {}
@@ -143,10 +146,7 @@ def serialise_examples(features: dict[str, np.ndarray], labels: np.ndarray, task
                 feature[key] = tf.train.Feature(bytes_list=tf.train.BytesList(value=[value.encode()]))
             else:
                 feature[key] = tf.train.Feature(float_list=tf.train.FloatList(value=[float(value)]))
-        if float_labels:
-            feature["label"] = tf.train.Feature(float_list=tf.train.FloatList(value=[float(labels[row])]))
-        else:
-            feature["label"] = tf.train.Feature(int64_list=tf.train.Int64List(value=[int(labels[row])]))
+        feature["label"] = label_feature(labels[row])
         example = tf.train.Example(features=tf.train.Features(feature=feature))
         examples.append(example.SerializeToString(deterministic=True))  # the same bytes in every process
     return examples

@@ -51,7 +51,7 @@ def read_reference(prepared_dir: Path, spec, split: str = "train") -> tuple[dict
     return model_modality(spec.kind).reference_values([inputs for inputs, _ in batches], spec), labels
 
 
-def read_batch(path: Path, spec, data_settings=None) -> tuple[dict[str, np.ndarray], np.ndarray | None]:
+def read_batch(path: Path, spec) -> tuple[dict[str, np.ndarray], np.ndarray | None]:
     """New data in the main data's form -> (features like `read_reference`'s, labels or None).
 
     Raises:
@@ -150,7 +150,7 @@ def monitor(config: Config, data_path: Path | None) -> tuple[dict, dict]:
         current, labels = read_reference(config.paths.prepared, spec, "test")
         source = "the test split (monitor.data is null)"
     else:
-        current, labels = read_batch(Path(data_path), spec, config.data)
+        current, labels = read_batch(Path(data_path), spec)
         source = str(data_path)
     examples = count_examples(current)
     if examples < config.monitor.min_examples and data_path is None:

@@ -184,15 +184,15 @@ def test_a_new_table_batch_is_read_like_the_training_data_with_its_labels_when_p
     spec = TABLE_SPEC
     path = tmp_path / "new.csv"
     path.write_text("Size,colour,label\n10.5,red,b\n,green,a\n9.0,,c\n")
-    features, labels = monitoring.read_batch(path, spec, None)
+    features, labels = monitoring.read_batch(path, spec)
     np.testing.assert_array_equal(features["size"][[0, 2]], [10.5, 9.0])
     assert np.isnan(features["size"][1]) and features["colour"].tolist() == ["red", "green", ""]
     assert labels.tolist() == [1, 0, 2]
     path.write_text("Size,colour\n10.5,red\n")
-    assert monitoring.read_batch(path, spec, None)[1] is None  # unlabelled: drift only
+    assert monitoring.read_batch(path, spec)[1] is None  # unlabelled: drift only
     path.write_text("Size,shade\n10.5,red\n")
     with pytest.raises(monitoring.DataError, match=r"columns \['colour'\] are missing"):
-        monitoring.read_batch(path, spec, None)
+        monitoring.read_batch(path, spec)
 
 
 def test_an_empty_category_in_a_small_holdout_is_not_drift():

@@ -68,9 +68,7 @@ class DataModality:
         layout, reading tasks, the spec's fields for this kind)."""
         raise NotImplementedError
 
-    def read_examples(
-        self, path: Path, spec, color_mode: Optional[str] = None
-    ) -> tuple[list[str], dict[str, np.ndarray], Optional[np.ndarray]]:
+    def read_examples(self, path: Path, spec) -> tuple[list[str], dict[str, np.ndarray], Optional[np.ndarray]]:
         """New examples in the training data's form: (ids, {input name: values}, labels if every example has
         one, else None). Raises DataError naming the path and what is wrong."""
         raise NotImplementedError

@@ -6,7 +6,6 @@ from __future__ import annotations
 import dataclasses
 import shutil
 from pathlib import Path
-from typing import Optional
 
 import numpy as np
 import pandas as pd
@@ -111,7 +110,7 @@ class ImageData(DataModality):
         image = ImageSpec(name=INPUT_NAME, height=size[0], width=size[1], channels=channels, **statistics)
         return labels, chosen, layout, len(tasks), {"image": image}
 
-    def read_examples(self, path, spec, color_mode: Optional[str] = None):
+    def read_examples(self, path, spec):
         """An image folder (class sub-folders: labelled) or one image file."""
         path = Path(path)
         if not path.exists():

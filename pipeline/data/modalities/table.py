@@ -169,16 +169,12 @@ class TableData(DataModality):
         return table
 
     def profile(self, frame, description):
-        from pipeline.data.validation import column_notes
-
         suite = expectations.profile_table(frame, description["label"], description["task"])
-        return suite, column_notes(frame, description["label"])
+        return suite, validation.column_notes(frame, description["label"])
 
     def check_validated(self, frame, label) -> list[str]:
-        from pipeline.data.validation import column_notes
-
         input_names([column for column in frame.columns if column != label])  # one model input key per column
-        return column_notes(frame, label)
+        return validation.column_notes(frame, label)
 
     def validated_fields(self, description: dict) -> dict:
         return {"dropped_columns": description.get("dropped_columns", [])}
@@ -228,7 +224,7 @@ class TableData(DataModality):
         }
         return labels, chosen, layout, len(tasks), fields
 
-    def read_examples(self, path, spec, color_mode: Optional[str] = None):
+    def read_examples(self, path, spec):
         """A CSV or Parquet file with the model's columns (and the label column, if every row has one)."""
         path = Path(path)
         if not path.exists():
