@@ -1,4 +1,4 @@
-"""A table's column types (numeric, categorical): how each is typed, summarised, checked in a request,
+"""A table's column types (numeric, categorical, text): how each is typed, summarised, checked in a request,
 tested for drift and fed to the model, in one class per type.
 
 Code that handles a column asks its type (`FeatureSpec.column_type`, or `column_type(name)`); it never
@@ -20,6 +20,7 @@ import numpy as np
 from pipeline.core.errors import ConfigError
 
 MISSING_TEXT = ""  # a missing text value, in the TFRecords and in the model's string inputs
+MAX_NGRAMS = 2  # free text: the longest n-grams counted (`model.text_ngrams` may use fewer)
 
 
 class InvalidValueError(ValueError):
@@ -45,6 +46,8 @@ class ColumnType:
     """Whether the monitor's report draws the column's histogram."""
     numbers: bool = False
     """Whether its values are numbers (validation's profile bounds them by a range, not a set of values)."""
+    free_text: bool = False
+    """Whether its values are free text (read as words; declared in `data.text_columns`, never by dtype)."""
 
     def matches(self, dtype) -> bool:
         """Whether a pandas column of `dtype` is of this type."""
@@ -64,6 +67,10 @@ class ColumnType:
 
     def present(self, values: np.ndarray) -> np.ndarray:
         return values[~self.missing(values)]
+
+    def drift_values(self, values: np.ndarray) -> np.ndarray:
+        """What the monitor's `drift_test` compares: the values themselves (text: their lengths in words)."""
+        return values
 
     def partial_statistics(self, values) -> dict:
         """What the training split's statistics need from a part of it, merged by `merge_statistics`."""
@@ -203,22 +210,108 @@ class Categorical(ColumnType):
             "most_frequent": str(max(counts, key=counts.get)) if counts else MISSING_TEXT,
         }
 
+    expected = "a string"
+    """What a request's value must be, in the error message."""
+
     def request_value(self, value: Any, field: str, rules: dict, allow_missing: bool) -> Any:
         if value is None and allow_missing:
             return MISSING_TEXT
         if not isinstance(value, str):
-            raise InvalidValueError(f"{field}: expected a string, got {json.dumps(value)}")
+            shown = json.dumps(value)
+            shown = shown if len(shown) <= 80 else f"{shown[:80]}... ({type(value).__name__})"
+            raise InvalidValueError(f"{field}: expected {self.expected}, got {shown}")
+        self.check_rules(value, field, rules)
+        return value
+
+    def check_rules(self, value: str, field: str, rules: dict) -> None:
+        """A request's string against the validation schema's rules for the column."""
         allowed = rules.get("categories")
         if allowed is not None and value not in allowed:
             raise InvalidValueError(f"{field}: {value!r} is not a known category; expected one of {allowed}")
-        return value
 
     def to_request(self, value: Any) -> Any:
         return as_text(value) or None
 
 
-# In the order a column's dtype is matched: the first type that matches is the column's.
-COLUMN_TYPES: dict[str, ColumnType] = {kind.name: kind for kind in (Numeric(), Categorical())}
+class Text(Categorical):
+    """Free text: the model reads its words (`TextVectorization` over the training split's vocabulary), not the
+    whole value as one category. A column is text only when declared (`data.text_columns`, or a text source)."""
+
+    name = "text"
+    drift_test = "ks"  # on the texts' lengths in words (`drift_values`)
+    free_text = True
+    max_vocabulary = 10_000
+    """Words (and terms) kept from the training split; `model.text_max_tokens` takes the most frequent of them."""
+    kept_per_part = 50_000
+    """Terms a part of the training split hands on to the merge (the rarest are dropped first)."""
+
+    def matches(self, dtype) -> bool:
+        return False  # declared, never guessed from a dtype
+
+    def drift_values(self, values: np.ndarray) -> np.ndarray:
+        from pipeline.core.tokens import words
+
+        return np.array([len(words(value)) for value in values], dtype=np.float64)
+
+    def partial_statistics(self, values) -> dict:
+        from collections import Counter
+
+        from pipeline.core.tokens import terms
+
+        word_counts, document_counts, lengths = Counter(), Counter(), Counter()
+        texts = values[values != MISSING_TEXT]
+        for text in texts:
+            found = terms(text, MAX_NGRAMS)
+            length = sum(" " not in term for term in found)
+            word_counts.update(found[:length])
+            document_counts.update(set(found))
+            lengths[length] += 1
+        return {
+            "texts": int(len(texts)),
+            "words": dict(word_counts.most_common(self.kept_per_part)),
+            "documents": dict(document_counts.most_common(self.kept_per_part)),
+            "lengths": dict(lengths),
+        }
+
+    def merge_statistics(self, pieces: list[dict], column: str) -> dict:
+        """The most frequent words (ties by the word), the terms in most texts with their idf (ties by the term)."""
+        from collections import Counter
+
+        from pipeline.core.errors import DataError
+
+        words, documents, lengths, texts = Counter(), Counter(), Counter(), 0
+        for piece in pieces:
+            words.update(piece["words"])
+            documents.update(piece["documents"])
+            lengths.update(piece["lengths"])
+            texts += piece["texts"]
+        if not texts:
+            raise DataError(f"text column {column!r} has no texts in the training split.")
+        ranked_words = sorted(words, key=lambda word: (-words[word], word))[: self.max_vocabulary]
+        ranked_terms = sorted(documents, key=lambda term: (-documents[term], term))[: self.max_vocabulary]
+        sizes = np.repeat(np.array(list(lengths), dtype=np.int64), list(lengths.values()))
+        return {
+            "vocabulary": ranked_words,
+            "terms": ranked_terms,
+            "idf": [round(math.log(1 + texts / (1 + documents[term])), 6) for term in ranked_terms],
+            "words_mean": float(sizes.mean()),
+            "words_p95": int(np.percentile(sizes, 95, method="higher")),
+        }
+
+    expected = "a string of text"
+
+    def check_rules(self, value: str, field: str, rules: dict) -> None:
+        limit = rules.get("max_length")
+        if limit is not None and len(value) > limit:
+            raise InvalidValueError(
+                f"{field}: a text of {len(value)} characters; this model takes at most {limit}"
+                " (the validation suite's bound)"
+            )
+
+
+# In the order a column's dtype is matched: the first type that matches is the column's (text never matches:
+# it is declared).
+COLUMN_TYPES: dict[str, ColumnType] = {kind.name: kind for kind in (Numeric(), Categorical(), Text())}
 
 
 def column_type(name: str) -> ColumnType:

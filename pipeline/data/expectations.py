@@ -217,8 +217,11 @@ def _row_count(count: int) -> dict:
     }
 
 
-def profile_table(table: pd.DataFrame, label: str, task_name: str, margin: float = 0.1) -> Suite:
-    """A starting suite for a trusted table: columns, types, ranges, categories, nulls, labels, size."""
+def profile_table(
+    table: pd.DataFrame, label: str, task_name: str, margin: float = 0.1, text_columns=(), kind: str = "table"
+) -> Suite:
+    """A starting suite for a trusted table: columns, types, ranges, categories, nulls, labels, size. Free-text
+    columns (`text_columns`) get text checks instead of a set of categories (`text_expectations`)."""
     columns = [str(column) for column in table.columns]
     expectations: list[dict[str, Any]] = [
         {
@@ -283,7 +286,9 @@ def profile_table(table: pd.DataFrame, label: str, task_name: str, margin: float
                     "severity": "error",
                 }
             )
-            if column != label:
+            if column in text_columns:
+                expectations += text_expectations(column, values)
+            elif column != label:
                 categories = sorted(str(value) for value in values.dropna().unique())
                 expectations.append(
                     {
@@ -315,7 +320,42 @@ def profile_table(table: pd.DataFrame, label: str, task_name: str, margin: float
             "notes": "duplicate rows are reported, not fatal",
         }
     )
-    return Suite(kind="table", label=label, expectations=expectations, classes=classes)
+    return Suite(kind=kind, label=label, expectations=expectations, classes=classes)
+
+
+BLANK = r"^\s*$"
+
+
+def text_expectations(column: str, values: pd.Series) -> list[dict[str, Any]]:
+    """A free-text column: no blank text, lengths within what the trusted data has (a text up to four times the
+    longest seen passes; requests are held to the same bound), and repeated texts reported (a text in two splits
+    is a leak between them)."""
+    lengths = values.dropna().astype(str).str.len()
+    longest = int(lengths.max()) if len(lengths) else 1
+    return [
+        {
+            "expectation": "expect_column_values_to_not_match_regex",
+            "column": column,
+            "regex": BLANK,
+            "severity": "error",
+            "notes": "no empty or whitespace-only text",
+        },
+        {
+            "expectation": "expect_column_value_lengths_to_be_between",
+            "column": column,
+            "min_value": 1,
+            "max_value": 4 * longest,
+            "severity": "error",
+            "notes": f"characters; the longest trusted text has {longest}",
+        },
+        {
+            "expectation": "expect_column_values_to_be_unique",
+            "column": column,
+            "mostly": 0.99,
+            "severity": "warning",
+            "notes": "repeated texts can land in two splits (a leak): remove duplicates",
+        },
+    ]
 
 
 def profile_images(manifest: pd.DataFrame) -> Suite:
@@ -429,4 +469,6 @@ def table_example_schema(suite: Suite) -> dict:
             entry["categories"] = item["value_set"]
         elif item["expectation"] == "expect_column_values_to_not_be_null":
             entry["max_null_fraction"] = round(1.0 - item.get("mostly", 1.0), 6)
-    return {"kind": "table", "label": suite.label, "columns": columns, "classes": suite.classes}
+        elif item["expectation"] == "expect_column_value_lengths_to_be_between":
+            entry["max_length"] = item.get("max_value")
+    return {"kind": suite.kind, "label": suite.label, "columns": columns, "classes": suite.classes}

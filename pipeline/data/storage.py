@@ -19,8 +19,8 @@ from collections.abc import Callable, Iterable, Iterator
 from pathlib import Path
 from typing import IO, TypeVar
 
-from pipeline.core.config import OBJECT_STORE_PACKAGES, is_address
 from pipeline.core.errors import DataError
+from pipeline.core.locations import OBJECT_STORE_PACKAGES, is_address
 
 COPY_BLOCK_BYTES = 16 * 1024 * 1024
 T = TypeVar("T")

@@ -31,12 +31,12 @@ import pandas as pd
 
 from pipeline.core.config import BUILTIN_SOURCES, Config
 from pipeline.core.errors import StageError
-from pipeline.core.outputs import replace_directory, scratch_directory, write_json_atomic
+from pipeline.core.outputs import replace_directory, scratch_directory, staged_directory, write_json_atomic
 from pipeline.core.progress import progress
 from pipeline.core.runner import StageResult
 from pipeline.core.tasks import task
 from pipeline.data import engine, expectations, sources, storage
-from pipeline.data.columns import suspicious_columns
+from pipeline.data.columns import FREE_TEXT, suspicious_columns
 from pipeline.data.engine import Engine
 from pipeline.data.ingestion import load_source
 from pipeline.data.modalities import data_modality
@@ -591,13 +591,8 @@ def validate_configured(config: Config) -> StageResult:
     reports = Path(config.paths.reports) / "validate"
     reports.mkdir(parents=True, exist_ok=True)
     target = Path(config.paths.validated)
-    target.parent.mkdir(parents=True, exist_ok=True)
-    with (
-        scratch_directory(reports, DOCS_DIR) as docs_scratch,
-        scratch_directory(target.parent, target.name) as scratch,
-    ):
-        docs, staging = Path(docs_scratch) / DOCS_DIR, Path(scratch) / "out"
-        staging.mkdir()
+    with scratch_directory(reports, DOCS_DIR) as docs_scratch, staged_directory(target) as staging:
+        docs = Path(docs_scratch) / DOCS_DIR  # published before the verdict: a failed run's report is the point
         if chunked:
             log.info("validating in chunks of %d rows", settings.chunk_rows)
             summary, frame = validate_in_chunks(
@@ -626,10 +621,9 @@ def validate_configured(config: Config) -> StageResult:
         if not summary["success"]:
             _log_report(summary_path, pages)
             raise StageError(failure_message(summary, summary_path, reports / DOCS_DIR))
-        for note in modality.check_validated(frame, description["label"]):
+        for note in modality.check_validated(frame, description):
             log.warning(note)
         dataset = write_validated(description, frame, suite, staging, table_written=chunked)
-        replace_directory(staging, target)
     return StageResult(
         summary=f"{summary['expectations']} expectations passed on {summary['rows']} rows"
         f" ({summary['warnings']} warning(s)) with {suite_file} -> {target}",
@@ -676,9 +670,17 @@ def profile(config: Config, output: Path | None = None, force: bool = False) -> 
     return target, notes
 
 
-def column_notes(frame: pd.DataFrame, label: str) -> list[str]:
-    """One line per column that looks like dates, an identifier or free text, with the fix."""
-    return [
-        f"Column {column!r} {why}: a model learns nothing lasting from it; add it to data.drop_columns."
-        for column, why in suspicious_columns(frame, label).items()
-    ]
+def column_notes(frame: pd.DataFrame, label: str, text_columns=()) -> list[str]:
+    """One line per column that looks like dates, an identifier or free text, with the fix (columns declared as
+    free text are read as text: not flagged)."""
+    notes = []
+    for column, why in suspicious_columns(frame.drop(columns=list(text_columns)), label).items():
+        if why.startswith(FREE_TEXT):
+            fix = (
+                f"read as a category, a model learns little from it; declare it in data.text_columns: [{column}]"
+                " to read its words (or add it to data.drop_columns)"
+            )
+        else:
+            fix = "a model learns nothing lasting from it; add it to data.drop_columns"
+        notes.append(f"Column {column!r} {why}: {fix}.")
+    return notes

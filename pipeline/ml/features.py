@@ -89,7 +89,7 @@ def preprocess_inputs(spec: DataSpec, inputs: dict, hyperparameters=None) -> ker
     return model_modality(spec.kind).preprocess(spec, inputs, hyperparameters or {})
 
 
-def numeric_layers(feature, raw):
+def numeric_layers(feature, raw, hyperparameters):
     """A number: missing values imputed with the training median, then normalised."""
     filled = ImputeMissing(feature.median, name=f"impute_{feature.name}")(raw)
     return keras.layers.Normalization(
@@ -97,7 +97,7 @@ def numeric_layers(feature, raw):
     )(filled)
 
 
-def categorical_layers(feature, raw):
+def categorical_layers(feature, raw, hyperparameters):
     """A category: one-hot over the training vocabulary; missing and unseen values share the out-of-vocabulary
     slot."""
     return keras.layers.StringLookup(
@@ -105,5 +105,43 @@ def categorical_layers(feature, raw):
     )(raw)
 
 
+def text_layers(feature, raw, hyperparameters):
+    """Free text as a bag of n-grams: TF-IDF over the training split's most common words (and word pairs with
+    `text_ngrams: 2`), the `text_max_tokens` of them in most texts. The vocabulary is a SavedModel asset."""
+    ngrams = int(hyperparameters.get("text_ngrams", 2))
+    kept = [position for position, term in enumerate(feature.terms or []) if term.count(" ") < ngrams][
+        : int(hyperparameters.get("text_max_tokens", 10_000))
+    ]
+    terms = [feature.terms[position] for position in kept] or ["<none>"]
+    idf = [feature.idf[position] for position in kept] or [1.0]
+    vectorizer = keras.layers.TextVectorization(
+        output_mode="tf_idf",
+        ngrams=ngrams if ngrams > 1 else None,
+        vocabulary=terms,
+        idf_weights=idf,
+        name=f"terms_{feature.name}",
+    )
+    # Keras declares (batch, 1, terms) for a (batch, 1) input and computes (batch, terms): one shape for both
+    return keras.layers.Reshape((vectorizer.vocabulary_size(),), name=f"terms_{feature.name}_flat")(vectorizer(raw))
+
+
+def word_sequence_layers(feature, raw, hyperparameters, mask: bool = False):
+    """Free text as a sequence of word embeddings (batch, text_sequence_length, text_embedding_dim) over the
+    training split's `text_max_tokens` most frequent words (longer texts are cut, shorter ones padded)."""
+    vocabulary = (feature.vocabulary or [])[: int(hyperparameters.get("text_max_tokens", 10_000))] or ["<none>"]
+    word_ids = keras.layers.TextVectorization(
+        output_mode="int",
+        output_sequence_length=int(hyperparameters.get("text_sequence_length", 128)),
+        vocabulary=vocabulary,
+        name=f"words_{feature.name}",
+    )(raw)
+    return keras.layers.Embedding(
+        len(vocabulary) + 2,  # the padding and out-of-vocabulary ids come first
+        int(hyperparameters.get("text_embedding_dim", 64)),
+        mask_zero=mask,
+        name=f"embed_{feature.name}",
+    )(word_ids)
+
+
 # Each column type's Keras layers (`pipeline.core.column_types`), found by the type's name.
-PREPROCESSING = {"numeric": numeric_layers, "categorical": categorical_layers}
+PREPROCESSING = {"numeric": numeric_layers, "categorical": categorical_layers, "text": text_layers}

@@ -6,21 +6,29 @@
 
 from __future__ import annotations
 
+import dataclasses
 import json
 from pathlib import Path
 from typing import Any
 
-from pipeline.core.config import Config
+from pipeline.core.config import Config, ModelConfig
 from pipeline.core.runner import StageError
 
-MODEL_KEYS = (
-    "family hidden_units filters kernel_size rnn_cell rnn_units num_heads key_dim transformer_blocks"
-    " activation dropout l1 l2 batch_norm augment_flip augment_rotation augment_translation augment_zoom"
-    " augment_contrast"
-).split()
+# Every setting of the `model` section but its registry name.
+MODEL_KEYS = tuple(field.name for field in dataclasses.fields(ModelConfig) if field.name != "name")
 TRAIN_KEYS = ("optimizer", "learning_rate", "momentum", "batch_size")
 # Search-space names that only some families read: the rest are left out of their searches.
-FAMILY_ONLY = {"filters": "cnn", "kernel_size": "cnn", "rnn_units": "rnn", "rnn_cell": "rnn"}
+SEQUENCE_FAMILIES = ("cnn", "rnn", "transformer")
+FAMILY_ONLY = {
+    "filters": ("cnn",),
+    "kernel_size": ("cnn",),
+    "rnn_units": ("rnn",),
+    "rnn_cell": ("rnn",),
+    "rnn_bidirectional": ("rnn",),
+    "text_ngrams": ("mlp",),  # the bag of n-grams; sequence models read the words in order
+    "text_sequence_length": SEQUENCE_FAMILIES,
+    "text_embedding_dim": SEQUENCE_FAMILIES,
+}
 
 
 def defaults_from_config(config: Config) -> dict[str, Any]:
@@ -33,7 +41,7 @@ def defaults_from_config(config: Config) -> dict[str, Any]:
 
 def searched_names(space: dict, family: str) -> list[str]:
     """The search-space entries that matter for `family`."""
-    return [name for name in space if FAMILY_ONLY.get(name, family) == family]
+    return [name for name in space if family in FAMILY_ONLY.get(name, (family,))]
 
 
 def apply_search_values(defaults: dict[str, Any], values: dict[str, Any]) -> dict[str, Any]:

@@ -2,7 +2,9 @@
 
 `build_model(hyperparameters, spec)` takes a plain mapping of hyperparameters (the `model`
 and `train` settings, or a tuner's choices) and the dataset spec written by `preprocess`.
-Images are read row by row as sequences by the RNN and Transformer families.
+The kind of data's model side (`ModelModality.encode`) runs a family's body on what it reads: a CNN convolves
+an image's grid or a text's sequence of word embeddings; the RNN and Transformer families read a sequence (an
+image row by row, a text word by word).
 """
 
 from __future__ import annotations
@@ -76,8 +78,12 @@ def _dense_block(features, units: int, hyperparameters: Mapping[str, Any], name:
 
 
 def _cnn_body(features, hyperparameters: Mapping[str, Any]):
+    """Convolution blocks over a grid (batch, height, width, channels), or a sequence (batch, steps, width)."""
+    sequence = len(features.shape) == 3
+    convolution = keras.layers.Conv1D if sequence else keras.layers.Conv2D
+    pooling = keras.layers.MaxPooling1D if sequence else keras.layers.MaxPooling2D
     for index, filters in enumerate(hyperparameters["filters"]):
-        features = keras.layers.Conv2D(
+        features = convolution(
             filters,
             hyperparameters["kernel_size"],
             padding="same",
@@ -88,24 +94,22 @@ def _cnn_body(features, hyperparameters: Mapping[str, Any]):
         if hyperparameters["batch_norm"]:
             features = keras.layers.BatchNormalization(name=f"conv_{index}_batch_norm")(features)
             features = keras.layers.Activation(hyperparameters["activation"], name=f"conv_{index}_activation")(features)
-        if min(features.shape[1], features.shape[2]) >= 4:
-            features = keras.layers.MaxPooling2D(name=f"conv_{index}_pool")(features)
+        if min(features.shape[1 : len(features.shape) - 1]) >= 4:
+            features = pooling(name=f"conv_{index}_pool")(features)
+    if sequence:  # a text's length varies: the strongest match of each filter, wherever it is
+        return keras.layers.GlobalMaxPooling1D(name="pool")(features)
     return keras.layers.Flatten(name="flatten")(features)
 
 
-def _as_sequence(features):
-    """(batch, height, width, channels) -> (batch, height, width * channels): one step per image row."""
-    _, height, width, channels = features.shape
-    return keras.layers.Reshape((height, width * channels), name="rows_as_sequence")(features)
-
-
-def _rnn_body(features, hyperparameters: Mapping[str, Any]):
+def _rnn_body(sequence, hyperparameters: Mapping[str, Any]):
     cell = {"lstm": keras.layers.LSTM, "gru": keras.layers.GRU}[hyperparameters["rnn_cell"]]
-    return cell(hyperparameters["rnn_units"], name=hyperparameters["rnn_cell"])(_as_sequence(features))
+    layer = cell(hyperparameters["rnn_units"], name=hyperparameters["rnn_cell"])
+    if hyperparameters.get("rnn_bidirectional"):
+        layer = keras.layers.Bidirectional(layer, name=f"bidirectional_{hyperparameters['rnn_cell']}")
+    return layer(sequence)
 
 
-def _transformer_body(features, hyperparameters: Mapping[str, Any]):
-    sequence = _as_sequence(features)
+def _transformer_body(sequence, hyperparameters: Mapping[str, Any]):
     width = hyperparameters["num_heads"] * hyperparameters["key_dim"]
     sequence = keras.layers.Dense(width, name="token_projection")(sequence)
     sequence = PositionEmbedding(sequence.shape[1], width, name="position_embedding")(sequence)
@@ -125,16 +129,15 @@ def _transformer_body(features, hyperparameters: Mapping[str, Any]):
     return keras.layers.GlobalAveragePooling1D(name="pool")(sequence)
 
 
-def _mlp_body(features, hyperparameters: Mapping[str, Any], spec: DataSpec):
-    return model_modality(spec.kind).mlp_features(features)
-
-
-# model.family -> the feature extractor between the preprocessed inputs and the dense layers
+# model.family -> the feature extractor between the preprocessed inputs and the dense layers, given the kind of
+# data's model side (`modality`), which says what a dense network and a sequence model read of its features.
 BODIES = {
-    "mlp": _mlp_body,
-    "cnn": lambda features, hyperparameters, spec: _cnn_body(features, hyperparameters),
-    "rnn": lambda features, hyperparameters, spec: _rnn_body(features, hyperparameters),
-    "transformer": lambda features, hyperparameters, spec: _transformer_body(features, hyperparameters),
+    "mlp": lambda features, hyperparameters, modality: modality.mlp_features(features),
+    "cnn": lambda features, hyperparameters, modality: _cnn_body(modality.grid(features), hyperparameters),
+    "rnn": lambda features, hyperparameters, modality: _rnn_body(modality.sequence(features), hyperparameters),
+    "transformer": lambda features, hyperparameters, modality: _transformer_body(
+        modality.sequence(features), hyperparameters
+    ),
 }
 
 
@@ -249,7 +252,8 @@ def build_model(hyperparameters: Mapping[str, Any], spec: DataSpec, jit_compile:
             f" use {' or '.join(facts.families)} for {spec.kind} data"
         )
     inputs = build_inputs(spec)
-    features = BODIES[family](preprocess_inputs(spec, inputs, hyperparameters), hyperparameters, spec)
+    preprocessed = preprocess_inputs(spec, inputs, hyperparameters)
+    features = model_modality(spec.kind).encode(family, BODIES[family], preprocessed, hyperparameters)
     for index, units in enumerate(hyperparameters["hidden_units"]):
         features = _dense_block(features, units, hyperparameters, name=f"hidden_{index}")
     model = keras.Model(inputs, output_layer(features, spec), name=f"{family}_{spec.kind}")

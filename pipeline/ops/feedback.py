@@ -18,7 +18,7 @@ import time
 from pathlib import Path
 
 from pipeline.core.config import Config, DataConfig
-from pipeline.core.outputs import scratch_directory, write_json_atomic
+from pipeline.core.outputs import staged_directory, write_json_atomic
 from pipeline.core.processes import tool
 from pipeline.core.runner import StageError, StageResult, run_stage
 from pipeline.data.modalities import data_modality
@@ -57,11 +57,8 @@ def validate_batch(config: Config, path: Path, reports: Path) -> dict:
 
 def copy_batch(config: Config, path: Path, target: Path) -> None:
     """Copies the batch to `target` (atomically)."""
-    target.parent.mkdir(parents=True, exist_ok=True)
-    with scratch_directory(target.parent, target.name) as scratch:
-        staging = Path(scratch) / "out"
+    with staged_directory(target) as staging:
         data_modality(config.data.kind).copy_feedback(path, staging)
-        staging.rename(target)
 
 
 def track_with_dvc(target: Path) -> bool:

@@ -7,7 +7,12 @@ without the label column) is compared with the training split (the reference):
   with a chi-square test (and its population stability index), and missing-value rates;
 - images: simple per-image statistics (brightness, contrast, ink, edges) with KS tests, and the
   model's penultimate-layer embeddings (their top principal components, KS tests);
-- predictions: the distribution of predicted classes (chi-square) or values (KS);
+- predictions: the distribution of predicted classes (chi-square) or values (KS).
+
+The model's own outputs (predictions, embeddings) are compared with its outputs on the validation split, not the
+training split: a model that has memorised its training examples answers them more confidently and otherwise
+than any new data (on the Rotten Tomatoes reviews, 46 % "fresh" on the training split against 37 % on the test
+split: a false alarm on the holdout itself).
 - feedback: with labels, the live accuracy (or RMSE) against the current holdout's.
 
 Within each family of tests the p-values are Bonferroni-corrected, so that a fresh sample of the
@@ -146,6 +151,7 @@ def monitor(config: Config, data_path: Path | None) -> tuple[dict, dict]:
     spec = load_spec(config.paths.prepared)
     model = load_trained_model(config.paths.model)
     reference, _ = read_reference(config.paths.prepared, spec)
+    held_out, _ = read_reference(config.paths.prepared, spec, "validation")  # the model's outputs' reference
     if data_path is None:
         current, labels = read_reference(config.paths.prepared, spec, "test")
         source = "the test split (monitor.data is null)"
@@ -171,7 +177,7 @@ def monitor(config: Config, data_path: Path | None) -> tuple[dict, dict]:
         batches = _batches(features, 512, spec)
         return np.concatenate([np.asarray(model(batch, training=False), dtype=np.float32) for batch in batches])
 
-    reference_outputs, current_outputs = outputs_of(reference), outputs_of(current)
+    reference_outputs, current_outputs = outputs_of(held_out), outputs_of(current)
     embeddings = (None, None)
     if model_modality(spec.kind).uses_embeddings:
         extractor = feature_extractor(model)
@@ -183,7 +189,7 @@ def monitor(config: Config, data_path: Path | None) -> tuple[dict, dict]:
                     for batch in _batches(sample, 512, spec)
                 ]
             )
-            for sample in (reference, current)
+            for sample in (held_out, current)
         )
     report = compare(reference, current, spec, config.monitor, reference_outputs, current_outputs, *embeddings)
     if labels is not None:

@@ -1,7 +1,7 @@
 """`pipeline serve`: an HTTP API over an exported SavedModel, in the TF Serving REST API's shape.
 
-- `POST /v1/models/<name>:predict` with `{"instances": [...]}` (row format) or `{"inputs": ...}`
-  (columnar format) returns `{"predictions": [...]}`, as TF Serving does;
+- `POST /v1/models/<name>:predict` with `{"instances": [...]}` (row format) returns `{"predictions": [...]}`, and
+  with `{"inputs": ...}` (columnar format) `{"outputs": [...]}`, as TF Serving does;
 - `GET /v1/models/<name>` (version status), `GET /v1/models/<name>/metadata` (signature),
   `GET /health`.
 
@@ -156,7 +156,8 @@ def create_app(model: ServedModel, max_batch_size: int = 256, max_body_bytes: in
 
     def answer_request(raw: bytes) -> tuple[int, Any]:
         try:
-            inputs = validate_request(parse_body(raw), model.spec, max_batch_size)
+            body = parse_body(raw)
+            inputs = validate_request(body, model.spec, max_batch_size)
         except RequestError as problem:
             return problem.status, str(problem)
         except Exception as problem:  # noqa: BLE001 - a request the checks did not foresee is still the client's
@@ -167,7 +168,8 @@ def create_app(model: ServedModel, max_batch_size: int = 256, max_body_bytes: in
         except Exception as problem:  # noqa: BLE001 - a model failure must not take the server down
             log.exception("prediction failed")
             return 500, f"the model could not answer this request: {problem}"
-        return 200, {"predictions": np.asarray(outputs).tolist()}
+        key = "outputs" if "inputs" in body else "predictions"  # TF Serving answers each format in its own key
+        return 200, {key: np.asarray(outputs).tolist()}
 
     return app
 

@@ -72,11 +72,25 @@ def load_served_model(model: str | Path) -> ServedModel:
     )
 
 
+def load_registered_keras(uri: str):
+    """The Keras model of a registered version: the `.keras` artifact beside the pyfunc over the SavedModel
+    (`pipeline.serving.mlflow_model`), or, for a version logged as a Keras model by an earlier release, that."""
+    import mlflow
+
+    from pipeline.ml.models import load_trained_model
+
+    if "keras" in mlflow.models.get_model_info(uri).flavors:
+        return mlflow.keras.load_model(uri)
+    local = Path(mlflow.artifacts.download_artifacts(uri))
+    files = sorted((local / "artifacts").rglob("*.keras"))
+    if not files:
+        raise StageError(f"{uri}: the registered model holds no .keras file; export it again (dvc repro export).")
+    return load_trained_model(files[0])
+
+
 def _load_registered(uri: str) -> ServedModel:
     """A Keras model from the MLflow model registry, with the serving spec logged in its metadata."""
     import mlflow
-
-    from pipeline.ml import models  # noqa: F401 - registers the pipeline's custom layers for loading
 
     name, _, reference = uri.removeprefix("models:/").partition("@")
     client = mlflow.tracking.MlflowClient()
@@ -87,7 +101,7 @@ def _load_registered(uri: str) -> ServedModel:
             name, _, number = name.partition("/")
             version = client.get_model_version(name, number)
         info = mlflow.models.get_model_info(uri)
-        keras_model = mlflow.keras.load_model(uri)
+        keras_model = load_registered_keras(uri)
     except mlflow.exceptions.MlflowException as error:
         raise StageError(f"{uri}: not found in the MLflow registry at {mlflow.get_tracking_uri()} ({error})") from None
     raw_spec = (info.metadata or {}).get("pipeline_spec")

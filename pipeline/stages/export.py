@@ -16,7 +16,7 @@ from pathlib import Path
 import numpy as np
 
 from pipeline.core.config import Config
-from pipeline.core.outputs import replace_directory, scratch_directory, write_json_atomic
+from pipeline.core.outputs import staged_directory, write_json_atomic
 from pipeline.core.runner import StageResult, run_stage
 from pipeline.ml.distribute import setup_tensorflow
 from pipeline.serving.saved_model import (
@@ -35,23 +35,35 @@ def resolve_version(setting: int | str) -> int:
     return int(time.time()) if setting == "auto" else int(setting)
 
 
-def log_model_to_mlflow(model, spec) -> str:
-    """Logs the Keras model to the active MLflow run (loadable with `mlflow.pyfunc.load_model`)."""
+def log_model_to_mlflow(model, spec, saved_model_dir: Path, keras_file: Path, example_inputs: dict) -> str:
+    """Logs the model to the active MLflow run as a pyfunc over the SavedModel (`pipeline.serving.mlflow_model`),
+    which `mlflow.pyfunc.load_model` loads in any interpreter with TensorFlow, without this project; the `.keras`
+    file travels beside it for the pipeline's own stages. Its signature and input example come from
+    `example_inputs` (a few test examples as the model takes them) in the form a client sends."""
+    import cloudpickle
     import mlflow
     from mlflow.models import infer_signature
 
     from pipeline.ml.modalities import model_modality
+    from pipeline.serving import mlflow_model
 
-    example = model_modality(spec.kind).signature_example(spec)
-    # None: dict inputs of mixed types, for which the SavedModel signature is the contract
-    signature = None if example is None else infer_signature(example, np.asarray(model(example, training=False)))
-    info = mlflow.keras.log_model(
-        model,
-        name="model",
-        signature=signature,
-        pip_requirements=[f"tensorflow=={_version('tensorflow')}", f"keras=={_version('keras')}"],
-        metadata={"pipeline_spec": serving_spec(spec).to_dict()},  # what `pipeline serve` checks requests against
-    )
+    example = model_modality(spec.kind).mlflow_example(example_inputs, spec)
+    signature = infer_signature(example, np.asarray(model(example_inputs, training=False)))
+    predictor = mlflow_model.SavedModelPredictor({feature.column: feature.name for feature in spec.features or []})
+    requirements = [f"{package}=={_version(package)}" for package in ("tensorflow", "numpy", "pandas", "cloudpickle")]
+    cloudpickle.register_pickle_by_value(mlflow_model)  # the class travels in the model, not as an import
+    try:
+        info = mlflow.pyfunc.log_model(
+            name="model",
+            python_model=predictor,
+            artifacts={mlflow_model.SAVED_MODEL: str(saved_model_dir), mlflow_model.KERAS_MODEL: str(keras_file)},
+            signature=signature,
+            input_example=example,
+            pip_requirements=requirements,
+            metadata={"pipeline_spec": serving_spec(spec).to_dict()},  # what `pipeline serve` checks requests against
+        )
+    finally:
+        cloudpickle.unregister_pickle_by_value(mlflow_model)
     return info.model_uri
 
 
@@ -100,14 +112,12 @@ def run(config: Config) -> StageResult:
     warmup = [
         inputs for inputs, _ in make_dataset(config.paths.prepared, spec, "test", settings.warmup_examples).take(2)
     ]
-    with scratch_directory(target.parent, target.name) as scratch:
-        staging = Path(scratch) / "out"
+    with staged_directory(target) as staging, staged_directory(edge_target) as edge_dir:
         version_dir = staging / config.model_name / str(version)
         export_saved_model(serving_model, spec, version_dir)
         difference = check_parity(model, version_dir, test_split, tolerance)
         description = signature_description(version_dir)
         checks.write_warmup_requests(version_dir, config.model_name, warmup)
-        edge_dir = Path(scratch) / "edge"
         edge = {"skipped": "export.tflite is false"}
 
         def convert_for_edge() -> None:
@@ -124,10 +134,9 @@ def run(config: Config) -> StageResult:
         else:
             convert_for_edge()
         write_json_atomic(edge_dir / "tflite.json", edge)  # also says why nothing was converted
-        replace_directory(staging, target)
-        replace_directory(edge_dir, edge_target)
     published = target / config.model_name / str(version)
-    model_uri = log_model_to_mlflow(serving_model, spec)
+    example_inputs = {name: np.asarray(values)[:2] for name, values in batches[0].items()}
+    model_uri = log_model_to_mlflow(serving_model, spec, published, Path(config.paths.model), example_inputs)
     from pipeline.core.tracking import data_version, git_commit
 
     tags = {**data_version(config), "git.commit": git_commit() or "unknown"}

@@ -24,7 +24,7 @@ from pathlib import Path
 from pipeline.core import spec as data_spec
 from pipeline.core.config import Config
 from pipeline.core.metrics import higher_is_better
-from pipeline.core.outputs import replace_directory, scratch_directory, write_json_atomic
+from pipeline.core.outputs import staged_directory, write_json_atomic
 from pipeline.core.runner import StageError, StageResult, format_metrics, run_stage
 from pipeline.core.spec import SPLITS
 from pipeline.ml.distribute import setup_tensorflow
@@ -54,9 +54,7 @@ def prepare_target(config: Config) -> StageResult:
     validated = validation.validate_configured(target)
     description, data_path, schema = validation.validated_files(Path(target.paths.validated))
     prepared = Path(target.paths.prepared)
-    with scratch_directory(prepared.parent, prepared.name) as scratch:
-        staging = Path(scratch) / "out"
-        staging.mkdir()
+    with staged_directory(prepared) as staging:
         spec = preparation.preprocess(
             description,
             data_path,
@@ -68,7 +66,6 @@ def prepare_target(config: Config) -> StageResult:
             train_per_class=config.finetune.labelled_per_class,
             runner=engine.from_config(target),
         )
-        replace_directory(staging, prepared)
     counts = {split: spec.split(split).num_examples for split in SPLITS}
     return StageResult(
         summary=f"target {target.data.source}: {validated.summary.split(' -> ')[0]};"
@@ -96,12 +93,8 @@ def fitted_to_base(config: Config, target: Config) -> Config:
 
 def replace_directory_with_note(directory: Path, note: str) -> None:
     """Replaces `directory` by one holding only a note saying why it is empty (a DVC output must exist)."""
-    directory.parent.mkdir(parents=True, exist_ok=True)
-    with scratch_directory(directory.parent, directory.name) as scratch:
-        staging = Path(scratch) / "out"
-        staging.mkdir()
+    with staged_directory(directory) as staging:
         (staging / SKIPPED_FILE).write_text(note)
-        replace_directory(staging, directory)
 
 
 def check_same_inputs(source_spec, target_spec, target_source: str) -> None:
@@ -251,12 +244,8 @@ def run(config: Config) -> StageResult:
     figure = plot_transfer(rows, scratch_rows, reports / "figures" / "transfer.png", "accuracy" if higher else "loss")
 
     target_dir = Path(config.paths.finetuned)
-    target_dir.parent.mkdir(parents=True, exist_ok=True)
-    with scratch_directory(target_dir.parent, target_dir.name) as scratch_dir:
-        staging = Path(scratch_dir) / "out"
-        staging.mkdir()
+    with staged_directory(target_dir) as staging:
         model.save(staging / MODEL_FILE)
-        replace_directory(staging, target_dir)
     if not gain > 0:
         log.warning(
             "transfer did not help: fine-tuned %s %.4f vs from scratch %.4f", metric, results[metric], baseline[metric]

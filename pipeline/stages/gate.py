@@ -57,12 +57,10 @@ def decide(candidate: dict, champion: dict | None, settings: GateConfig) -> dict
 
 def evaluate_registered(model_uri: str, config: Config, spec) -> dict | None:
     """Holdout metrics of a registered model on the current test split; None if it cannot read it."""
-    import mlflow
-
-    from pipeline.ml import models  # noqa: F401 - registers the pipeline's custom layers for loading
     from pipeline.ml.evaluation import test_metrics
+    from pipeline.serving.loading import load_registered_keras
 
-    model = mlflow.keras.load_model(model_uri)
+    model = load_registered_keras(model_uri)
     try:
         return test_metrics(model, config.paths.prepared, spec)
     except (ValueError, KeyError, TypeError) as error:

@@ -133,3 +133,11 @@ def test_a_valid_request_is_answered_and_the_model_runs_off_the_event_loop():
     assert response.status_code == 200 and len(response.json()["predictions"]) == 2
     assert model.threads and all(name != threading.main_thread().name for name in model.threads)
     assert not any("event" in name.lower() for name in model.threads)
+
+
+def test_each_request_format_is_answered_in_tf_servings_key_for_it():
+    """Row format -> `predictions`, columnar format -> `outputs` (TF Serving's REST API)."""
+    app = client("table", Model())
+    rows = app.post(URL["table"], content=json.dumps({"instances": [GOOD_ROW]})).json()
+    columns = app.post(URL["table"], content=json.dumps({"inputs": {key: [value] for key, value in GOOD_ROW.items()}}))
+    assert columns.status_code == 200 and columns.json() == {"outputs": rows["predictions"]}

@@ -15,6 +15,7 @@ from pipeline.core.outputs import (
     host_id,
     replace_directory,
     scratch_directory,
+    staged_directory,
     sweep_stale,
     write_text_atomic,
 )
@@ -116,3 +117,22 @@ def test_an_output_moved_aside_by_a_killed_replace_is_put_back(tmp_path):
     aside.mkdir()
     assert sweep_stale(tmp_path, "validated") == [aside]
     assert (target / "data.parquet").read_text() == "old data"
+
+
+def test_a_staged_folder_replaces_the_output_only_when_its_block_ends_without_an_error(tmp_path):
+    target = tmp_path / "prepared"
+    target.mkdir()
+    (target / "old.txt").write_text("old")
+    try:
+        with staged_directory(target) as staging:
+            (staging / "half.txt").write_text("half")
+            raise RuntimeError("the stage failed")
+    except RuntimeError:
+        pass
+    assert sorted(path.name for path in target.iterdir()) == ["old.txt"]
+    with staged_directory(target) as staging:
+        assert list(staging.iterdir()) == [], "the block starts from an empty folder"
+        (staging / "new.txt").write_text("new")
+        assert (target / "old.txt").exists(), "nothing is replaced before the block ends"
+    assert sorted(path.name for path in target.iterdir()) == ["new.txt"]
+    assert hidden(tmp_path) == [], "no staging folder is left beside it"

@@ -6,7 +6,8 @@ keras_tuner = pytest.importorskip("keras_tuner")
 
 from pipeline.core.config import load_config  # noqa: E402
 from pipeline.ml.hyperparameters import apply_search_values, defaults_from_config, searched_names  # noqa: E402
-from pipeline.stages.tune import declare, search_key  # noqa: E402
+from pipeline.ml.tuning import declare  # noqa: E402
+from pipeline.stages.tune import search_key  # noqa: E402
 from tests.conftest import ROOT  # noqa: E402
 
 
@@ -54,7 +55,7 @@ def test_the_tuner_state_is_written_by_rename_so_a_crash_never_leaves_half_a_fil
 
     import keras_tuner.src.utils as tuner_utils
 
-    from pipeline.stages.tune import write_state_atomically
+    from pipeline.ml.tuning import write_state_atomically
 
     write_state_atomically()
     path = tmp_path / "oracle.json"
@@ -73,7 +74,7 @@ def test_the_tuner_state_is_written_by_rename_so_a_crash_never_leaves_half_a_fil
 def test_the_best_trial_is_the_earliest_of_equal_scores_whatever_the_dictionary_order():
     from types import SimpleNamespace
 
-    from pipeline.stages.tune import best_trial
+    from pipeline.ml.tuning import best_trial
 
     def trial(trial_id: str, score, status: str = "COMPLETED"):
         return SimpleNamespace(trial_id=trial_id, score=score, status=status)
@@ -97,7 +98,7 @@ def test_the_search_stops_once_a_trial_has_the_best_possible_score(config, tmp_p
     import numpy as np
     import tensorflow as tf
 
-    from pipeline.stages.tune import best_possible_score, make_tuner
+    from pipeline.ml.tuning import best_possible_score, make_tuner
 
     monkeypatch.chdir(tmp_path)
     monkeypatch.setenv("MLFLOW_TRACKING_URI", f"sqlite:///{tmp_path / 'mlflow.db'}")

@@ -168,14 +168,39 @@ def test_one_mlflow_run_holds_params_metrics_tags_and_a_loadable_model(reproduce
     import numpy as np
 
     report = json.loads((project / "reports/export/export.json").read_text())
-    model = mlflow.pyfunc.load_model(report["mlflow_model_uri"])
     version = mlflow.tracking.MlflowClient().get_model_version("digits", str(report["registered_model"]["version"]))
     lock = yaml.safe_load((project / "dvc.lock").read_text())
     (validated,) = [out for out in lock["stages"]["validate"]["outs"] if out["path"] == "data/validated"]
     assert version.tags["dvc.validated_md5"] == validated["md5"]  # the data version, as DVC knows it
     assert version.tags["data.source"] == "digits" and version.tags["git.commit"] == mlflow_run.data.tags["git.commit"]
     assert version.run_id == mlflow_run.info.run_id
-    assert np.asarray(model.predict(np.zeros((2, 8, 8, 1), dtype="float32"))).shape == (2, 10)
+    assert np.asarray(
+        mlflow.pyfunc.load_model(report["mlflow_model_uri"]).predict(np.zeros((2, 8, 8, 1), "float32"))
+    ).shape == (
+        2,
+        10,
+    )
+
+
+def test_the_registered_model_loads_in_an_interpreter_that_never_imported_the_pipeline(reproduced, tmp_path):
+    """As a notebook or batch job elsewhere would: by alias, through MLflow's pyfunc, with its input example."""
+    project, _ = reproduced
+    store = f"sqlite:///{project / 'mlflow.db'}"
+    script = (
+        "import sys, json, mlflow, numpy as np\n"
+        f"mlflow.set_tracking_uri({store!r})\n"
+        "model = mlflow.pyfunc.load_model('models:/digits@candidate')\n"
+        "example = model.input_example\n"
+        "probabilities = np.asarray(model.predict(example))\n"
+        "print(json.dumps({'pipeline_imported': any(name.split('.')[0] == 'pipeline' for name in sys.modules),"
+        " 'shape': list(probabilities.shape), 'sums': probabilities.sum(axis=1).round(4).tolist(),"
+        " 'inputs': model.metadata.get_input_schema().input_names()}))\n"
+    )
+    completed = run([sys.executable, "-c", script], tmp_path)  # outside the project: nothing of it on sys.path
+    result = json.loads(completed.stdout.strip().splitlines()[-1])
+    assert result["pipeline_imported"] is False
+    assert result["shape"] == [2, 10] and result["sums"] == [1.0, 1.0]
+    assert result["inputs"] == ["image"]
 
 
 def test_the_mlflow_ui_opens_on_model_training_and_shows_the_datasets(reproduced):

@@ -73,7 +73,7 @@ def test_test_examples_get_the_models_own_predictions(server):
     status, columnar = call(
         f"{base}/v1/models/digits:predict", json.dumps({"inputs": images.numpy().tolist()}).encode()
     )
-    assert status == 200 and columnar["predictions"] == answer["predictions"]
+    assert status == 200 and columnar["outputs"] == answer["predictions"]  # TF Serving's key for the columnar form
 
 
 def test_status_and_metadata_answer_like_tf_serving(server):

@@ -48,7 +48,7 @@ class DataModality:
         """(a starting suite derived from trusted data, notes on columns worth a look)."""
         raise NotImplementedError
 
-    def check_validated(self, frame: pd.DataFrame, label: str) -> list[str]:
+    def check_validated(self, frame: pd.DataFrame, description: dict) -> list[str]:
         """Checks that only passed data needs (raising DataError); returns warnings to log."""
         return []
 
@@ -78,7 +78,7 @@ class DataModality:
         raise NotImplementedError
 
     def copy_feedback(self, path: Path, staging: Path) -> None:
-        """Copies a feedback batch into the (new) folder `staging`."""
+        """Copies a feedback batch into the empty folder `staging`."""
         raise NotImplementedError
 
 

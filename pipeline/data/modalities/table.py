@@ -11,7 +11,7 @@ from typing import Optional
 import numpy as np
 import pandas as pd
 
-from pipeline.core.column_types import type_of
+from pipeline.core.column_types import column_type, type_of
 from pipeline.core.errors import DataError
 from pipeline.core.progress import progress
 from pipeline.core.spec import FeatureSpec
@@ -19,6 +19,8 @@ from pipeline.data import expectations, ingestion, preparation, shuffle, sources
 from pipeline.data.columns import input_names
 from pipeline.data.engine import Engine
 from pipeline.data.modalities import DataModality
+
+TEXT = column_type("text")
 
 
 def clean_table(
@@ -38,12 +40,17 @@ def clean_table(
     return typed_features(features, specs), task.encode_labels(table[label], classes), specs
 
 
-def feature_specs(features: pd.DataFrame) -> list[FeatureSpec]:
-    """Each column's spec: its name in the table, its input name in the model, its type (by the column's dtype,
-    so a frame without rows, read from a file's schema, gives the same specs)."""
+def feature_specs(features: pd.DataFrame, text_columns=()) -> list[FeatureSpec]:
+    """Each column's spec: its name in the table, its input name in the model, its type (free text if declared in
+    `text_columns`, else by the column's dtype, so a frame without rows, read from a file's schema, gives the same
+    specs)."""
     names = input_names(list(features.columns))
     return [
-        FeatureSpec(column=str(column), name=names[str(column)], type=type_of(features[column].dtype).name)
+        FeatureSpec(
+            column=str(column),
+            name=names[str(column)],
+            type=TEXT.name if str(column) in text_columns else type_of(features[column].dtype).name,
+        )
         for column in features.columns
     ]
 
@@ -131,15 +138,19 @@ class TableData(DataModality):
     validated_file = validation.TABLE_FILE
     chunked_validation = True
 
-    def ingest(self, data, output_dir, final_dir, batches, runner) -> dict:
-        file_format = "parquet" if data.source == "parquet" else "csv"
-        target = output_dir / f"source.{file_format}"
+    def write_snapshot(self, data, target: Path) -> None:
+        """The source's table, as it is, at `target` (a CSV file, or Parquet for a Parquet source)."""
         if data.source == "penguins":
             sources.write_penguins_csv(target)
         elif storage.is_address(data.path):
             storage.copy_to_local(data.path, target)
         else:
             shutil.copyfile(data.path, target)
+
+    def ingest(self, data, output_dir, final_dir, batches, runner) -> dict:
+        file_format = "parquet" if data.source == "parquet" else "csv"
+        target = output_dir / f"source.{file_format}"
+        self.write_snapshot(data, target)
         if batches:  # the source and every feedback batch, as one Parquet table
             tables = [sources.load_table(target, file_format)]
             for batch in batches:
@@ -154,6 +165,7 @@ class TableData(DataModality):
             file=target.name,
             fingerprint=sources.fingerprint_files([str(target)]),
             dropped_columns=list(data.drop_columns),  # read past by every stage; the snapshot stays as it was
+            text_columns=data.text_column_names,
         )
 
     def ingest_summary(self, description: dict) -> str:
@@ -169,15 +181,22 @@ class TableData(DataModality):
         return table
 
     def profile(self, frame, description):
-        suite = expectations.profile_table(frame, description["label"], description["task"])
-        return suite, validation.column_notes(frame, description["label"])
+        text_columns = description.get("text_columns", [])
+        suite = expectations.profile_table(
+            frame, description["label"], description["task"], text_columns=text_columns, kind=self.kind
+        )
+        return suite, validation.column_notes(frame, description["label"], text_columns)
 
-    def check_validated(self, frame, label) -> list[str]:
+    def check_validated(self, frame, description) -> list[str]:
+        label = description["label"]
         input_names([column for column in frame.columns if column != label])  # one model input key per column
-        return validation.column_notes(frame, label)
+        return validation.column_notes(frame, label, description.get("text_columns", []))
 
     def validated_fields(self, description: dict) -> dict:
-        return {"dropped_columns": description.get("dropped_columns", [])}
+        return {
+            "dropped_columns": description.get("dropped_columns", []),
+            "text_columns": description.get("text_columns", []),
+        }
 
     def example_schema(self, suite) -> dict:
         return expectations.table_example_schema(suite)
@@ -196,7 +215,8 @@ class TableData(DataModality):
         task, label = split.task, description["label"]
         classes = tuple(description["classes"]) if description.get("classes") else None
         groups = preparation.row_groups(data_path)
-        specs = feature_specs(parquet.read_schema(data_path).empty_table().to_pandas().drop(columns=[label]))
+        columns = parquet.read_schema(data_path).empty_table().to_pandas().drop(columns=[label])
+        specs = feature_specs(columns, description.get("text_columns", []))
         complete_only = split.settings.missing_values == "drop"
         labeller = TableLabels(str(data_path), label, task.name, classes, complete_only)
         # Only the label column is read unless rows with a missing feature are dropped: that narrow pass runs here.
@@ -254,7 +274,6 @@ class TableData(DataModality):
         return dataclasses.replace(data, source=file_format, path=str(path), label=data.label_column)
 
     def copy_feedback(self, path, staging) -> None:
-        staging.mkdir()
         shutil.copyfile(path, staging / f"{ingestion.FEEDBACK_TABLE}{path.suffix.lower()}")
 
 

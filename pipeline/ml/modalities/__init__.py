@@ -13,7 +13,7 @@ the monitor's statistics stay light.
 from __future__ import annotations
 
 import importlib
-from typing import Any, Optional
+from typing import Any
 
 import numpy as np
 
@@ -53,6 +53,19 @@ class ModelModality:
         """What a dense network reads from the preprocessed features."""
         return features
 
+    def grid(self, features) -> Any:
+        """What a CNN convolves: (batch, height, width, channels) or a sequence (batch, steps, width)."""
+        return features
+
+    def sequence(self, features) -> Any:
+        """What the RNN and Transformer families read: (batch, steps, width)."""
+        return features
+
+    def encode(self, family: str, body, features, hyperparameters) -> Any:
+        """The preprocessed features through `family`'s `body` (`pipeline.ml.models.BODIES[family]`, which takes
+        the features, the hyperparameters and this modality): what the dense layers and the head read."""
+        return body(features, hyperparameters, self)
+
     def describe_inputs(self, spec) -> str:
         """The model's inputs in words (finetune checks that the target has the same)."""
         raise NotImplementedError
@@ -73,9 +86,10 @@ class ModelModality:
         """The model's inputs as an MLflow schema (the datasets' schema)."""
         raise NotImplementedError
 
-    def signature_example(self, spec) -> Optional[dict[str, np.ndarray]]:
-        """An input example for the MLflow signature, or None when the SavedModel's signature is the contract."""
-        return None
+    def mlflow_example(self, inputs: dict[str, np.ndarray], spec) -> Any:
+        """A few examples (`inputs`, as the model takes them) in the form an MLflow client passes to the
+        registered model's `predict`: the MLflow signature and input example are inferred from it."""
+        return inputs
 
     def tflite_support(self, spec) -> tuple[bool, str]:
         """(whether the model converts to TFLite builtin ops, why not)."""

@@ -46,6 +46,13 @@ class ImageModel(ModelModality):
 
         return keras.layers.Flatten(name="flatten")(features)
 
+    def sequence(self, features):
+        """(batch, height, width, channels) -> (batch, height, width * channels): one step per image row."""
+        import keras
+
+        _, height, width, channels = features.shape
+        return keras.layers.Reshape((height, width * channels), name="rows_as_sequence")(features)
+
     def describe_inputs(self, spec) -> str:
         return f"{spec.image.height}x{spec.image.width}x{spec.image.channels} images"
 
@@ -92,9 +99,6 @@ class ImageModel(ModelModality):
         from mlflow.types import Schema, TensorSpec
 
         return Schema([TensorSpec(np.dtype("float32"), (-1, *spec.image.shape), name=spec.image.name)])
-
-    def signature_example(self, spec):
-        return {spec.image.name: np.zeros((1, *spec.image.shape), dtype=np.float32)}
 
     def reference_values(self, batches, spec) -> dict[str, np.ndarray]:
         name = spec.image.name

@@ -34,7 +34,9 @@ class TableModel(ModelModality):
 
         from pipeline.ml.features import PREPROCESSING
 
-        encoded = [PREPROCESSING[feature.type](feature, inputs[feature.name]) for feature in spec.features]
+        encoded = [
+            PREPROCESSING[feature.type](feature, inputs[feature.name], hyperparameters) for feature in spec.features
+        ]
         return keras.layers.Concatenate(name="features")(encoded) if len(encoded) > 1 else encoded[0]
 
     def describe_inputs(self, spec) -> str:
@@ -96,6 +98,12 @@ class TableModel(ModelModality):
 
         return Schema([ColSpec(feature.column_type.mlflow_type, feature.column) for feature in spec.features])
 
+    def mlflow_example(self, inputs, spec):
+        """A DataFrame of the table's own columns (missing values as None)."""
+        import pandas as pd
+
+        return pd.DataFrame(self.request_instances(inputs, spec), columns=[feature.column for feature in spec.features])
+
     def tflite_support(self, spec) -> tuple[bool, str]:
         unsupported = [feature.column_type for feature in spec.features if not feature.column_type.tflite_supported]
         if unsupported:
@@ -123,7 +131,7 @@ class TableModel(ModelModality):
             ref_values, new_values = reference[name], current[name]
             # Missing values are counted once, in their own family below: not as a category here too.
             test = {"ks": drift.ks_test, "chi2": drift.category_test}[kind.drift_test]
-            tests[name] = test(kind.present(ref_values), kind.present(new_values))
+            tests[name] = test(kind.drift_values(kind.present(ref_values)), kind.drift_values(kind.present(new_values)))
             missing[name] = {
                 "reference": float(np.mean(kind.missing(ref_values))),
                 "current": float(np.mean(kind.missing(new_values))),

@@ -1,0 +1,168 @@
+"""Text as a kind of data, in small parts: words counted in Python exactly as Keras' TextVectorization splits them,
+the text column type's statistics and request checks, the configuration's rules, and every model family on a text
+column beside a number."""
+
+from __future__ import annotations
+
+import dataclasses
+
+import numpy as np
+import pandas as pd
+import pytest
+
+from pipeline.core import kinds
+from pipeline.core.column_types import InvalidValueError, column_type
+from pipeline.core.config import config_from_dict
+from pipeline.core.errors import ConfigError
+from pipeline.core.tokens import terms, words
+from pipeline.data.modalities.table import feature_specs, table_statistics, typed_features
+from pipeline.data.validation import column_notes
+from pipeline.ml.hyperparameters import searched_names
+from tests.specs import make_spec
+
+TEXT = column_type("text")
+HOSTILE = [
+    "Hello, World! It's   GREAT.",
+    "ÉCOLE école Zürich ZÜRICH",  # non-ASCII capitals stay capitals, as tf.strings.lower leaves them
+    "emoji 😀😡 stay words 🙂",
+    "مرحبا بالعالم right-to-left",
+    "<p>HTML&amp;remnants</p><br/>",
+    "tabs\tand\nnewlines\r\nand\u00a0no-break space",  # U+00A0 is not a separator for TensorFlow
+    "under_score hy-phen dot.ted (brackets) [square] {curly} back\\slash",
+    "",
+]
+
+
+def test_words_and_word_pairs_are_those_textvectorization_makes():
+    import tensorflow as tf
+
+    vocabulary = sorted({term for text in HOSTILE for term in terms(text, 2)})
+    layer = tf.keras.layers.TextVectorization(output_mode="multi_hot", ngrams=2, vocabulary=vocabulary)
+    for text in HOSTILE:
+        hot = layer(tf.constant([text])).numpy()[0]
+        assert hot[0] == 0, f"{text!r}: Keras found a term this module does not make"
+        found = {vocabulary[index - 1] for index in np.flatnonzero(hot)}
+        assert found == set(terms(text, 2)), text
+    sequence = tf.keras.layers.TextVectorization(output_mode="int", vocabulary=sorted(set(words(" ".join(HOSTILE)))))
+    inverse = ["", "[UNK]", *sequence.get_vocabulary()[2:]]
+    for text in HOSTILE:
+        ids = [int(index) for index in sequence(tf.constant([text])).numpy()[0] if index]
+        assert [inverse[index] for index in ids] == words(text), text
+
+
+def test_the_training_splits_words_are_ranked_and_weighted_and_parts_merge_as_one():
+    values = pd.Series(["good film good", "bad film", "good", ""])
+    whole = TEXT.merge_statistics([TEXT.partial_statistics(values)], "review")
+    parts = TEXT.merge_statistics([TEXT.partial_statistics(values[:2]), TEXT.partial_statistics(values[2:])], "r")
+    assert whole == parts
+    assert whole["vocabulary"][:2] == ["good", "film"]  # by count (3, 2), then by the word
+    assert whole["terms"][:2] == ["film", "good"] and "good film" in whole["terms"]  # in most texts, then by term
+    idf = dict(zip(whole["terms"], whole["idf"], strict=True))
+    assert idf["good"] < idf["bad"]  # in two of the three texts against one
+    assert whole["words_mean"] == pytest.approx(2.0) and whole["words_p95"] == 3
+    with pytest.raises(Exception, match="no texts in the training split"):
+        TEXT.merge_statistics([TEXT.partial_statistics(pd.Series(["", ""]))], "review")
+
+
+def test_a_request_text_is_a_string_within_the_trained_length():
+    assert TEXT.request_value("fine", "instances[0].review", {"max_length": 10}, False) == "fine"
+    assert TEXT.request_value(None, "instances[0].review", {}, True) == ""
+    with pytest.raises(InvalidValueError, match=r"instances\[0\].review: expected a string of text, got 3"):
+        TEXT.request_value(3, "instances[0].review", {}, True)
+    with pytest.raises(InvalidValueError, match=r"got \[\[\[\[.*\.\.\. \(list\)"):
+        TEXT.request_value([[[[0] * 100]]], "instances[0].review", {}, True)  # a long value is shown cut
+    with pytest.raises(InvalidValueError, match="a text of 11 characters; this model takes at most 10"):
+        TEXT.request_value("x" * 11, "instances[0].review", {"max_length": 10}, False)
+
+
+def test_a_declared_text_column_is_text_and_the_profile_suggests_undeclared_ones():
+    table = pd.DataFrame(
+        {
+            "comment": [f"the parcel number {index} arrived late and broken" for index in range(60)],
+            "city": ["Zürich", "Basel"] * 30,
+            "label": ["a", "b"] * 30,
+        }
+    )
+    specs = feature_specs(table.drop(columns=["label"]), ["comment"])
+    assert [spec.type for spec in specs] == ["text", "categorical"]
+    (note,) = column_notes(table, "label")
+    assert "reads like free text" in note and "data.text_columns: [comment]" in note
+    assert column_notes(table, "label", ["comment"]) == []
+
+
+def test_text_columns_make_a_table_text_data_and_are_checked(tmp_path):
+    (tmp_path / "t.csv").write_text("a,b\n")
+    data = {"source": "csv", "path": str(tmp_path / "t.csv"), "label": "b"}
+    assert config_from_dict({"data": data}).data.kind == "table"
+    config = config_from_dict({"data": {**data, "text_columns": ["a"]}, "model": {"family": "rnn"}})
+    assert config.data.kind == "text" and config.model_family == "rnn"
+    assert config_from_dict({"data": {"source": "rotten_tomatoes"}}).data.text_column_names == ["review"]
+    assert kinds.kind_of_source("rotten_tomatoes").name == "text"
+    with pytest.raises(ConfigError, match="neither the label 'b'"):
+        config_from_dict({"data": {**data, "text_columns": ["b"]}})
+    with pytest.raises(ConfigError, match=r"data.text_columns = \['a'\] is not valid; expected \[\] for image data"):
+        config_from_dict({"data": {"source": "digits", "text_columns": ["a"]}})
+    with pytest.raises(ConfigError, match="model.text_ngrams"):
+        config_from_dict({"data": data, "model": {"text_ngrams": 3}})
+    with pytest.raises(ConfigError, match="mlp or auto for table data"):
+        config_from_dict({"data": data, "model": {"family": "rnn"}})
+
+
+def test_the_search_varies_only_what_the_family_reads():
+    space = {"text_ngrams": {}, "text_sequence_length": {}, "rnn_bidirectional": {}, "units": {}}
+    assert searched_names(space, "mlp") == ["text_ngrams", "units"]
+    assert searched_names(space, "rnn") == ["text_sequence_length", "rnn_bidirectional", "units"]
+    assert searched_names(space, "transformer") == ["text_sequence_length", "units"]
+
+
+@pytest.mark.parametrize("family", ["mlp", "cnn", "rnn", "transformer"])
+def test_every_family_reads_raw_strings_beside_a_number(family):
+    import tensorflow as tf
+
+    from pipeline.core.config import Config
+    from pipeline.ml.hyperparameters import defaults_from_config
+    from pipeline.ml.models import build_model
+
+    table = pd.DataFrame({"text": ["a good film", "a bad film", "good", "Zürich 😀"], "stars": [5.0, 1.0, 4.0, 3.0]})
+    specs = feature_specs(table, ["text"])
+    specs = table_statistics(typed_features(table, specs), specs)
+    features = [dataclasses.asdict(spec) for spec in specs]
+    spec = make_spec({"kind": "text", "classes": ["no", "yes"], "features": features})
+    hyperparameters = {
+        **defaults_from_config(Config()),
+        "family": family,
+        "text_sequence_length": 6,
+        "text_embedding_dim": 4,
+        "filters": [4],
+        "rnn_units": 4,
+        "num_heads": 1,
+        "key_dim": 4,
+        "transformer_blocks": 1,
+        "hidden_units": [4],
+    }
+    model = build_model(hyperparameters, spec)
+    outputs = model({"text": tf.constant([["a good film"], [""]]), "stars": tf.constant([[5.0], [1.0]])})
+    assert outputs.shape == (2, 1) and np.all((0 <= outputs.numpy()) & (outputs.numpy() <= 1))
+    vectorizers = [layer for layer in model.layers if isinstance(layer, tf.keras.layers.TextVectorization)]
+    assert len(vectorizers) == 1 and "film" in vectorizers[0].get_vocabulary()
+
+
+def test_a_folder_of_texts_becomes_a_table_and_a_file_that_is_not_utf8_is_named_with_its_line(tmp_path):
+    from pipeline.core.errors import DataError
+    from pipeline.data.sources import read_text_dir
+
+    files = (("pos", "a.txt", "Très bien 😀"), ("neg", "b.txt", "awful\nreally"), ("neg", "c.txt", ""))
+    for label, name, text in files:
+        (tmp_path / "texts" / label).mkdir(parents=True, exist_ok=True)
+        (tmp_path / "texts" / label / name).write_text(text, encoding="utf-8")
+    path, classes = read_text_dir(tmp_path / "texts", tmp_path / "table.csv")
+    table = pd.read_csv(path, keep_default_na=False)
+    assert classes == ["neg", "pos"] and list(table.columns) == ["text", "label"]
+    assert sorted(table["text"]) == ["", "Très bien 😀", "awful\nreally"]
+    (tmp_path / "texts" / "neg" / "d.txt").write_bytes(b"line one\nline two \xff\xfe\n")
+    with pytest.raises(DataError, match=r"d.txt: line 2 is not valid UTF-8 \(byte 0xff at offset 18\)"):
+        read_text_dir(tmp_path / "texts", tmp_path / "table.csv")
+    (tmp_path / "texts" / "neg" / "d.txt").unlink()
+    (tmp_path / "texts" / "neg" / "e.md").write_text("not a text file")
+    with pytest.raises(DataError, match="e.md: not a .txt file"):
+        read_text_dir(tmp_path / "texts", tmp_path / "table.csv")
