@@ -43,6 +43,7 @@ SLOWEST_FIRST = (
     "tests/e2e/test_strategies.py",
     "tests/e2e/test_chaos.py",
     "tests/e2e/test_repro.py",
+    "tests/e2e/test_text.py",
     "tests/e2e/test_notebooks.py",
     "tests/e2e/test_bench.py",
 )
