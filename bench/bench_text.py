@@ -13,6 +13,7 @@ Each set runs the stages ingest to evaluate in a fresh folder with `params.yaml`
 test splits. On the built-in set every family is then trained and evaluated on the same split.
 
 Usage: python bench/bench_text.py [--sets rotten_tomatoes debates reviews_or_plot] [--families mlp cnn rnn transformer]
+    [--smoke]  (the built-in set, the MLP, one epoch: checks the benchmark runs)
 """
 
 from __future__ import annotations
@@ -56,7 +57,7 @@ def write_set(name: str, folder: Path) -> dict:
     return {"source": "csv", "path": str(path), "label": label, "text_columns": [text]}
 
 
-def run_stages(folder: Path, data: dict, model: dict, stages) -> dict[str, float]:
+def run_stages(folder: Path, data: dict, model: dict, stages, epochs: int | None = None) -> dict[str, float]:
     from pipeline.cli import main
 
     params = yaml.safe_load((ROOT / "params.yaml").read_text())
@@ -64,6 +65,7 @@ def run_stages(folder: Path, data: dict, model: dict, stages) -> dict[str, float
     params["model"].update(model)
     params["tune"]["enabled"] = False
     params["finetune"]["enabled"] = False
+    params["train"]["epochs"] = epochs or params["train"]["epochs"]
     (folder / "params.yaml").write_text(yaml.safe_dump(params))
     seconds = {}
     for stage in stages:
@@ -96,7 +98,11 @@ def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
     parser.add_argument("--sets", nargs="+", default=["rotten_tomatoes", "debates", "reviews_or_plot"])
     parser.add_argument("--families", nargs="+", default=["mlp", "cnn", "rnn", "transformer"])
+    parser.add_argument("--smoke", action="store_true", help="the built-in set, the MLP, one epoch")
     args = parser.parse_args()
+    epochs = None
+    if args.smoke:
+        args.sets, args.families, epochs = ["rotten_tomatoes"], ["mlp"], 1
     rows = []
     for name in args.sets:
         with tempfile.TemporaryDirectory() as scratch:
@@ -116,8 +122,8 @@ def main() -> None:
             baseline = None
             for index, family in enumerate(families):
                 stages = ("ingest", "validate", "preprocess") if index == 0 else ()
-                run_stages(folder, data, {"family": family}, stages)
-                seconds = run_stages(folder, data, {"family": family}, ("tune", "train", "evaluate"))
+                run_stages(folder, data, {"family": family}, stages, epochs)
+                seconds = run_stages(folder, data, {"family": family}, ("tune", "train", "evaluate"), epochs)
                 if baseline is None:
                     baseline = baseline_accuracy(folder)
                 metrics = json.loads((folder / "reports" / "evaluate" / "metrics.json").read_text())

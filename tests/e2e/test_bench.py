@@ -80,6 +80,10 @@ def test_bench_same_outputs():
     assert "smoke: the copies and the comparison work" in bench("bench_same_outputs.py")
 
 
+def test_bench_text():
+    assert "\"set\": \"rotten_tomatoes\", \"family\": \"mlp\"" in bench("bench_text.py")
+
+
 def test_every_benchmark_has_a_smoke_test_here():
     text = Path(__file__).read_text()
     assert [script.name for script in BENCH.glob("*.py") if f'"{script.name}"' not in text] == []
