@@ -81,7 +81,7 @@ def test_bench_same_outputs():
 
 
 def test_bench_text():
-    assert "\"set\": \"rotten_tomatoes\", \"family\": \"mlp\"" in bench("bench_text.py")
+    assert '"set": "rotten_tomatoes", "family": "mlp"' in bench("bench_text.py")
 
 
 def test_every_benchmark_has_a_smoke_test_here():
