@@ -13,7 +13,8 @@ Each set runs the stages ingest to evaluate in a fresh folder with `params.yaml`
 test splits. On the built-in set every family is then trained and evaluated on the same split.
 
 Usage: python bench/bench_text.py [--sets rotten_tomatoes debates reviews_or_plot] [--families mlp cnn rnn transformer]
-    [--smoke]  (the built-in set, the MLP, one epoch: checks the benchmark runs)
+    [--set SECTION.KEY=VALUE ...]  (params.yaml overrides, YAML values) [--smoke]  (the built-in set, the MLP, one
+    epoch: checks the benchmark runs)
 """
 
 from __future__ import annotations
@@ -21,7 +22,8 @@ from __future__ import annotations
 import argparse
 import importlib.util
 import json
-import os
+import subprocess
+import sys
 import tempfile
 import time
 from pathlib import Path
@@ -57,20 +59,26 @@ def write_set(name: str, folder: Path) -> dict:
     return {"source": "csv", "path": str(path), "label": label, "text_columns": [text]}
 
 
-def run_stages(folder: Path, data: dict, model: dict, stages, epochs: int | None = None) -> dict[str, float]:
-    from pipeline.cli import main
+OVERRIDES: dict[str, dict] = {}  # --set: params.yaml overrides by section
 
+
+def run_stages(folder: Path, data: dict, model: dict, stages, epochs: int | None = None) -> dict[str, float]:
+    """Each stage as `dvc repro` runs it (its own process), timed from outside."""
     params = yaml.safe_load((ROOT / "params.yaml").read_text())
-    params["data"].update(data)
-    params["model"].update(model)
     params["tune"]["enabled"] = False
     params["finetune"]["enabled"] = False
     params["train"]["epochs"] = epochs or params["train"]["epochs"]
+    params["data"].update(data)
+    params["model"].update(model)
+    for section, values in OVERRIDES.items():
+        params[section].update(values)
     (folder / "params.yaml").write_text(yaml.safe_dump(params))
     seconds = {}
     for stage in stages:
         started = time.perf_counter()
-        assert main(["run", stage]) == 0, stage
+        completed = subprocess.run([sys.executable, "-m", "pipeline", "run", stage], cwd=folder, capture_output=True)
+        if completed.returncode:
+            raise SystemExit(f"{stage} failed:\n{completed.stderr.decode(errors='replace')[-3000:]}")
         seconds[stage] = time.perf_counter() - started
     return seconds
 
@@ -99,7 +107,12 @@ def main() -> None:
     parser.add_argument("--sets", nargs="+", default=["rotten_tomatoes", "debates", "reviews_or_plot"])
     parser.add_argument("--families", nargs="+", default=["mlp", "cnn", "rnn", "transformer"])
     parser.add_argument("--smoke", action="store_true", help="the built-in set, the MLP, one epoch")
+    parser.add_argument("--set", nargs="*", default=[], help="params.yaml overrides: section.key=value")
     args = parser.parse_args()
+    for item in args.set:
+        key, _, value = item.partition("=")
+        section, _, name = key.partition(".")
+        OVERRIDES.setdefault(section, {})[name] = yaml.safe_load(value)
     epochs = None
     if args.smoke:
         args.sets, args.families, epochs = ["rotten_tomatoes"], ["mlp"], 1
@@ -109,15 +122,10 @@ def main() -> None:
             folder = Path(scratch)
             for sub in ("data/user", "data/feedback"):
                 (folder / sub).mkdir(parents=True, exist_ok=True)
-            os.chdir(folder)
             data = write_set(name, folder)
-            params = yaml.safe_load((ROOT / "params.yaml").read_text())
-            params["data"].update(data)
-            (folder / "params.yaml").write_text(yaml.safe_dump(params))
-            from pipeline.core.config import load_config
-            from pipeline.data import validation
-
-            validation.profile(load_config("params.yaml"), force=True)
+            run_stages(folder, data, {}, ())  # params.yaml, for the profile
+            profile = [sys.executable, "-m", "pipeline", "validate", "--profile", "--force"]
+            subprocess.run(profile, cwd=folder, check=True, capture_output=True)
             families = args.families if name == "rotten_tomatoes" else args.families[:1]
             baseline = None
             for index, family in enumerate(families):
@@ -137,7 +145,6 @@ def main() -> None:
                 }
                 print(json.dumps(row), flush=True)
                 rows.append(row)
-            os.chdir(ROOT)
     print(pd.DataFrame(rows).to_markdown(index=False))
 
 

@@ -216,10 +216,12 @@ class ModelConfig:
     augment_contrast: float = 0.0
     text_max_tokens: int = 10000
     text_ngrams: int = 2
-    text_sequence_length: int = 128
+    text_sequence_length: Union[int, Literal["auto"]] = "auto"
     text_embedding_dim: int = 64
 
     def _validate(self, section: str) -> None:
+        if self.text_sequence_length != "auto" and self.text_sequence_length < 1:
+            fail(f"{section}.text_sequence_length", self.text_sequence_length, "auto or a positive number of words")
         if not 1 <= self.text_ngrams <= MAX_NGRAMS:
             fail(f"{section}.text_ngrams", self.text_ngrams, f"1 (words) to {MAX_NGRAMS} (word pairs too)")
         if not 0.0 <= self.dropout < 1.0:
@@ -235,7 +237,7 @@ class ModelConfig:
                 fail(f"{section}.{name}", getattr(self, name), "a list of positive layer widths")
         for name in (
             "kernel_size", "rnn_units", "num_heads", "key_dim", "transformer_blocks",
-            "text_max_tokens", "text_sequence_length", "text_embedding_dim",
+            "text_max_tokens", "text_embedding_dim",
         ):  # fmt: skip
             if getattr(self, name) < 1:
                 fail(f"{section}.{name}", getattr(self, name), "a positive integer")

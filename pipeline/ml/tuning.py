@@ -35,7 +35,7 @@ def declare(hp, name: str, entry: dict, default: Any = None) -> Any:
         return hp.Choice(name, values, default=default if default in values else None)
     low, high = entry["min"], entry["max"]
     sampling = "log" if entry.get("log") else "linear"
-    inside = default is not None and low <= default <= high
+    inside = isinstance(default, (int, float)) and low <= default <= high  # not `auto`
     if isinstance(low, int) and isinstance(high, int) and isinstance(entry.get("step", 1), int):
         return hp.Int(name, low, high, step=entry.get("step"), sampling=sampling, default=default if inside else None)
     return hp.Float(

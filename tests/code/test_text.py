@@ -166,3 +166,13 @@ def test_a_folder_of_texts_becomes_a_table_and_a_file_that_is_not_utf8_is_named_
     (tmp_path / "texts" / "neg" / "e.md").write_text("not a text file")
     with pytest.raises(DataError, match="e.md: not a .txt file"):
         read_text_dir(tmp_path / "texts", tmp_path / "table.csv")
+
+
+def test_an_auto_sequence_is_as_long_as_most_training_texts():
+    from pipeline.core.spec import FeatureSpec
+    from pipeline.ml.features import sequence_length
+
+    feature = FeatureSpec(column="review", name="review", type="text", words_p95=34)
+    assert sequence_length(feature, {"text_sequence_length": "auto"}) == 34
+    assert sequence_length(dataclasses.replace(feature, words_p95=3), {}) == 8  # never shorter than 8 words
+    assert sequence_length(feature, {"text_sequence_length": 100}) == 100

@@ -128,3 +128,11 @@ def test_the_search_stops_once_a_trial_has_the_best_possible_score(config, tmp_p
     assert [trial.score for trial in completed] == [1.0]
     assert tuner.stopped == "trial 0 reached the best possible val_accuracy (1)"
     assert best_possible_score("val_loss") is None and best_possible_score("val_auc") == 1.0
+
+
+def test_a_range_whose_default_is_auto_starts_from_the_range():
+    import keras_tuner
+
+    hp = keras_tuner.HyperParameters()
+    value = declare(hp, "text_sequence_length", {"min": 16, "max": 64, "step": 16}, "auto")
+    assert value == 16 and hp.values["text_sequence_length"] == 16
