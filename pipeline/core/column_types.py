@@ -68,9 +68,14 @@ class ColumnType:
     def present(self, values: np.ndarray) -> np.ndarray:
         return values[~self.missing(values)]
 
-    def drift_values(self, values: np.ndarray) -> np.ndarray:
-        """What the monitor's `drift_test` compares: the values themselves (text: their lengths in words)."""
-        return values
+    learnt_from_training: tuple[str, ...] = ()
+    """`drift_samples` suffixes that depend on what was learnt from the training split (its vocabulary): compared
+    with the validation split, since the training split fits them by construction."""
+
+    def drift_samples(self, values: np.ndarray, feature) -> dict[str, np.ndarray]:
+        """What the monitor's `drift_test` compares, by the suffix of the test's name: the present values
+        themselves (text: their lengths in words, and their shares of words outside the vocabulary)."""
+        return {"": values}
 
     def partial_statistics(self, values) -> dict:
         """What the training split's statistics need from a part of it, merged by `merge_statistics`."""
@@ -238,7 +243,8 @@ class Text(Categorical):
     whole value as one category. A column is text only when declared (`data.text_columns`, or a text source)."""
 
     name = "text"
-    drift_test = "ks"  # on the texts' lengths in words (`drift_values`)
+    drift_test = "ks"  # on the texts' lengths in words and shares of unknown words (`drift_samples`)
+    learnt_from_training = (" (unknown words)",)  # every training word is known: 0 % unknown, a false alarm
     free_text = True
     max_vocabulary = 10_000
     """Words (and terms) kept from the training split; `model.text_max_tokens` takes the most frequent of them."""
@@ -248,10 +254,16 @@ class Text(Categorical):
     def matches(self, dtype) -> bool:
         return False  # declared, never guessed from a dtype
 
-    def drift_values(self, values: np.ndarray) -> np.ndarray:
+    def drift_samples(self, values: np.ndarray, feature) -> dict[str, np.ndarray]:
+        """Lengths in words and the share of each text's words that the training split's vocabulary lacks (a
+        new topic, language or alphabet raises it)."""
         from pipeline.core.tokens import words
 
-        return np.array([len(words(value)) for value in values], dtype=np.float64)
+        known = set(feature.vocabulary or [])
+        split = [words(value) for value in values]
+        lengths = np.array([len(found) for found in split], dtype=np.float64)
+        unknown = np.array([sum(word not in known for word in found) / len(found) if found else 0.0 for found in split])
+        return {" (words)": lengths, " (unknown words)": unknown}
 
     def partial_statistics(self, values) -> dict:
         from collections import Counter

@@ -5,6 +5,8 @@ without the label column) is compared with the training split (the reference):
 
 - tables: each numeric feature with the two-sample Kolmogorov-Smirnov test, each categorical one
   with a chi-square test (and its population stability index), and missing-value rates;
+- text: each text column's lengths in words and shares of unknown words (KS tests; the unknown words against the
+  validation split, since every training word is known by construction);
 - images: simple per-image statistics (brightness, contrast, ink, edges) with KS tests, and the
   model's penultimate-layer embeddings (their top principal components, KS tests);
 - predictions: the distribution of predicted classes (chi-square) or values (KS).
@@ -85,10 +87,11 @@ def compare(
     current_outputs: np.ndarray,
     reference_embeddings: np.ndarray | None = None,
     current_embeddings: np.ndarray | None = None,
+    held_out: object = None,
 ) -> dict:
     """Every drift test and its verdict, without the model (outputs and embeddings are given)."""
     embeddings = (reference_embeddings, current_embeddings)
-    families = model_modality(spec.kind).drift_families(reference, current, spec, settings, embeddings)
+    families = model_modality(spec.kind).drift_families(reference, current, spec, settings, embeddings, held_out)
     report: dict = {"families": families}
     if spec.task_type.has_classes:
         classes = spec.classes
@@ -191,7 +194,9 @@ def monitor(config: Config, data_path: Path | None) -> tuple[dict, dict]:
             )
             for sample in (held_out, current)
         )
-    report = compare(reference, current, spec, config.monitor, reference_outputs, current_outputs, *embeddings)
+    report = compare(
+        reference, current, spec, config.monitor, reference_outputs, current_outputs, *embeddings, held_out=held_out
+    )
     if labels is not None:
         holdout = test_metrics(model, config.paths.prepared, spec)
         report["feedback"] = feedback_check(labels, current_outputs, spec, holdout, config.monitor)

@@ -176,3 +176,34 @@ def test_an_auto_sequence_is_as_long_as_most_training_texts():
     assert sequence_length(feature, {"text_sequence_length": "auto"}) == 34
     assert sequence_length(dataclasses.replace(feature, words_p95=3), {}) == 8  # never shorter than 8 words
     assert sequence_length(feature, {"text_sequence_length": 100}) == 100
+
+
+def test_unknown_words_are_judged_against_held_out_texts_and_another_language_is_drift():
+    """Every training word is in the vocabulary: against the training split, any new text has more unknown words
+    (a false alarm on the holdout itself, measured at 100 % on the reviews); against the validation split, not."""
+    from types import SimpleNamespace
+
+    from pipeline.ml.modalities import model_modality
+
+    generator = np.random.default_rng(0)
+    lexicon = [f"word{index}" for index in range(3000)]
+
+    def texts(count):
+        return np.array([" ".join(generator.choice(lexicon, 12)) for _ in range(count)], dtype=object)
+
+    train, validation, fresh = texts(400), texts(200), texts(200)
+    specs = feature_specs(pd.DataFrame({"review": train}), ["review"])
+    specs = table_statistics(typed_features(pd.DataFrame({"review": train}), specs), specs)
+    spec = make_spec({"kind": "text", "classes": ["a", "b"], "features": [dataclasses.asdict(specs[0])]})
+    settings = SimpleNamespace(p_value=0.01, psi_threshold=0.25, missing_rate_tolerance=0.1)
+    modality = model_modality("text")
+
+    def drifted(current, held_out):
+        reference, new = {"review": train}, {"review": current}
+        families = modality.drift_families(reference, new, spec, settings, (None, None), held_out)
+        return families["features"]["drifted"]
+
+    assert drifted(fresh, None) == ["review (unknown words)"]  # the training split as the reference
+    assert drifted(fresh, {"review": validation}) == []
+    other = np.array(["这是 另一种 语言 的 文本 " * 2 for _ in range(200)], dtype=object)
+    assert set(drifted(other, {"review": validation})) == {"review (words)", "review (unknown words)"}

@@ -13,7 +13,7 @@ the monitor's statistics stay light.
 from __future__ import annotations
 
 import importlib
-from typing import Any
+from typing import Any, Optional
 
 import numpy as np
 
@@ -106,8 +106,11 @@ class ModelModality:
     uses_embeddings: bool = False
     """Whether the monitor also tests the penultimate layer's embeddings."""
 
-    def drift_families(self, reference: dict, current: dict, spec, settings, embeddings: tuple) -> dict:
-        """{family: {"tests": ..., "drifted": [...]}} of the kind's input drift tests."""
+    def drift_families(
+        self, reference: dict, current: dict, spec, settings, embeddings: tuple, held_out: Optional[dict] = None
+    ) -> dict:
+        """{family: {"tests": ..., "drifted": [...]}} of the kind's input drift tests. `held_out` (the validation
+        split, in `reference`'s form) is the reference of tests of what was learnt from the training split."""
         raise NotImplementedError
 
     def report_plots(self, samples: dict, spec) -> list[str]:

@@ -107,7 +107,7 @@ class ImageModel(ModelModality):
     def model_batch(self, features, start, end) -> dict[str, np.ndarray]:
         return {name: values[start:end] for name, values in features.items()}
 
-    def drift_families(self, reference, current, spec, settings, embeddings) -> dict:
+    def drift_families(self, reference, current, spec, settings, embeddings, held_out=None) -> dict:
         name = spec.image.name
         ref_stats, new_stats = drift.image_statistics(reference[name]), drift.image_statistics(current[name])
         tests = {

@@ -124,14 +124,20 @@ class TableModel(ModelModality):
             for name, values in features.items()
         }
 
-    def drift_families(self, reference, current, spec, settings, embeddings) -> dict:
+    def drift_families(self, reference, current, spec, settings, embeddings, held_out=None) -> dict:
         tests, missing = {}, {}
         for feature in spec.features:
             name, kind = feature.name, feature.column_type
             ref_values, new_values = reference[name], current[name]
             # Missing values are counted once, in their own family below: not as a category here too.
             test = {"ks": drift.ks_test, "chi2": drift.category_test}[kind.drift_test]
-            tests[name] = test(kind.drift_values(kind.present(ref_values)), kind.drift_values(kind.present(new_values)))
+            ref_samples = kind.drift_samples(kind.present(ref_values), feature)
+            new_samples = kind.drift_samples(kind.present(new_values), feature)
+            if held_out is not None:  # what depends on the training split's own words is judged on held-out data
+                held_samples = kind.drift_samples(kind.present(held_out[name]), feature)
+                ref_samples.update({suffix: held_samples[suffix] for suffix in kind.learnt_from_training})
+            for suffix, sample in ref_samples.items():
+                tests[name + suffix] = test(sample, new_samples[suffix])
             missing[name] = {
                 "reference": float(np.mean(kind.missing(ref_values))),
                 "current": float(np.mean(kind.missing(new_values))),
