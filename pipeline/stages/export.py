@@ -10,6 +10,7 @@ clients such as `pipeline predict`. After writing, the SavedModel is reloaded wi
 from __future__ import annotations
 
 import logging
+import tempfile
 import time
 from pathlib import Path
 
@@ -136,7 +137,10 @@ def run(config: Config) -> StageResult:
         write_json_atomic(edge_dir / "tflite.json", edge)  # also says why nothing was converted
     published = target / config.model_name / str(version)
     example_inputs = {name: np.asarray(values)[:2] for name, values in batches[0].items()}
-    model_uri = log_model_to_mlflow(serving_model, spec, published, Path(config.paths.model), example_inputs)
+    with tempfile.TemporaryDirectory() as scratch:  # the float32 model that was exported, as the Keras artifact
+        keras_file = Path(scratch) / Path(config.paths.model).name
+        serving_model.save(keras_file)
+        model_uri = log_model_to_mlflow(serving_model, spec, published, keras_file, example_inputs)
     from pipeline.core.tracking import data_version, git_commit
 
     tags = {**data_version(config), "git.commit": git_commit() or "unknown"}
