@@ -186,7 +186,7 @@ def false_alarms(table, label: str, task: str, repeats: int, settings, generator
 
     def outputs(rows: np.ndarray) -> np.ndarray:
         chosen = features.iloc[rows]
-        return model.predict_proba(chosen) if task == "classification" else model.predict(chosen)
+        return model.predict_proba(chosen) if the_task.has_classes else model.predict(chosen)
 
     reference, reference_outputs = columns(indices["train"]), outputs(indices["train"])
     shifted = next(feature.name for feature in specs if feature.column_type.numbers)
@@ -226,7 +226,9 @@ def stand_in_model(features, labels: np.ndarray, specs: list, task: str):
             ("categorical", OneHotEncoder(handle_unknown="ignore"), categorical),
         ]
     )
-    estimator = LogisticRegression(max_iter=1000) if task == "classification" else Ridge()
+    from pipeline.core.tasks import task as task_named
+
+    estimator = LogisticRegression(max_iter=1000) if task_named(task).has_classes else Ridge()
     return make_pipeline(prepare, estimator).fit(features, labels)
 
 

@@ -25,7 +25,6 @@ from pipeline.core.search_space import Activation, AugmentFlip, Optimizer, RnnCe
 
 DEFAULT_PARAMS_FILE = "params.yaml"
 
-BUILTIN_SOURCES, BUILTIN_LABELS = kinds.BUILTIN_SOURCES, kinds.BUILTIN_LABELS
 Source = Literal[kinds.SOURCES]
 TaskName = Literal[tuple(tasks.TASKS)]
 FinetuneBase = Literal[
@@ -115,13 +114,13 @@ class DataConfig:
         if self.task_name not in self.kind_facts.tasks:
             allowed = " or ".join(self.kind_facts.tasks)
             fail(f"{section}.task", self.task, f"{allowed} ({self.kind} data like {self.source} cannot be {self.task})")
-        if self.source not in BUILTIN_SOURCES and is_address(self.path):  # in an object store: read at ingest
+        if self.source not in kinds.BUILTIN_SOURCES and is_address(self.path):  # in an object store: read at ingest
             scheme = self.path.split("://", 1)[0]
             package = OBJECT_STORE_PACKAGES.get(scheme)
             if package is not None and importlib.util.find_spec(package) is None:
                 fix = f"a local path, or install {package} first: pip install -e '.[cloud]'"
                 fail(f"{section}.path", self.path, fix)
-        elif self.source not in BUILTIN_SOURCES:
+        elif self.source not in kinds.BUILTIN_SOURCES:
             path = Path(self.path)
             if not path.exists():
                 fail(
@@ -152,7 +151,7 @@ class DataConfig:
 
     @property
     def label_column(self) -> str:
-        return self.label or BUILTIN_LABELS.get(self.source, "label")
+        return self.label or kinds.BUILTIN_LABELS.get(self.source, "label")
 
     @property
     def task_name(self) -> str:
@@ -515,7 +514,7 @@ class Config:
     def model_name(self) -> str:
         if self.model.name != "auto":
             return self.model.name
-        if self.data.source in BUILTIN_SOURCES:
+        if self.data.source in kinds.BUILTIN_SOURCES:
             return self.data.source
         return Path(self.data.path).stem.replace(" ", "_") or "model"
 

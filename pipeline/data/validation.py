@@ -29,8 +29,9 @@ from typing import Any
 import numpy as np
 import pandas as pd
 
-from pipeline.core.config import BUILTIN_SOURCES, Config
+from pipeline.core.config import Config
 from pipeline.core.errors import StageError
+from pipeline.core.kinds import BUILTIN_SOURCES
 from pipeline.core.outputs import replace_directory, scratch_directory, staged_directory, write_json_atomic
 from pipeline.core.progress import progress
 from pipeline.core.runner import StageResult

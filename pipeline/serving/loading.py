@@ -72,14 +72,15 @@ def load_served_model(model: str | Path) -> ServedModel:
     )
 
 
-def load_registered_keras(uri: str):
+def load_registered_keras(uri: str, info=None):
     """The Keras model of a registered version: the `.keras` artifact beside the pyfunc over the SavedModel
-    (`pipeline.serving.mlflow_model`), or, for a version logged as a Keras model by an earlier release, that."""
+    (`pipeline.serving.mlflow_model`), or, for a version logged as a Keras model by an earlier release, that.
+    `info`: the version's `mlflow.models.ModelInfo`, if the caller has it already."""
     import mlflow
 
     from pipeline.ml.models import load_trained_model
 
-    if "keras" in mlflow.models.get_model_info(uri).flavors:
+    if "keras" in (info or mlflow.models.get_model_info(uri)).flavors:
         return mlflow.keras.load_model(uri)
     local = Path(mlflow.artifacts.download_artifacts(uri))
     files = sorted((local / "artifacts").rglob("*.keras"))
@@ -101,7 +102,7 @@ def _load_registered(uri: str) -> ServedModel:
             name, _, number = name.partition("/")
             version = client.get_model_version(name, number)
         info = mlflow.models.get_model_info(uri)
-        keras_model = load_registered_keras(uri)
+        keras_model = load_registered_keras(uri, info)
     except mlflow.exceptions.MlflowException as error:
         raise StageError(f"{uri}: not found in the MLflow registry at {mlflow.get_tracking_uri()} ({error})") from None
     raw_spec = (info.metadata or {}).get("pipeline_spec")

@@ -45,7 +45,7 @@ class ImageData(DataModality):
     validated_file = validation.MANIFEST_FILE
 
     def ingest(self, data, output_dir, final_dir, batches, runner) -> dict:
-        from pipeline.core.config import BUILTIN_SOURCES
+        from pipeline.core.kinds import BUILTIN_SOURCES
 
         if data.source in ("digits", "digits_noisy"):
             root = sources.write_digits_images(output_dir / "images", noisy=data.source == "digits_noisy")
