@@ -27,7 +27,9 @@ class PositionEmbedding(keras.layers.Layer):
         super().__init__(**kwargs)
         self.sequence_length = sequence_length
         self.width = width
-        self.embedding = keras.layers.Embedding(sequence_length, width)
+        # in this layer's own dtype policy: a float32 model loaded while a mixed-precision policy is global (the
+        # gate judging a float32 champion in a mixed_bfloat16 run) must not mix bfloat16 positions into it
+        self.embedding = keras.layers.Embedding(sequence_length, width, dtype=self.dtype_policy)
 
     def build(self, input_shape):
         self.embedding.build((None, self.sequence_length))

@@ -132,3 +132,19 @@ def test_augmentation_changes_images_in_training_only():
     assert not np.allclose(model(images, training=True), model(images, training=False))
     plain = build_model(HYPERPARAMETERS, IMAGE_SPEC)
     assert not any(layer.name.startswith("augment") for layer in plain.layers)  # off by default
+
+
+def test_a_float32_transformer_loads_while_a_mixed_precision_policy_is_global(tmp_path):
+    """The gate of a mixed_bfloat16 run loads the float32 champion: its position embeddings stay float32 (they were
+    built in the global policy and the load failed)."""
+    import keras
+
+    model = build_model({**HYPERPARAMETERS, "family": "transformer"}, IMAGE_SPEC)
+    model.save(tmp_path / "model.keras")
+    images = np.ones((2, 8, 8, 1), dtype="float32")
+    keras.mixed_precision.set_global_policy("mixed_bfloat16")
+    try:
+        reloaded = load_trained_model(tmp_path / "model.keras")
+    finally:
+        keras.mixed_precision.set_global_policy("float32")
+    np.testing.assert_allclose(np.asarray(reloaded(images)), np.asarray(model(images)), atol=1e-6)
