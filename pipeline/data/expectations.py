@@ -323,6 +323,44 @@ def profile_table(
     return Suite(kind=kind, label=label, expectations=expectations, classes=classes)
 
 
+def profile_series(table: pd.DataFrame, label: str, time_column: str, id_column: str | None) -> Suite:
+    """A starting suite for a trusted time series: the table's checks on the value (and id) columns, with bounds
+    widened by half the observed span (a series moves on), and on the time column: present on every row, no time
+    twice (in a series), and, for a single series, strictly increasing down the file."""
+    values = table.drop(columns=[time_column])
+    suite = profile_table(values, label, "forecast", margin=0.5, kind="series")
+    for item in suite.find("expect_column_values_to_not_be_null", label):  # missing steps are interpolated or dropped
+        item["mostly"] = round(max(0.0, float(table[label].notna().mean()) - 0.05), 3)
+    suite.expectations[0]["column_set"] = [str(column) for column in table.columns]
+    suite.expectations = [
+        item for item in suite.expectations if item["expectation"] != "expect_compound_columns_to_be_unique"
+    ]
+    suite.expectations += [
+        {"expectation": "expect_column_to_exist", "column": time_column, "severity": "error"},
+        {"expectation": "expect_column_values_to_not_be_null", "column": time_column, "severity": "error"},
+    ]
+    if id_column is None:
+        suite.expectations.append(
+            {
+                "expectation": "expect_column_values_to_be_increasing",
+                "column": time_column,
+                "strictly": True,
+                "severity": "error",
+                "notes": "one row per step, oldest first: a repeated or earlier time is an error",
+            }
+        )
+    else:
+        suite.expectations.append(
+            {
+                "expectation": "expect_compound_columns_to_be_unique",
+                "column_list": [id_column, time_column],
+                "severity": "error",
+                "notes": "one row per step of each series",
+            }
+        )
+    return suite
+
+
 BLANK = r"^\s*$"
 
 

@@ -127,13 +127,15 @@ def merged_image_statistics(parts: list[tuple[int, list[int], list[int]]]) -> di
 
 
 def serialise_examples(features: dict[str, np.ndarray], labels: np.ndarray, task_name: str) -> list[bytes]:
-    """Each row as a serialised tf.train.Example: images as raw uint8 bytes, texts as UTF-8, numbers as floats,
-    and the label (an integer class index or a float)."""
+    """Each row as a serialised tf.train.Example: images as raw uint8 bytes, texts as UTF-8, numbers (and a
+    series' windows) as floats, and the label (an integer class index, or floats)."""
     import tensorflow as tf
 
-    label_feature = {  # by how the task stores a label: a class index or a value
+    label_feature = {  # by how the task stores a label: a class index, or a value (a forecast: several)
         "int64": lambda value: tf.train.Feature(int64_list=tf.train.Int64List(value=[int(value)])),
-        "float32": lambda value: tf.train.Feature(float_list=tf.train.FloatList(value=[float(value)])),
+        "float32": lambda value: tf.train.Feature(
+            float_list=tf.train.FloatList(value=np.atleast_1d(value).astype(np.float64).tolist())
+        ),
     }[task(task_name).label_dtype]
     examples = []
     for row in range(len(labels)):
@@ -144,6 +146,8 @@ def serialise_examples(features: dict[str, np.ndarray], labels: np.ndarray, task
                 feature[key] = tf.train.Feature(bytes_list=tf.train.BytesList(value=[value.tobytes()]))
             elif isinstance(value, str):
                 feature[key] = tf.train.Feature(bytes_list=tf.train.BytesList(value=[value.encode()]))
+            elif isinstance(value, np.ndarray):  # a window of a series' values
+                feature[key] = tf.train.Feature(float_list=tf.train.FloatList(value=value.astype(np.float64).tolist()))
             else:
                 feature[key] = tf.train.Feature(float_list=tf.train.FloatList(value=[float(value)]))
         feature["label"] = label_feature(labels[row])
@@ -266,7 +270,8 @@ def preprocess(
             first = spans[-1][1]
         writer = WriteShards(folder, runs, str(output_dir), layout.names, tuple(layout.counts.tolist()))
         list(progress(runner.map(writer, spans), "writing shards", total=len(spans), minimum=10))
-    label_statistics = the_task.label_statistics(labels[chosen["train"]])
+    # a task's own (regression: the target's), unless the kind computes them (a forecast: the changes)
+    label_statistics = fields.pop("label_statistics", None) or the_task.label_statistics(labels[chosen["train"]])
     splits = {}
     for position, name in enumerate(SPLITS):
         end = layout.first_shard[SPLITS[position + 1]] if position + 1 < len(SPLITS) else len(layout.names)

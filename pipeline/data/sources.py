@@ -83,6 +83,34 @@ def write_rotten_tomatoes_csv(output_path: Path) -> Path:
     return output_path
 
 
+STATSMODELS_SERIES = {  # source: (file in the statsmodels wheel, its time column and format, its value column)
+    "sunspots": ("datasets/sunspots/sunspots.csv", "YEAR", "%Y", "SUNACTIVITY"),
+    "co2": ("datasets/co2/co2.csv", "date", "%Y%m%d", "co2"),
+    "elec_equip": ("datasets/elec_equip/elec_equip.csv", "DATE", "%b-%d-%Y", "STS.M.I7.W.TOVT.NS0016.4.000"),
+}
+
+
+def write_builtin_series_csv(source: str, output_path: Path) -> Path:
+    """A series that ships in statsmodels' wheel (read as a file; statsmodels is not imported) as a CSV table
+    of `date` (ISO 8601) and the values (named by `kinds.BUILTIN_LABELS`)."""
+    import importlib.util
+
+    from pipeline.core.kinds import BUILTIN_LABELS, TIME_COLUMNS
+
+    name, time_column, time_format, value_column = STATSMODELS_SERIES[source]
+    found = importlib.util.find_spec("statsmodels")
+    if found is None or not found.submodule_search_locations:
+        raise DataError("the statsmodels package is not installed; run `make install` (pip install -e '.[dev]').")
+    raw = pd.read_csv(Path(found.submodule_search_locations[0]) / name, dtype={time_column: str})
+    times = pd.to_datetime(raw[time_column].str.replace(".0", "", regex=False), format=time_format)
+    table = pd.DataFrame(
+        {TIME_COLUMNS[source]: times.dt.strftime("%Y-%m-%d"), BUILTIN_LABELS[source]: raw[value_column].to_numpy()}
+    )
+    output_path.parent.mkdir(parents=True, exist_ok=True)
+    table.to_csv(output_path, index=False)
+    return output_path
+
+
 def read_text_dir(root: Path, output_path: Path) -> tuple[Path, list[str]]:
     """A folder with one sub-folder of `.txt` files per class (the layout of keras'
     `text_dataset_from_directory`) as a CSV table of `text` and `label`; returns (it, the class names).

@@ -2,6 +2,9 @@
 
 Classification: loss, accuracy, macro precision / recall / F1, ROC-AUC (one-vs-rest for
 several classes), a confusion matrix and ROC curves. Regression: loss (MSE), MAE, RMSE, R².
+Forecast: MAE, RMSE, sMAPE and MASE, with the same scores of the last-value, seasonal-naive and
+moving-average forecasts of the same test windows beside them, the error per step of the horizon,
+and a plot of history, truth and forecast.
 """
 
 from __future__ import annotations
@@ -12,6 +15,7 @@ from pathlib import Path
 
 import numpy as np
 
+from pipeline.core.forecasts import naive_forecasts
 from pipeline.core.metrics import class_probabilities
 from pipeline.core.outputs import write_json_atomic
 
@@ -61,6 +65,75 @@ def regression_metrics(targets: np.ndarray, predictions: np.ndarray) -> dict:
         "r2": float(metrics.r2_score(targets, predictions)),
         "num_examples": int(len(targets)),
     }
+
+
+def _forecast_scores(targets: np.ndarray, forecast: np.ndarray, scale: float) -> dict:
+    errors = forecast - targets
+    denominator = np.abs(targets) + np.abs(forecast)
+    ratios = np.divide(2.0 * np.abs(errors), denominator, out=np.zeros_like(errors), where=denominator > 0)
+    mae = float(np.abs(errors).mean())
+    return {
+        "mae": mae,
+        "rmse": float(np.sqrt((errors**2).mean())),
+        "smape": float(100.0 * ratios.mean()),
+        "mase": mae / scale if scale > 0 else float("inf"),
+    }
+
+
+def forecast_metrics(targets: np.ndarray, outputs: np.ndarray, history: np.ndarray, period: int) -> dict:
+    """MAE, RMSE, sMAPE (percent) and MASE of (N, horizon) forecasts, and the same of each naive forecast
+    (`<baseline>_<metric>`). MASE is the MAE over the seasonal-naive forecast's MAE on the same windows: below 1,
+    better than repeating the last season."""
+    targets = np.asarray(targets, dtype=np.float64).reshape(len(history), -1)
+    outputs = np.asarray(outputs, dtype=np.float64).reshape(targets.shape)
+    baselines = naive_forecasts(history, targets.shape[1], period)
+    scale = float(np.abs(baselines["seasonal_naive"] - targets).mean())
+    results = {"loss": float(((outputs - targets) ** 2).mean()), **_forecast_scores(targets, outputs, scale)}
+    results["num_examples"] = int(len(targets))
+    for name, forecast in baselines.items():
+        results.update(
+            {f"{name}_{metric}": value for metric, value in _forecast_scores(targets, forecast, scale).items()}
+        )
+    return results
+
+
+def per_step_errors(targets: np.ndarray, outputs: np.ndarray, history: np.ndarray, period: int) -> list[dict]:
+    """The mean absolute error at each step of the horizon, the model's and each naive forecast's."""
+    targets = np.asarray(targets, dtype=np.float64).reshape(len(history), -1)
+    outputs = np.asarray(outputs, dtype=np.float64).reshape(targets.shape)
+    baselines = naive_forecasts(history, targets.shape[1], period)
+    rows = []
+    for step in range(targets.shape[1]):
+        row = {"step": step + 1, "model": float(np.abs(outputs[:, step] - targets[:, step]).mean())}
+        row.update(
+            {name: float(np.abs(forecast[:, step] - targets[:, step]).mean()) for name, forecast in baselines.items()}
+        )
+        rows.append(row)
+    return rows
+
+
+def plot_forecasts(history: np.ndarray, targets: np.ndarray, outputs: np.ndarray, path: Path, panels: int = 4) -> Path:
+    """History, truth and forecast of a few test windows spread over the test block (its last one included)."""
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    chosen = np.unique(np.linspace(0, len(history) - 1, min(panels, len(history))).round().astype(int))
+    figure, axes = plt.subplots(1, len(chosen), figsize=(4 * len(chosen), 3), squeeze=False)
+    for axis, index in zip(axes[0], chosen, strict=True):
+        past = np.arange(-history.shape[1] + 1, 1)
+        future = np.arange(1, targets.shape[1] + 1)
+        axis.plot(past, history[index], color="grey", label="history")
+        axis.plot(future, targets[index], marker="o", color="black", label="truth")
+        axis.plot(future, outputs[index], marker="x", color="tab:blue", label="forecast")
+        axis.set_title(f"test window {index + 1} of {len(history)}")
+        axis.set_xlabel("steps from the window's end")
+    axes[0][0].legend(fontsize="small")
+    figure.tight_layout()
+    figure.savefig(path, dpi=100)
+    plt.close(figure)
+    return path
 
 
 def roc_points(labels: np.ndarray, probabilities: np.ndarray, classes: list[str], points: int) -> list[dict]:
@@ -128,23 +201,50 @@ def _write_csv(path: Path, rows: list[dict]) -> Path:
     return path
 
 
-def predict_split(model, dataset) -> tuple[np.ndarray, np.ndarray]:
-    """(labels, model outputs) for every batch of `dataset`, in order."""
-    labels, outputs = [], []
+def predict_split(model, dataset, keep: str | None = None):
+    """(labels, model outputs) for every batch of `dataset`, in order; with `keep`, also that input's values."""
+    labels, outputs, kept = [], [], []
     for inputs, batch_labels in dataset:
         outputs.append(np.asarray(model(inputs, training=False)))
         labels.append(np.asarray(batch_labels))
+        if keep is not None:
+            kept.append(np.asarray(inputs[keep]))
+    if keep is not None:
+        return np.concatenate(labels), np.concatenate(outputs), np.concatenate(kept)
     return np.concatenate(labels), np.concatenate(outputs)
+
+
+def history_input(spec) -> str | None:
+    """The input that holds the forecast column's past (a series' first column), or None."""
+    return spec.features[0].name if spec.series is not None else None
+
+
+def holdout_metrics(spec, labels: np.ndarray, outputs: np.ndarray, history: np.ndarray | None = None) -> dict:
+    """The task's metrics of `outputs` against `labels` (a forecast's also need the windows' `history`)."""
+    return SCORES[spec.task](spec, labels, outputs, history)
+
+
+SCORES = {  # each task's metrics, by its name (`pipeline.core.tasks`)
+    "classification": lambda spec, labels, outputs, history: classification_metrics(
+        labels, class_probabilities(outputs), spec.classes
+    )[0],
+    "regression": lambda spec, labels, outputs, history: regression_metrics(labels, outputs),
+    "forecast": lambda spec, labels, outputs, history: forecast_metrics(
+        labels, outputs, history, spec.series.seasonal_period
+    ),
+}
 
 
 def test_metrics(model, prepared_dir: Path, spec) -> dict:
     """Holdout metrics of `model` on the test split, without writing anything."""
     from pipeline.ml.features import make_dataset
 
-    labels, outputs = predict_split(model, make_dataset(prepared_dir, spec, "test", 256))
-    if not spec.task_type.has_classes:
-        return regression_metrics(labels, outputs)
-    return classification_metrics(labels, class_probabilities(outputs), spec.classes)[0]
+    dataset = make_dataset(prepared_dir, spec, "test", 256)
+    keep = history_input(spec)
+    if keep is None:
+        labels, outputs = predict_split(model, dataset)
+        return holdout_metrics(spec, labels, outputs)
+    return holdout_metrics(spec, *predict_split(model, dataset, keep))
 
 
 def evaluate_model(
@@ -154,10 +254,28 @@ def evaluate_model(
     roc.csv and figures/ under `reports`. Returns (metrics, the names worth printing)."""
     from pipeline.ml.features import make_dataset
 
-    labels, outputs = predict_split(model, make_dataset(prepared_dir, spec, "test", 256))
+    keep = history_input(spec)
+    dataset = make_dataset(prepared_dir, spec, "test", 256)
+    labels, outputs, history = predict_split(model, dataset, keep) if keep else (*predict_split(model, dataset), None)
     figures = reports / "figures"
     figures.mkdir(parents=True, exist_ok=True)
-    if not spec.task_type.has_classes:
+    if history is not None:
+        period = spec.series.seasonal_period
+        results = forecast_metrics(labels, outputs, history, period)
+        steps = labels.shape[1]
+        rows = [
+            {"window": window + 1, "step": step + 1, "actual": float(labels[window, step]),
+             "predicted": float(outputs[window, step])}
+            for window in range(len(labels))
+            for step in range(steps)
+        ]  # fmt: skip
+        _write_csv(reports / "predictions.csv", rows)
+        _write_csv(reports / "per_step.csv", per_step_errors(labels, outputs, history, period))
+        write_json_atomic(reports / "per_class.json", {})
+        _write_csv(reports / "roc.csv", [])
+        plot_forecasts(history, labels, outputs, figures / "forecast.png")
+        key = ["mase", "mae", "smape", "seasonal_naive_mae", "last_value_mae"]
+    elif not spec.task_type.has_classes:
         results = regression_metrics(labels, outputs)
         pairs = zip(labels.reshape(-1), outputs.reshape(-1), strict=True)
         rows = [{"actual": float(actual), "predicted": float(predicted)} for actual, predicted in pairs]

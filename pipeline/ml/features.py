@@ -18,7 +18,8 @@ from pipeline.ml.modalities import model_modality
 def _parse_batch(spec: DataSpec):
     modality = model_modality(spec.kind)
     description = modality.record_features(spec)
-    description["label"] = tf.io.FixedLenFeature([], tf.dtypes.as_dtype(spec.task_type.label_dtype))
+    task = spec.task_type
+    description["label"] = tf.io.FixedLenFeature(task.label_shape(spec), tf.dtypes.as_dtype(task.label_dtype))
     scalar_labels = spec.task_type.scalar_labels(spec)
 
     def parse(serialized):

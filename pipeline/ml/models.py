@@ -79,8 +79,9 @@ def _dense_block(features, units: int, hyperparameters: Mapping[str, Any], name:
     return features
 
 
-def _cnn_body(features, hyperparameters: Mapping[str, Any]):
-    """Convolution blocks over a grid (batch, height, width, channels), or a sequence (batch, steps, width)."""
+def _cnn_body(features, hyperparameters: Mapping[str, Any], ordered: bool = False):
+    """Convolution blocks over a grid (batch, height, width, channels), or a sequence (batch, steps, width);
+    `ordered`: a sequence whose steps keep their place (a series' window) is flattened, not pooled."""
     sequence = len(features.shape) == 3
     convolution = keras.layers.Conv1D if sequence else keras.layers.Conv2D
     pooling = keras.layers.MaxPooling1D if sequence else keras.layers.MaxPooling2D
@@ -98,14 +99,16 @@ def _cnn_body(features, hyperparameters: Mapping[str, Any]):
             features = keras.layers.Activation(hyperparameters["activation"], name=f"conv_{index}_activation")(features)
         if min(features.shape[1 : len(features.shape) - 1]) >= 4:
             features = pooling(name=f"conv_{index}_pool")(features)
-    if sequence:  # a text's length varies: the strongest match of each filter, wherever it is
+    if sequence and not ordered:  # a text's length varies: the strongest match of each filter, wherever it is
         return keras.layers.GlobalMaxPooling1D(name="pool")(features)
     return keras.layers.Flatten(name="flatten")(features)
 
 
-def _rnn_body(sequence, hyperparameters: Mapping[str, Any]):
+def _rnn_body(sequence, hyperparameters: Mapping[str, Any], unroll: bool = False):
+    """An LSTM or GRU over the sequence; `unroll`ed over a short window of fixed length, it converts to TFLite
+    builtin ops (a loop over the steps needs TensorFlow's tensor lists, which TFLite builtins lack)."""
     cell = {"lstm": keras.layers.LSTM, "gru": keras.layers.GRU}[hyperparameters["rnn_cell"]]
-    layer = cell(hyperparameters["rnn_units"], name=hyperparameters["rnn_cell"])
+    layer = cell(hyperparameters["rnn_units"], unroll=unroll, name=hyperparameters["rnn_cell"])
     if hyperparameters.get("rnn_bidirectional"):
         layer = keras.layers.Bidirectional(layer, name=f"bidirectional_{hyperparameters['rnn_cell']}")
     return layer(sequence)
@@ -135,8 +138,12 @@ def _transformer_body(sequence, hyperparameters: Mapping[str, Any]):
 # data's model side (`modality`), which says what a dense network and a sequence model read of its features.
 BODIES = {
     "mlp": lambda features, hyperparameters, modality: modality.mlp_features(features),
-    "cnn": lambda features, hyperparameters, modality: _cnn_body(modality.grid(features), hyperparameters),
-    "rnn": lambda features, hyperparameters, modality: _rnn_body(modality.sequence(features), hyperparameters),
+    "cnn": lambda features, hyperparameters, modality: _cnn_body(
+        modality.grid(features), hyperparameters, modality.ordered_steps
+    ),
+    "rnn": lambda features, hyperparameters, modality: _rnn_body(
+        modality.sequence(features), hyperparameters, modality.ordered_steps
+    ),
     "transformer": lambda features, hyperparameters, modality: _transformer_body(
         modality.sequence(features), hyperparameters
     ),
@@ -171,7 +178,12 @@ def regression_head(spec: DataSpec) -> tuple[int, str, keras.losses.Loss, list]:
 
 
 # Each task's Keras side (`pipeline.core.tasks`), found by the task's name.
-HEADS = {"classification": classification_head, "regression": regression_head}
+def forecast_head(spec: DataSpec) -> tuple[int, str, keras.losses.Loss, list]:
+    metrics = [keras.metrics.MeanAbsoluteError(name="mae"), keras.metrics.RootMeanSquaredError(name="rmse")]
+    return spec.series.horizon, "linear", keras.losses.MeanSquaredError(), metrics
+
+
+HEADS = {"classification": classification_head, "regression": regression_head, "forecast": forecast_head}
 
 
 def head_for_task(spec: DataSpec) -> tuple[int, str, keras.losses.Loss, list]:
@@ -258,7 +270,8 @@ def build_model(hyperparameters: Mapping[str, Any], spec: DataSpec, jit_compile:
     features = model_modality(spec.kind).encode(family, BODIES[family], preprocessed, hyperparameters)
     for index, units in enumerate(hyperparameters["hidden_units"]):
         features = _dense_block(features, units, hyperparameters, name=f"hidden_{index}")
-    model = keras.Model(inputs, output_layer(features, spec), name=f"{family}_{spec.kind}")
+    outputs = model_modality(spec.kind).outputs(output_layer(features, spec), inputs, spec)
+    model = keras.Model(inputs, outputs, name=f"{family}_{spec.kind}")
     compile_for_task(model, spec, build_optimizer(hyperparameters), jit_compile=jit_compile)
     return model
 

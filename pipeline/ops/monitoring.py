@@ -36,7 +36,7 @@ import numpy as np
 
 from pipeline.core.config import Config, MonitorConfig
 from pipeline.core.drift import category_test, figure_html, flag, ks_test
-from pipeline.core.metrics import predicted_classes
+from pipeline.core.metrics import higher_is_better, predicted_classes
 from pipeline.core.outputs import write_json_atomic, write_text_atomic
 from pipeline.core.runner import StageError, StageResult, run_stage
 from pipeline.data.modalities import data_modality
@@ -54,7 +54,8 @@ def read_reference(prepared_dir: Path, spec, split: str = "train") -> tuple[dict
     from pipeline.ml.features import make_dataset
 
     batches = list(make_dataset(prepared_dir, spec, split, 512))
-    labels = np.concatenate([np.asarray(labels).reshape(-1) for _, labels in batches])
+    labels = np.concatenate([np.asarray(labels).reshape(len(labels), -1) for _, labels in batches])
+    labels = labels[:, 0] if labels.shape[1] == 1 else labels  # a forecast's labels keep their steps
     return model_modality(spec.kind).reference_values([inputs for inputs, _ in batches], spec), labels
 
 
@@ -98,35 +99,28 @@ def compare(
         ref_predicted = predicted_classes(reference_outputs)
         new_predicted = predicted_classes(current_outputs)
         test = category_test(np.array(classes)[ref_predicted], np.array(classes)[new_predicted])
-    else:
+    elif model_modality(spec.kind).outputs_comparable:
         test = ks_test(reference_outputs.reshape(-1), current_outputs.reshape(-1))
+    else:  # a forecast follows its series' level: what it forecasts is judged by its error, not its values
+        return report
     families["predictions"] = {"tests": {"predicted": test}, "drifted": flag({"predicted": test}, settings.p_value)}
     return report
 
 
-def feedback_check(labels, outputs: np.ndarray, spec, holdout: dict, settings: MonitorConfig) -> dict:
-    """Live performance on labelled production data against the current holdout's."""
-    from pipeline.ml.evaluation import class_probabilities, classification_metrics, regression_metrics
+def feedback_check(labels, outputs: np.ndarray, spec, holdout: dict, settings: MonitorConfig, history=None) -> dict:
+    """Live performance on labelled production data against the current holdout's, on the task's headline
+    metric: accuracy may drop by `max_accuracy_drop`; an error (RMSE, MASE) may grow by that fraction."""
+    from pipeline.ml.evaluation import holdout_metrics
 
-    if spec.task_type.has_classes:
-        live = classification_metrics(labels, class_probabilities(outputs), spec.classes)[0]
-        drop = holdout["accuracy"] - live["accuracy"]
-        return {
-            "metric": "accuracy",
-            "live": live["accuracy"],
-            "holdout": holdout["accuracy"],
-            "drop": drop,
-            "degraded": bool(drop > settings.max_accuracy_drop),
-        }
-    live = regression_metrics(labels, outputs)
-    increase = (live["rmse"] - holdout["rmse"]) / max(holdout["rmse"], 1e-12)
-    return {
-        "metric": "rmse",
-        "live": live["rmse"],
-        "holdout": holdout["rmse"],
-        "drop": -increase,
-        "degraded": bool(increase > settings.max_accuracy_drop),
-    }
+    metric = spec.task_type.headline_metric
+    live = holdout_metrics(spec, labels, outputs, history)[metric]
+    if higher_is_better(metric):
+        drop = holdout[metric] - live
+        degraded = drop > settings.max_accuracy_drop
+    else:
+        drop = -(live - holdout[metric]) / max(holdout[metric], 1e-12)
+        degraded = -drop > settings.max_accuracy_drop
+    return {"metric": metric, "live": live, "holdout": holdout[metric], "drop": drop, "degraded": bool(degraded)}
 
 
 def decide(report: dict) -> dict:
@@ -148,7 +142,7 @@ def monitor(config: Config, data_path: Path | None) -> tuple[dict, dict]:
     Returns (the JSON report, the samples the HTML report plots)."""
     setup_tensorflow(config)
     from pipeline.core.spec import load as load_spec
-    from pipeline.ml.evaluation import test_metrics
+    from pipeline.ml.evaluation import history_input, test_metrics
     from pipeline.ml.models import feature_extractor, load_trained_model
 
     spec = load_spec(config.paths.prepared)
@@ -199,7 +193,9 @@ def monitor(config: Config, data_path: Path | None) -> tuple[dict, dict]:
     )
     if labels is not None:
         holdout = test_metrics(model, config.paths.prepared, spec)
-        report["feedback"] = feedback_check(labels, current_outputs, spec, holdout, config.monitor)
+        keep = history_input(spec)
+        history = None if keep is None else current[keep]
+        report["feedback"] = feedback_check(labels, current_outputs, spec, holdout, config.monitor, history)
     report.update(decide(report))
     report.update(data=source, examples=examples, reference_examples=count_examples(reference))
     samples = {
@@ -246,9 +242,10 @@ def render_html(report: dict, samples: dict, spec) -> str:
             css = " class='bad'" if name in result["drifted"] else ""
             statistic = "" if test.get("statistic") is None else f"{test['statistic']:.4f}"
             psi = f"{test['psi']:.4f}" if "psi" in test else ""
+            p_value = f"{test['p_value']:.3g}" if "p_value" in test else f"bound {test.get('bound', '')}"
             parts.append(
                 f"<tr{css}><td>{html.escape(name)}</td><td>{test['test']}</td><td>{statistic}</td>"
-                f"<td>{test['p_value']:.3g}</td><td>{psi}</td></tr>"
+                f"<td>{p_value}</td><td>{psi}</td></tr>"
             )
         for name, rate in result.get("rates", {}).items():
             css = " class='bad'" if name in result["drifted"] else ""

@@ -20,7 +20,7 @@ def read_inputs(input_path: Path, spec) -> tuple[list[str], dict[str, np.ndarray
     from pipeline.data.modalities import data_modality
     from pipeline.ml.modalities import model_modality
 
-    ids, features, _ = data_modality(spec.kind).read_examples(Path(input_path), spec)
+    ids, features = data_modality(spec.kind).read_requests(Path(input_path), spec)
     return ids, model_modality(spec.kind).model_batch(features, 0, len(ids))
 
 
@@ -46,7 +46,11 @@ def predict(model_path: Path, input_path: Path, prepared_dir: Path = Path("data/
     ids, inputs = read_inputs(input_path, spec)
     outputs = run(inputs)
     if not spec.task_type.has_classes:
-        return pd.DataFrame({"example": ids, "prediction": outputs.reshape(-1)})
+        values = np.asarray(outputs).reshape(len(ids), -1)
+        if values.shape[1] == 1:
+            return pd.DataFrame({"example": ids, "prediction": values[:, 0]})
+        steps = {f"prediction_{step + 1}": values[:, step] for step in range(values.shape[1])}  # a forecast's steps
+        return pd.DataFrame({"example": ids, **steps})
     classes, probabilities = spec.classes, class_probabilities(outputs)
     return pd.DataFrame(
         {

@@ -162,10 +162,16 @@ def run(config: Config) -> StageResult:
     report_path = write_json_atomic(Path(config.paths.reports) / "export" / "export.json", report)
     edge_summary = ""
     if "float" in edge:
+
+        def scored(variant: dict) -> str:  # accuracy for classes, else the largest difference from the model
+            if variant["accuracy"] is not None:
+                return f"acc {variant['accuracy']:.4f}"
+            return f"max diff {variant['max_abs_difference']:.2g}"
+
         edge_summary = (
-            f", TFLite {edge['float']['size_bytes'] / 1024:.0f} KiB acc {edge['float']['accuracy']:.4f}"
+            f", TFLite {edge['float']['size_bytes'] / 1024:.0f} KiB {scored(edge['float'])}"
             f" / quantised {edge['dynamic_range_quantized']['size_bytes'] / 1024:.0f} KiB"
-            f" acc {edge['dynamic_range_quantized']['accuracy']:.4f}"
+            f" {scored(edge['dynamic_range_quantized'])}"
         )
     servable = ", infra-validated" if infra.get("servable") else ""
     metrics = {"export_max_abs_difference": difference}

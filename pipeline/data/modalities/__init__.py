@@ -73,6 +73,12 @@ class DataModality:
         one, else None). Raises DataError naming the path and what is wrong."""
         raise NotImplementedError
 
+    def read_requests(self, path: Path, spec) -> tuple[list[str], dict[str, np.ndarray]]:
+        """What `pipeline predict` answers for new data at `path`: (ids, {input name: values}); by default
+        every example `read_examples` reads (a series: the window that ends each series)."""
+        ids, features, _ = self.read_examples(path, spec)
+        return ids, features
+
     def feedback_data(self, data, path: Path):
         """A labelled feedback batch at `path` as a data source of this kind (a DataConfig)."""
         raise NotImplementedError

@@ -105,6 +105,16 @@ class ModelModality:
 
     uses_embeddings: bool = False
     """Whether the monitor also tests the penultimate layer's embeddings."""
+    outputs_comparable: bool = True
+    """Whether the model's outputs on new data are comparable with those on held-out data (not a forecast that
+    follows its series' level)."""
+    ordered_steps: bool = False
+    """Whether a sequence's steps keep their place in a short window of fixed length (a series' window: a CNN
+    flattens its maps rather than pool them; an RNN is unrolled, which TFLite's builtin ops can run)."""
+
+    def outputs(self, predictions, inputs: dict, spec) -> Any:
+        """The model's output from the head's `predictions` (a forecast adds the window's last value)."""
+        return predictions
 
     def drift_families(
         self, reference: dict, current: dict, spec, settings, embeddings: tuple, held_out: Optional[dict] = None

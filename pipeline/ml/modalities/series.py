@@ -1,0 +1,214 @@
+"""Time series on the model side: one named (window,) input per value column, the raw values of the window's steps
+(oldest first). Inside the model each column is normalised with the training block's mean and variance and the
+columns are stacked into a sequence (batch, window, columns), which the RNN, CNN and Transformer families read
+step by step and the MLP flattened. The head forecasts, for each of the `horizon` next steps, the correction to a
+naive forecast of the window (the last value or the seasonal naive, whichever erred less on the training block;
+scaled by the training block's corrections), and the model adds that forecast back: its output is the forecast in
+the target's own units, so the SavedModel takes the raw last window and returns the next values, and a network
+that learns nothing stays at a naive baseline.
+
+Requests: `{"instances": [{"<column>": [window values]}]}`, or for a single column a plain list of values per
+instance; a window of the wrong length, a NaN or a value that is not a number is a 400 naming it.
+"""
+
+from __future__ import annotations
+
+from typing import Optional
+
+import numpy as np
+
+from pipeline.core import drift
+from pipeline.core.forecasts import base_positions
+from pipeline.ml.modalities import ModelModality, RequestError
+
+
+def change_statistics(windows: np.ndarray) -> tuple[float, float]:
+    """(mean, standard deviation) of the step-to-step changes inside (N, window) windows."""
+    changes = np.diff(np.asarray(windows, dtype=np.float64), axis=1).reshape(-1)
+    changes = changes[np.isfinite(changes)]
+    if len(changes) == 0:
+        return 0.0, 0.0
+    return float(changes.mean()), float(changes.std())
+
+
+class SeriesModel(ModelModality):
+    kind = "series"
+    outputs_comparable = False
+    ordered_steps = True
+
+    def record_features(self, spec) -> dict:
+        import tensorflow as tf
+
+        return {feature.name: tf.io.FixedLenFeature([spec.series.window], tf.float32) for feature in spec.features}
+
+    def inputs(self, spec) -> dict:
+        import keras
+
+        return {
+            feature.name: keras.Input(shape=(spec.series.window,), name=feature.name, dtype="float32")
+            for feature in spec.features
+        }
+
+    def preprocess(self, spec, inputs, hyperparameters):
+        """Each column's window relative to its last value, in the training block's standard deviations: a
+        series that has moved past the training block's levels (a trend) still gives the network the inputs it
+        learnt from."""
+        import keras
+
+        window, steps = spec.series.window, []
+        for feature in spec.features:
+            values = keras.layers.Reshape((window, 1), name=f"steps_{feature.name}")(inputs[feature.name])
+            last = keras.layers.Cropping1D((window - 1, 0), name=f"last_{feature.name}")(values)
+            relative = keras.layers.Subtract(name=f"relative_{feature.name}")([values, last])
+            steps.append(
+                keras.layers.Rescaling(1.0 / max(feature.variance, 1e-12) ** 0.5, name=f"scaled_{feature.name}")(
+                    relative
+                )
+            )
+        return keras.layers.Concatenate(name="window")(steps) if len(steps) > 1 else steps[0]
+
+    def mlp_features(self, features):
+        import keras
+
+        return keras.layers.Flatten(name="flatten")(features)
+
+    def outputs(self, predictions, inputs, spec):
+        """The forecast: the window's naive forecast (`spec.series.base`: the last value, or each step the value
+        one season before it) plus the learnt correction."""
+        import keras
+
+        series = spec.series
+        target = keras.layers.Reshape((series.window, 1), name="target_steps")(inputs[spec.features[0].name])
+        steps = []
+        for position in base_positions(series.window, series.horizon, series.seasonal_period, series.base):
+            cropped = keras.layers.Cropping1D(
+                (position, series.window - 1 - position), name=f"step_{len(steps) + 1}_base"
+            )
+            steps.append(keras.layers.Flatten(name=f"step_{len(steps) + 1}_base_value")(cropped(target)))
+        base = keras.layers.Concatenate(name="naive_forecast")(steps) if len(steps) > 1 else steps[0]
+        return keras.layers.Add(name="forecast", dtype="float32")([predictions, base])
+
+    def describe_inputs(self, spec) -> str:
+        columns = ", ".join(feature.column for feature in spec.features)
+        return f"windows of {spec.series.window} steps of {columns}"
+
+    def request_batch(self, instances, spec) -> dict[str, np.ndarray]:
+        window, features = spec.series.window, spec.features
+        known = {feature.column for feature in features}
+        columns = {feature.name: np.empty((len(instances), window), dtype=np.float32) for feature in features}
+        for index, instance in enumerate(instances):
+            field = f"instances[{index}]"
+            if isinstance(instance, list) and len(features) == 1:
+                instance = {features[0].column: instance}
+            if not isinstance(instance, dict):
+                raise RequestError(
+                    f"{field}: expected an object of columns, each a list of the last {window} values"
+                    f" ({sorted(known)}), got {type(instance).__name__}"
+                )
+            unknown = sorted(set(instance) - known - set(spec.dropped_columns or []) - {spec.series.time_column})
+            if unknown:
+                raise RequestError(f"{field}: unknown column {unknown[0]!r}; the model reads {sorted(known)}")
+            for feature in features:
+                where = f"{field}.{feature.column}"
+                if feature.column not in instance:
+                    raise RequestError(f"{where}: missing; the model reads the last {window} values of each column")
+                values = instance[feature.column]
+                if not isinstance(values, list) or len(values) != window:
+                    got = f"{len(values)} values" if isinstance(values, list) else type(values).__name__
+                    raise RequestError(f"{where}: expected a list of the last {window} values, oldest first; got {got}")
+                if not all(isinstance(value, (int, float)) and not isinstance(value, bool) for value in values):
+                    position = next(
+                        position
+                        for position, value in enumerate(values)
+                        if not isinstance(value, (int, float)) or isinstance(value, bool)
+                    )
+                    raise RequestError(f"{where}[{position}]: {values[position]!r} is not a number")
+                array = np.asarray(values, dtype=np.float64)
+                if not np.isfinite(array).all():
+                    position = int(np.flatnonzero(~np.isfinite(array))[0])
+                    raise RequestError(
+                        f"{where}[{position}]: {values[position]!r}; every value of the window must be a finite number"
+                        " (fill a missing step before asking)"
+                    )
+                columns[feature.name][index] = array
+        return columns
+
+    def columnar_instances(self, inputs, spec) -> list:
+        if isinstance(inputs, list) and len(spec.features) == 1:
+            inputs = {spec.features[0].column: inputs}
+        if not isinstance(inputs, dict) or not inputs:
+            raise RequestError('"inputs" must be an object of columns, each a list of windows')
+        lengths = {len(values) if isinstance(values, list) else -1 for values in inputs.values()}
+        if len(lengths) != 1 or -1 in lengths:
+            raise RequestError('"inputs": every column must be a list of windows, all of the same length')
+        (count,) = lengths
+        return [{column: values[row] for column, values in inputs.items()} for row in range(count)]
+
+    def request_instances(self, batch, spec) -> list:
+        size = len(next(iter(batch.values())))
+        return [
+            {feature.column: np.asarray(batch[feature.name])[index].astype(float).tolist() for feature in spec.features}
+            for index in range(size)
+        ]
+
+    def mlflow_schema(self, spec):
+        from mlflow.types import Schema, TensorSpec
+
+        window = spec.series.window
+        return Schema([TensorSpec(np.dtype("float32"), (-1, window), name=feature.name) for feature in spec.features])
+
+    def reference_values(self, batches, spec) -> dict[str, np.ndarray]:
+        return {
+            feature.name: np.concatenate([np.asarray(batch[feature.name]) for batch in batches])
+            for feature in spec.features
+        }
+
+    def model_batch(self, features, start, end) -> dict[str, np.ndarray]:
+        return {name: np.asarray(values[start:end], dtype=np.float32) for name, values in features.items()}
+
+    def drift_families(self, reference, current, spec, settings, embeddings, held_out: Optional[dict] = None) -> dict:
+        """Per value column, the step-to-step changes of the new windows against the training block's: their mean
+        moved by more than `monitor.series_change_shift` training standard deviations, or their spread by more
+        than a factor `monitor.series_spread_ratio`. The level itself is reported, not judged: a trend moves it,
+        and the model forecasts changes from the last value."""
+        tests, drifted = {}, []
+        for feature in spec.features:
+            ref_mean, ref_spread = change_statistics(reference[feature.name])
+            new_mean, new_spread = change_statistics(current[feature.name])
+            scale = max(ref_spread, 1e-12)
+            shift = abs(new_mean - ref_mean) / scale
+            ratio = max(new_spread, 1e-12) / scale
+            tests[f"{feature.name} (change mean)"] = {
+                "test": "shift in training sd",
+                "statistic": shift,
+                "bound": settings.series_change_shift,
+            }
+            tests[f"{feature.name} (change spread)"] = {
+                "test": "ratio of sd",
+                "statistic": ratio,
+                "bound": settings.series_spread_ratio,
+            }
+            level = (np.nanmean(current[feature.name]) - feature.mean) / max(feature.variance, 1e-24) ** 0.5
+            tests[f"{feature.name} (level)"] = {"test": "shift in training sd, reported", "statistic": float(level)}
+            if shift > settings.series_change_shift:
+                drifted.append(f"{feature.name} (change mean)")
+            if not 1 / settings.series_spread_ratio <= ratio <= settings.series_spread_ratio:
+                drifted.append(f"{feature.name} (change spread)")
+        return {"series": {"tests": tests, "drifted": drifted}}
+
+    def report_plots(self, samples, spec) -> list[str]:
+        import matplotlib
+
+        matplotlib.use("Agg")
+        import matplotlib.pyplot as plt
+
+        features = spec.features
+        figure, axes = plt.subplots(1, len(features), figsize=(4 * len(features), 3), squeeze=False)
+        for axis, feature in zip(axes[0], features, strict=True):
+            reference = np.diff(samples["reference"][feature.name], axis=1).reshape(-1)
+            current = np.diff(samples["current"][feature.name], axis=1).reshape(-1)
+            drift.histograms(axis, reference, current, f"{feature.column}: change per step")
+        return ["<h2>Changes per step</h2>" + drift.figure_html(figure)]
+
+
+MODALITY = SeriesModel()
