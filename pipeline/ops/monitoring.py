@@ -109,17 +109,16 @@ def compare(
 
 def feedback_check(labels, outputs: np.ndarray, spec, holdout: dict, settings: MonitorConfig, history=None) -> dict:
     """Live performance on labelled production data against the current holdout's, on the task's headline
-    metric: accuracy may drop by `max_accuracy_drop`; an error (RMSE, MASE) may grow by that fraction."""
+    metric (`Task.worse_than_holdout` judges it, with `max_accuracy_drop`)."""
     from pipeline.ml.evaluation import holdout_metrics
 
-    metric = spec.task_type.headline_metric
+    task = spec.task_type
+    metric = task.headline_metric
     live = holdout_metrics(spec, labels, outputs, history)[metric]
-    if higher_is_better(metric):
-        drop = holdout[metric] - live
-        degraded = drop > settings.max_accuracy_drop
-    else:
-        drop = -(live - holdout[metric]) / max(holdout[metric], 1e-12)
-        degraded = -drop > settings.max_accuracy_drop
+    drop = (
+        holdout[metric] - live if higher_is_better(metric) else -(live - holdout[metric]) / max(holdout[metric], 1e-12)
+    )
+    degraded = task.worse_than_holdout(live, holdout[metric], settings.max_accuracy_drop)
     return {"metric": metric, "live": live, "holdout": holdout[metric], "drop": drop, "degraded": bool(degraded)}
 
 
