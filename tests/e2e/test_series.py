@@ -183,3 +183,23 @@ def test_a_repeated_or_unparseable_time_stops_validation_naming_it(workdir):
     assert stage("ingest", workdir).returncode == 0
     failed = stage("validate", workdir, check=False)
     assert failed.returncode != 0 and "line 42: 'month' holds 'next spring'" in failed.stderr
+
+
+def test_new_observations_added_as_feedback_extend_the_series_and_old_times_are_refused(workdir):
+    table = two_series().query("shop == 'north'").drop(columns=["shop"]).iloc[::-1].reset_index(drop=True)
+    table.iloc[:-6].to_csv(workdir / "data/user/north.csv", index=False)
+    table.iloc[-6:].to_csv(workdir / "newest.csv", index=False)
+    data = {"source": "csv", "path": "data/user/north.csv", "label": "sales", "time_column": "month"}
+    run_stages(workdir, {"data": data, "preprocess": {"window": 12}}, stages=("ingest", "validate", "preprocess"))
+    before = json.loads((workdir / "data/prepared/spec.json").read_text())["series"]["blocks"]["test"][1]
+    run(["pipeline", "feedback", "add", "newest.csv"], workdir)
+    for name in ("ingest", "validate", "preprocess"):
+        stage(name, workdir)
+    after = json.loads((workdir / "data/prepared/spec.json").read_text())["series"]["blocks"]["test"][1]
+    assert (before, after) == (table["month"].iloc[-7], table["month"].iloc[-1])
+    table.iloc[-20:-14].to_csv(workdir / "again.csv", index=False)  # months the series already has
+    run(["pipeline", "feedback", "add", "again.csv"], workdir)
+    stage("ingest", workdir)
+    assert stage("validate", workdir, check=False).returncode != 0
+    summary = json.loads((workdir / "reports/validate/summary.json").read_text())
+    assert [check["expectation"] for check in summary["failures"]] == ["expect_column_values_to_be_increasing"]

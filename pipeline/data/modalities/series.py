@@ -366,6 +366,12 @@ class SeriesData(TableData):
             parts.append(values[start:end])
         return np.concatenate(parts)
 
+    def feedback_data(self, data, path):
+        """New observations (later times of the same series, the label column included) as a CSV or Parquet
+        source that keeps the series' time column."""
+        batch = super().feedback_data(data, path)
+        return dataclasses.replace(batch, time_column=data.time_column_name)
+
     def read_table(self, path, spec) -> pd.DataFrame:
         """New observations: a CSV or Parquet file with the time column and the model's value columns."""
         path = Path(path)
