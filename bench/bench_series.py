@@ -16,6 +16,8 @@ Usage: python bench/bench_series.py [--sets sunspots co2 elec_equip realgdp] [--
     [--seeds 42 ...] [--search]  (also the default search, `tune.enabled: true`) [--set SECTION.KEY=VALUE ...]
     [--drift]  (the monitor's series tests on every stretch of each held-out block, and on the same stretches
     with changes four times as wide) [--smoke]  (sunspots, the MLP, 2 epochs: checks the benchmark runs)
+    [--transfer]  (only this: a model of US real consumption fine-tuned on 120 quarters of real GDP, against the
+    same network trained on them from scratch, per seed)
 """
 
 from __future__ import annotations
@@ -40,12 +42,9 @@ def write_set(name: str, folder: Path) -> dict:
     """The series as the `data` section of params.yaml (a CSV in `folder`, or the built-in source)."""
     if name != "realgdp":
         return {"source": name}
-    location = Path(importlib.util.find_spec("statsmodels").submodule_search_locations[0])
-    raw = pd.read_csv(location / "datasets" / "macrodata" / "macrodata.csv")
-    quarters = pd.PeriodIndex.from_fields(year=raw["year"].astype(int), quarter=raw["quarter"].astype(int), freq="Q")
-    table = pd.DataFrame(
-        {"quarter": quarters.to_timestamp().strftime("%Y-%m-%d"), **raw[["realgdp", "realcons", "realinv"]]}
-    )
+    table = macro_series("realgdp").rename(columns={"value": "realgdp"})
+    for column in ("realcons", "realinv"):
+        table[column] = macro_series(column)["value"]
     path = folder / "data" / "user" / "realgdp.csv"
     table.to_csv(path, index=False)
     return {"source": "csv", "path": str(path), "label": "realgdp", "time_column": "quarter"}
@@ -71,6 +70,51 @@ def run_stages(folder: Path, data: dict, model: dict, stages, search: bool = Fal
             raise SystemExit(f"{stage} failed:\n{completed.stderr.decode(errors='replace')[-3000:]}")
         seconds[stage] = time.perf_counter() - started
     return seconds
+
+
+def macro_series(column: str, quarters: int | None = None) -> pd.DataFrame:
+    """A column of statsmodels' `macrodata` (quarterly US figures 1959-2009) as `quarter`, `value`; the last
+    `quarters` only, if given."""
+    location = Path(importlib.util.find_spec("statsmodels").submodule_search_locations[0])
+    raw = pd.read_csv(location / "datasets" / "macrodata" / "macrodata.csv")
+    starts = pd.PeriodIndex.from_fields(year=raw["year"].astype(int), quarter=raw["quarter"].astype(int), freq="Q")
+    table = pd.DataFrame({"quarter": starts.to_timestamp().strftime("%Y-%m-%d"), "value": raw[column]})
+    return table if quarters is None else table.iloc[-quarters:]
+
+
+def transfer_rows(seeds: list[int]) -> list[dict]:
+    """A model trained on US real consumption (203 quarters) fine-tuned on a short stretch of real GDP (the last
+    120 quarters), against the same network trained on that stretch from scratch (the finetune stage)."""
+    rows = []
+    with tempfile.TemporaryDirectory() as scratch:
+        folder = Path(scratch)
+        for sub in ("data/user", "data/feedback", "expectations"):
+            (folder / sub).mkdir(parents=True, exist_ok=True)
+        macro_series("realcons").to_csv(folder / "data/user/consumption.csv", index=False)
+        macro_series("realgdp", 120).to_csv(folder / "data/user/gdp.csv", index=False)
+        source = {"source": "csv", "path": "data/user/consumption.csv", "label": "value", "time_column": "quarter"}
+        target = {**source, "path": "data/user/gdp.csv"}
+        profile = [sys.executable, "-m", "pipeline", "validate", "--profile", "--force"]
+        run_stages(folder, target, {}, ())
+        subprocess.run(profile, cwd=folder, check=True, capture_output=True)
+        run_stages(folder, source, {}, ())
+        subprocess.run(profile, cwd=folder, check=True, capture_output=True)
+        OVERRIDES.setdefault("finetune", {}).update(enabled=True, data=target, labelled_per_class=None)
+        run_stages(folder, source, {}, ("ingest", "validate", "preprocess", "prepare_target"))
+        for seed in seeds:
+            run_stages(folder, source, {}, ("tune", "train", "finetune"), seed=seed)
+            result = json.loads((folder / "reports" / "finetune" / "transfer.json").read_text())
+            row = {
+                "seed": seed,
+                "target training windows": result["labelled_train_examples"],
+                "test windows": result["test_examples"],
+                "fine-tuned MASE": round(result["finetuned"]["mase"], 3),
+                "from scratch MASE": round(result["from_scratch"]["mase"], 3),
+                "gain": round(result["transfer_gain_mase"], 3),
+            }
+            print(json.dumps(row), flush=True)
+            rows.append(row)
+    return rows
 
 
 def drift_rates(folder: Path, name: str) -> list[dict]:
@@ -127,11 +171,15 @@ def main() -> None:
     parser.add_argument("--smoke", action="store_true", help="sunspots, the MLP, 2 epochs")
     parser.add_argument("--set", nargs="*", default=[], help="params.yaml overrides: section.key=value")
     parser.add_argument("--drift", action="store_true", help="also the series drift tests' alarm rates")
+    parser.add_argument("--transfer", action="store_true", help="only the transfer-learning comparison")
     args = parser.parse_args()
     for item in args.set:
         key, _, value = item.partition("=")
         section, _, name = key.partition(".")
         OVERRIDES.setdefault(section, {})[name] = yaml.safe_load(value)
+    if args.transfer:
+        print(pd.DataFrame(transfer_rows(args.seeds)).to_markdown(index=False))
+        return
     epochs = None
     if args.smoke:
         args.sets, args.families, args.seeds, epochs = ["sunspots"], ["mlp"], [42], 2

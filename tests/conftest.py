@@ -44,6 +44,7 @@ SLOWEST_FIRST = (
     "tests/e2e/test_chaos.py",
     "tests/e2e/test_repro.py",
     "tests/e2e/test_text.py",
+    "tests/e2e/test_series.py",
     "tests/e2e/test_notebooks.py",
     "tests/e2e/test_bench.py",
 )

@@ -65,7 +65,7 @@ KINDS: dict[str, Kind] = {
             "series",  # a table with a time column (`data.time_column`): windows of the past, the next steps
             sources=("sunspots", "co2", "elec_equip"),
             # each reads a window of steps; auto: the MLP, the best of the four on the built-in series
-            # (docs/benchmarks.md: an LSTM erred 1.5 times as much on the sunspots)
+            # (docs/benchmarks.md: an LSTM erred 1.3 times as much on the sunspots)
             families=("mlp", "rnn", "cnn", "transformer"),
             tasks=("forecast",),
             has_columns=True,

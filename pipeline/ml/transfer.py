@@ -71,7 +71,10 @@ def build_transfer_model(settings: FinetuneConfig, target_spec, source=None, wei
         features = base(backbone_inputs(inputs, target_spec, size, settings.base), training=False)
     if settings.head_dropout:
         features = keras.layers.Dropout(settings.head_dropout, name="head_dropout")(features)
-    model = keras.Model(inputs, output_layer(features, target_spec), name=f"finetuned_{settings.base}")
+    from pipeline.ml.modalities import model_modality
+
+    outputs = model_modality(target_spec.kind).outputs(output_layer(features, target_spec), inputs, target_spec)
+    model = keras.Model(inputs, outputs, name=f"finetuned_{settings.base}")
     return model, base
 
 

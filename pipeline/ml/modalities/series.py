@@ -22,9 +22,14 @@ from pipeline.core.forecasts import base_positions
 from pipeline.ml.modalities import ModelModality, RequestError
 
 
-def change_statistics(windows: np.ndarray) -> tuple[float, float]:
-    """(mean, standard deviation) of the step-to-step changes inside (N, window) windows."""
-    changes = np.diff(np.asarray(windows, dtype=np.float64), axis=1).reshape(-1)
+def change_statistics(windows: np.ndarray, relative: bool) -> tuple[float, float]:
+    """(mean, standard deviation) of the step-to-step changes inside (N, window) windows; `relative`: of the
+    changes as fractions of the value before them (growth rates)."""
+    windows = np.asarray(windows, dtype=np.float64)
+    changes = np.diff(windows, axis=1)
+    if relative:
+        changes = changes / windows[:, :-1]
+    changes = changes.reshape(-1)
     changes = changes[np.isfinite(changes)]
     if len(changes) == 0:
         return 0.0, 0.0
@@ -167,14 +172,17 @@ class SeriesModel(ModelModality):
         return {name: np.asarray(values[start:end], dtype=np.float32) for name, values in features.items()}
 
     def drift_families(self, reference, current, spec, settings, embeddings, held_out: Optional[dict] = None) -> dict:
-        """Per value column, the step-to-step changes of the new windows against the training block's: their mean
-        moved by more than `monitor.series_change_shift` training standard deviations, or their spread by more
-        than a factor `monitor.series_spread_ratio`. The level itself is reported, not judged: a trend moves it,
-        and the model forecasts changes from the last value."""
+        """Per value column, the step-to-step changes of the new windows against the training block's (as growth
+        rates for a column whose training values are all positive, whose changes grow with its level): their
+        mean moved by more than `monitor.series_change_shift` training standard deviations, or their spread by
+        more than a factor `monitor.series_spread_ratio`. The level itself is reported, not judged: a trend moves
+        it, and the model forecasts from the window's own last values."""
         tests, drifted = {}, []
         for feature in spec.features:
-            ref_mean, ref_spread = change_statistics(reference[feature.name])
-            new_mean, new_spread = change_statistics(current[feature.name])
+            # a series that is always positive is judged on its growth rates: its changes grow with its level
+            relative = bool(np.nanmin(reference[feature.name]) > 0)
+            ref_mean, ref_spread = change_statistics(reference[feature.name], relative)
+            new_mean, new_spread = change_statistics(current[feature.name], relative)
             scale = max(ref_spread, 1e-12)
             shift = abs(new_mean - ref_mean) / scale
             ratio = max(new_spread, 1e-12) / scale
