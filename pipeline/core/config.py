@@ -241,8 +241,11 @@ class ModelConfig:
     text_ngrams: int = 2
     text_sequence_length: Union[int, Literal["auto"]] = "auto"
     text_embedding_dim: int = 64
+    series_lookback: Union[int, Literal["auto"]] = "auto"
 
     def _validate(self, section: str) -> None:
+        if self.series_lookback != "auto" and self.series_lookback < 2:
+            fail(f"{section}.series_lookback", self.series_lookback, "auto (the whole window) or at least 2 steps")
         if self.text_sequence_length != "auto" and self.text_sequence_length < 1:
             fail(f"{section}.text_sequence_length", self.text_sequence_length, "auto or a positive number of words")
         if not 1 <= self.text_ngrams <= MAX_NGRAMS:

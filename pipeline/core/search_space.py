@@ -42,6 +42,7 @@ TUNABLE = {
     "text_ngrams": "int",
     "text_sequence_length": "int",
     "text_embedding_dim": "int",
+    "series_lookback": "int",
 }
 
 

@@ -226,3 +226,23 @@ def test_every_family_forecasts_the_horizon_in_the_series_units(prepared, family
     # an untrained network's correction is small: the output starts near the naive forecast, in the series' units
     naive = inputs[:, seasonal_positions(12, 2, 12)]
     assert np.abs(outputs - naive).mean() < 0.2 * np.abs(naive).mean()
+
+
+def test_the_lookback_crops_what_the_network_reads_not_the_naive_forecast(prepared):
+    from pipeline.core.search_space import validate_entry
+    from pipeline.ml.hyperparameters import defaults_from_config
+    from pipeline.ml.models import build_model
+
+    output, spec = prepared
+    validate_entry("tune.space.series_lookback", "series_lookback", {"choice": [4, 8, 12]}, "random")
+    hyperparameters = {**defaults_from_config(config_from_dict({})), "family": "mlp", "series_lookback": 4}
+    model = build_model(hyperparameters, spec)
+    assert model.get_layer("lookback").output.shape[1] == 4 and model.get_layer("flatten").output.shape[1] == 4 * 2
+    inputs, _ = read_split(output, spec, "test")
+    cropped = np.asarray(model({"sales": inputs, "price": np.full_like(inputs, 5.0)}))
+    changed = inputs.copy()
+    assert seasonal_positions(12, 2, 12) == [0, 1]  # the seasonal-naive forecast reads the window's first steps
+    changed[:, 2:8] += 50.0  # steps neither the network nor the naive forecast reads
+    assert np.allclose(np.asarray(model({"sales": changed, "price": np.full_like(inputs, 5.0)})), cropped)
+    with pytest.raises(ConfigError, match="model.series_lookback"):
+        config_from_dict({"model": {"series_lookback": 1}})

@@ -57,7 +57,8 @@ class SeriesModel(ModelModality):
     def preprocess(self, spec, inputs, hyperparameters):
         """Each column's window relative to its last value, in the training block's standard deviations: a
         series that has moved past the training block's levels (a trend) still gives the network the inputs it
-        learnt from."""
+        learnt from. `model.series_lookback` steps of it (the last ones; auto: all) are what the network reads;
+        the naive forecast it corrects reads the whole window."""
         import keras
 
         window, steps = spec.series.window, []
@@ -70,7 +71,11 @@ class SeriesModel(ModelModality):
                     relative
                 )
             )
-        return keras.layers.Concatenate(name="window")(steps) if len(steps) > 1 else steps[0]
+        sequence = keras.layers.Concatenate(name="window")(steps) if len(steps) > 1 else steps[0]
+        lookback = hyperparameters.get("series_lookback", "auto")
+        if lookback != "auto" and int(lookback) < window:  # the network reads the last steps only (searchable)
+            sequence = keras.layers.Cropping1D((window - int(lookback), 0), name="lookback")(sequence)
+        return sequence
 
     def mlp_features(self, features):
         import keras
