@@ -21,7 +21,7 @@ from pipeline.core.coercion import build_section, fail
 from pipeline.core.column_types import MAX_NGRAMS
 from pipeline.core.errors import ConfigError
 from pipeline.core.locations import OBJECT_STORE_PACKAGES, is_address, project_root, sqlite_file
-from pipeline.core.search_space import Activation, AugmentFlip, Optimizer, RnnCell
+from pipeline.core.search_space import Activation, AugmentFlip, Family, Optimizer, RnnCell
 
 DEFAULT_PARAMS_FILE = "params.yaml"
 
@@ -217,7 +217,7 @@ class PreprocessConfig:
 @dataclasses.dataclass(frozen=True)
 class ModelConfig:
     name: str = "auto"
-    family: Literal["auto", "mlp", "cnn", "rnn", "transformer"] = "auto"
+    family: Union[Literal["auto"], Family] = "auto"
     hidden_units: list[int] = dataclasses.field(default_factory=lambda: [128])
     filters: list[int] = dataclasses.field(default_factory=lambda: [32, 64])
     kernel_size: int = 3
@@ -353,7 +353,7 @@ class ExportConfig:
 
 @dataclasses.dataclass(frozen=True)
 class GateConfig:
-    metric: Literal["auto", "accuracy", "f1", "roc_auc", "rmse", "mae"] = "auto"
+    metric: Literal["auto", "accuracy", "f1", "roc_auc", "rmse", "mae", "mase", "smape"] = "auto"
     min_improvement: float = 0.0
     thresholds: Union[Literal["auto"], dict] = "auto"
 
@@ -361,15 +361,38 @@ class GateConfig:
         if self.min_improvement < 0:
             fail(f"{section}.min_improvement", self.min_improvement, "0 or a positive margin")
         for name, value in (self.thresholds if isinstance(self.thresholds, dict) else {}).items():
-            if name not in ("accuracy", "precision", "recall", "f1", "roc_auc", "r2", "rmse", "mae", "loss"):
+            if name not in (
+                "accuracy",
+                "precision",
+                "recall",
+                "f1",
+                "roc_auc",
+                "r2",
+                "rmse",
+                "mae",
+                "loss",
+                "mase",
+                "smape",
+            ):
                 fail(
                     f"{section}.thresholds.{name}",
                     value,
                     "a holdout metric: accuracy, precision, recall, f1, roc_auc,"
-                    " r2 (minimums) or rmse, mae, loss (maximums)",
+                    " r2 (minimums) or rmse, mae, loss, mase, smape (maximums)",
                 )
             if isinstance(value, bool) or not isinstance(value, (int, float)):
                 fail(f"{section}.thresholds.{name}", value, "a number")
+
+
+@dataclasses.dataclass(frozen=True)
+class CardConfig:
+    intended_use: str = "auto"
+    limitations: str = "auto"
+
+    def _validate(self, section: str) -> None:
+        for name in ("intended_use", "limitations"):
+            if not getattr(self, name).strip():
+                fail(f"{section}.{name}", "", "auto, or a sentence or two for the model card")
 
 
 @dataclasses.dataclass(frozen=True)
@@ -506,6 +529,7 @@ class Config:
     evaluate: EvaluateConfig = dataclasses.field(default_factory=EvaluateConfig)
     export: ExportConfig = dataclasses.field(default_factory=ExportConfig)
     gate: GateConfig = dataclasses.field(default_factory=GateConfig)
+    card: CardConfig = dataclasses.field(default_factory=CardConfig)
     finetune: FinetuneConfig = dataclasses.field(default_factory=FinetuneConfig)
     monitor: MonitorConfig = dataclasses.field(default_factory=MonitorConfig)
     serve: ServeConfig = dataclasses.field(default_factory=ServeConfig)
@@ -526,6 +550,13 @@ class Config:
                 " set base.deterministic: false to compile with XLA",
             )
         family, facts = self.model.family, self.data.kind_facts
+        searched = [name for name in self.tune.space.get("family", {}).get("choice", []) if name not in facts.families]
+        if searched:
+            fail(
+                "tune.space.family",
+                self.tune.space["family"],
+                f"choices among {', '.join(facts.families)} ({facts.name} data cannot be read by {searched[0]})",
+            )
         if family != "auto" and family not in facts.families:
             fail(
                 "model.family",

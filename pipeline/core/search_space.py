@@ -16,6 +16,7 @@ Activation = Literal["relu", "leaky_relu", "tanh", "sigmoid", "gelu"]
 RnnCell = Literal["lstm", "gru"]
 Optimizer = Literal["sgd", "adam", "rmsprop"]
 AugmentFlip = Literal["none", "horizontal", "vertical", "horizontal_and_vertical"]
+Family = Literal["mlp", "cnn", "rnn", "transformer"]
 
 TUNABLE = {
     "num_layers": "int",
@@ -43,6 +44,7 @@ TUNABLE = {
     "text_sequence_length": "int",
     "text_embedding_dim": "int",
     "series_lookback": "int",
+    "family": typing.get_args(Family),  # the families that can read the data: checked with the kind (config)
 }
 
 

@@ -40,8 +40,10 @@ def defaults_from_config(config: Config) -> dict[str, Any]:
 
 
 def searched_names(space: dict, family: str) -> list[str]:
-    """The search-space entries that matter for `family`."""
-    return [name for name in space if family in FAMILY_ONLY.get(name, (family,))]
+    """The search-space entries that matter for `family`, or for any family the search chooses from when the
+    family itself is searched (`family: {choice: [...]}`; a trial of another family ignores the rest)."""
+    families = set(space.get("family", {}).get("choice", [])) or {family}
+    return [name for name in space if families & set(FAMILY_ONLY.get(name, families))]
 
 
 def apply_search_values(defaults: dict[str, Any], values: dict[str, Any]) -> dict[str, Any]:

@@ -18,6 +18,7 @@ import sys
 from pathlib import Path
 
 from pipeline.core.config import Config, GateConfig
+from pipeline.core.kinds import BUILTIN_SOURCES
 from pipeline.core.metrics import higher_is_better
 from pipeline.core.outputs import write_json_atomic
 from pipeline.core.runner import StageResult, run_stage
@@ -120,10 +121,64 @@ def gate(config: Config, force_reason: str | None = None) -> dict:
         "reasons": decision["reasons"],
     }
     reports = Path(config.paths.reports) / "gate"
+    write_card(config, client, name, version, candidate, champion, champion_version, result, reports)
     write_json_atomic(reports / "decision.json", result)
     headline = {"blessed": result["blessed"], "candidate": result["candidate"], "champion": result["champion"]}
     write_json_atomic(reports / "metrics.json", headline)  # the DVC metrics: the decision, compared across runs
     return result
+
+
+def write_card(config: Config, client, name, version, candidate, champion, champion_version, result, reports) -> None:
+    """The version's model card: `reports/gate/model_card.md` and `.html`, artifacts of the version's run, and the
+    version's description in the registry (which the MLflow UI renders)."""
+    import numpy as np
+
+    from pipeline.core.outputs import write_text_atomic
+    from pipeline.core.spec import load as load_spec
+    from pipeline.ml import hyperparameters as hyperparameter_file
+    from pipeline.ml.features import make_dataset
+    from pipeline.ml.modalities import model_modality
+    from pipeline.ml.models import load_trained_model
+    from pipeline.serving import model_card
+
+    spec = load_spec(config.paths.prepared)
+    source = config.data.source if config.data.source in BUILTIN_SOURCES else config.data.path
+    task = spec.task_type
+    names = [task.headline_metric] + sorted(task.metric_names - {task.headline_metric, "loss"})
+    names += sorted(key for key in candidate if key.endswith(f"_{task.headline_metric}"))  # baselines' scores
+    inputs, _ = next(iter(make_dataset(config.paths.prepared, spec, "test", 1)))
+    example = model_modality(spec.kind).request_instances(
+        {key: np.asarray(value) for key, value in inputs.items()}, spec
+    )
+    card = model_card.build_card(
+        name=name,
+        version=version,
+        spec=spec,
+        source=source,
+        hyperparameters=hyperparameter_file.load(config.paths.hyperparameters),
+        parameters=load_trained_model(config.paths.model).count_params(),
+        candidate=candidate,
+        champion=champion,
+        champion_version=champion_version,
+        decision=result,
+        metric_names=names,
+        intended_use=model_card.default_intended_use(spec, source)
+        if config.card.intended_use == "auto"
+        else config.card.intended_use,
+        limitations=model_card.default_limitations(spec)
+        if config.card.limitations == "auto"
+        else config.card.limitations,
+        example_request=example,
+    )
+    paths = [
+        write_text_atomic(reports / model_card.CARD_FILE, card),
+        write_text_atomic(reports / model_card.HTML_FILE, model_card.to_html(card, f"{name} v{version}")),
+    ]
+    run_id = client.get_model_version(name, str(version)).run_id
+    if run_id:
+        for path in paths:
+            client.log_artifact(run_id, str(path), "model_card")
+    client.update_model_version(name, str(version), description=model_card.description(card))
 
 
 def _summary(result: dict) -> str:
@@ -139,7 +194,7 @@ def run(config: Config) -> StageResult:
     return StageResult(
         summary=_summary(result),
         metrics={"gate_blessed": float(result["blessed"])},
-        artifacts=[Path(config.paths.reports) / "gate" / "decision.json"],
+        artifacts=[Path(config.paths.reports) / "gate" / name for name in ("decision.json", "model_card.html")],
     )
 
 

@@ -246,3 +246,15 @@ def test_the_lookback_crops_what_the_network_reads_not_the_naive_forecast(prepar
     assert np.allclose(np.asarray(model({"sales": changed, "price": np.full_like(inputs, 5.0)})), cropped)
     with pytest.raises(ConfigError, match="model.series_lookback"):
         config_from_dict({"model": {"series_lookback": 1}})
+
+
+def test_the_family_can_be_searched_among_those_that_read_the_data():
+    from pipeline.ml.hyperparameters import searched_names
+
+    space = {"family": {"choice": ["mlp", "rnn"]}, "rnn_units": {}, "filters": {}, "units": {}}
+    assert searched_names(space, "mlp") == ["family", "rnn_units", "units"]  # the CNN's filters: no trial reads them
+    space = {"family": {"choice": ["mlp", "rnn"]}, "rnn_units": {"choice": [8, 16]}}
+    config = config_from_dict({"data": {"source": "sunspots"}, "tune": {"space": space}})
+    assert config.tune.space["family"] == {"choice": ["mlp", "rnn"]}
+    with pytest.raises(ConfigError, match=r"tune.space.family.*table data cannot be read by cnn"):
+        config_from_dict({"data": {"source": "penguins"}, "tune": {"space": {"family": {"choice": ["mlp", "cnn"]}}}})

@@ -203,3 +203,39 @@ def test_new_observations_added_as_feedback_extend_the_series_and_old_times_are_
     assert stage("validate", workdir, check=False).returncode != 0
     summary = json.loads((workdir / "reports/validate/summary.json").read_text())
     assert [check["expectation"] for check in summary["failures"]] == ["expect_column_values_to_be_increasing"]
+
+
+def test_the_registered_version_carries_its_model_card_and_the_mlflow_ui_shows_it(reproduced):
+    import os
+    from pathlib import Path
+
+    import mlflow
+
+    from pipeline.core.processes import background_server, free_port
+    from tests.e2e.test_experiments import CHROMIUM, CHROMIUM_FLAGS
+
+    card = (reproduced / "reports/gate/model_card.md").read_text()
+    assert card.startswith("# Model card: sunspots v1\n") and "| mase |" in card
+    assert "| seasonal_naive_mase | 1.0000 |" in card and "| last_value_mase |" in card  # the baselines beside
+    assert "the next 3 values of `sunspots` from a window of 22 steps" in card
+    client = mlflow.tracking.MlflowClient(f"sqlite:///{reproduced / 'mlflow.db'}")
+    version = client.get_model_version("sunspots", "1")
+    assert version.description == card
+    artifacts = {item.path for item in client.list_artifacts(version.run_id, "model_card")}
+    assert artifacts == {"model_card/model_card.md", "model_card/model_card.html"}
+    if not Path(CHROMIUM).exists():
+        if os.environ.get("CI"):
+            pytest.fail(f"{CHROMIUM} is missing: .ci/run installs Debian's chromium (or set CHROMIUM_PATH)")
+        pytest.skip(f"{CHROMIUM} is missing (apt-get install chromium, or set CHROMIUM_PATH)")
+    playwright = pytest.importorskip("playwright.sync_api")
+    port = free_port()
+    command = [sys.executable, "-m", "pipeline", "ui", "--port", str(port)]
+    base = f"http://127.0.0.1:{port}"
+    with background_server(command, base, cwd=reproduced), playwright.sync_playwright() as driver:
+        browser = driver.chromium.launch(executable_path=CHROMIUM, args=CHROMIUM_FLAGS)
+        page = browser.new_page(viewport={"width": 1400, "height": 900})
+        page.goto(f"{base}/#/models/sunspots/versions/1")  # the version's page, as a user opens it from the registry
+        page.get_by_role("heading", name="Model card: sunspots v1").wait_for(timeout=60_000)
+        assert page.get_by_role("cell", name="mase", exact=True).count() >= 1  # the metrics table is rendered
+        page.screenshot(path=str(reproduced / "model_card.png"), full_page=True)
+        browser.close()

@@ -157,7 +157,10 @@ class SeriesModel(ModelModality):
     def request_instances(self, batch, spec) -> list:
         size = len(next(iter(batch.values())))
         return [
-            {feature.column: np.asarray(batch[feature.name])[index].astype(float).tolist() for feature in spec.features}
+            {  # each float32 as its shortest decimal (154.6, not 154.60000610351562): it reads back the same
+                feature.column: [float(str(value)) for value in np.asarray(batch[feature.name], np.float32)[index]]
+                for feature in spec.features
+            }
             for index in range(size)
         ]
 
