@@ -32,9 +32,9 @@ lint: install
 bench: install  ## every benchmark (an hour or more); results go to docs/benchmarks.md by hand
 	set -e; for script in bench/bench_*.py; do echo "== $$script"; PATH="$(CURDIR)/$(BIN):$$PATH" $(BIN)/python $$script; done
 
-screenshots: install  ## the README's pictures of the MLflow UI: three queued variants, seen in headless Chromium
+screenshots: install  ## the README's pictures of the MLflow UI (queued variants, a model card) in headless Chromium
 	PATH="$(CURDIR)/$(BIN):$$PATH" MLFLOW_UI_SCREENSHOTS="$(CURDIR)/docs/figures" $(BIN)/python -m pytest \
-		tests/e2e/test_experiments.py -k browser
+		tests/e2e/test_experiments.py tests/e2e/test_series.py -k "browser or mlflow_ui"
 
 clean:
 	rm -rf data/ingested data/validated data/prepared data/finetune models reports .pipeline mlflow.db mlruns

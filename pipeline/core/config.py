@@ -328,10 +328,14 @@ class TuneConfig:
 @dataclasses.dataclass(frozen=True)
 class EvaluateConfig:
     roc_curve_points: int = 101
+    slices: Union[Literal["auto"], list[str]] = "auto"
+    min_slice_examples: int = 10
 
     def _validate(self, section: str) -> None:
         if self.roc_curve_points < 2:
             fail(f"{section}.roc_curve_points", self.roc_curve_points, "2 or more points")
+        if self.min_slice_examples < 1:
+            fail(f"{section}.min_slice_examples", self.min_slice_examples, "a positive number of test examples")
 
 
 @dataclasses.dataclass(frozen=True)
@@ -356,32 +360,29 @@ class GateConfig:
     metric: Literal["auto", "accuracy", "f1", "roc_auc", "rmse", "mae", "mase", "smape"] = "auto"
     min_improvement: float = 0.0
     thresholds: Union[Literal["auto"], dict] = "auto"
+    slice_thresholds: dict = dataclasses.field(default_factory=dict)
+    max_slice_drop: Optional[float] = None
 
     def _validate(self, section: str) -> None:
         if self.min_improvement < 0:
             fail(f"{section}.min_improvement", self.min_improvement, "0 or a positive margin")
-        for name, value in (self.thresholds if isinstance(self.thresholds, dict) else {}).items():
-            if name not in (
-                "accuracy",
-                "precision",
-                "recall",
-                "f1",
-                "roc_auc",
-                "r2",
-                "rmse",
-                "mae",
-                "loss",
-                "mase",
-                "smape",
-            ):
+        if self.max_slice_drop is not None and self.max_slice_drop < 0:
+            fail(f"{section}.max_slice_drop", self.max_slice_drop, "null (off) or 0 or a positive margin")
+        bars = dict(self.thresholds) if isinstance(self.thresholds, dict) else {}
+        bars.update({f"slice_thresholds.{name}": value for name, value in self.slice_thresholds.items()})
+        metrics = ("accuracy", "precision", "recall", "f1", "roc_auc", "r2", "rmse", "mae", "loss", "mase", "smape")
+        for key, value in bars.items():
+            name = key.removeprefix("slice_thresholds.")
+            key = key if key.startswith("slice_thresholds.") else f"thresholds.{key}"
+            if name not in metrics:
                 fail(
-                    f"{section}.thresholds.{name}",
+                    f"{section}.{key}",
                     value,
                     "a holdout metric: accuracy, precision, recall, f1, roc_auc,"
                     " r2 (minimums) or rmse, mae, loss, mase, smape (maximums)",
                 )
             if isinstance(value, bool) or not isinstance(value, (int, float)):
-                fail(f"{section}.thresholds.{name}", value, "a number")
+                fail(f"{section}.{key}", value, "a number")
 
 
 @dataclasses.dataclass(frozen=True)

@@ -71,6 +71,28 @@ def metric_rows(candidate: dict, champion: Optional[dict], names: list[str]) -> 
     return rows
 
 
+def slice_rows(candidate: list[dict], champion: list[dict], metric: str) -> list[str]:
+    """The metric per slice, the champion's beside it; slices too small to judge are marked, not left out."""
+    if not candidate:
+        return []
+    theirs = {entry["slice"]: entry["metrics"].get(metric) for entry in champion}
+    rows = [
+        "",
+        f"## {metric} per slice (test split)",
+        "",
+        f"| slice | examples | {metric} | champion |",
+        "|---|---|---|---|",
+    ]
+    for entry in candidate:
+        value = entry["metrics"].get(metric)
+        shown = "" if value is None else _number(value)
+        if not entry["judged"]:
+            shown += " (too few to judge)"
+        other = theirs.get(entry["slice"])
+        rows.append(f"| {entry['slice']} | {entry['examples']} | {shown} | {'' if other is None else _number(other)} |")
+    return rows
+
+
 def build_card(
     *,
     name: str,
@@ -87,6 +109,8 @@ def build_card(
     intended_use: str,
     limitations: str,
     example_request: Optional[list],
+    slices: Optional[dict] = None,
+    slice_metric: str = "",
 ) -> str:
     """The card in Markdown."""
     blessed = "blessed: the new champion" if decision.get("blessed") else "not blessed"
@@ -113,6 +137,7 @@ def build_card(
         lines.append(
             "No champion was compared" + (f" (v{champion_version} is this version)." if champion_version else ".")
         )
+    lines += slice_rows((slices or {}).get("candidate", []), (slices or {}).get("champion", []), slice_metric)
     lines += ["", "## Gate decision", *[f"- {reason}" for reason in decision.get("reasons", [])]]
     lines += ["", "## Intended use", intended_use, "", "## Limitations", limitations]
     lines += [
@@ -142,13 +167,17 @@ def default_intended_use(spec, source: str) -> str:
     )
 
 
-def default_limitations(spec) -> str:
+def default_limitations(spec, sliced: bool = False) -> str:
     train = spec.splits["train"].num_examples if "train" in spec.splits else "?"
+    test = spec.splits["test"].num_examples if "test" in spec.splits else "?"
+    groups = (
+        "the slices above are the groups that were measured (`evaluate.slices`); others may fare worse than the whole"
+        if sliced
+        else "no slice of it was measured (`evaluate.slices`): a group of examples may fare worse than the whole"
+    )
     return (
-        f"Trained on {train} examples of one data version; measured on a test split of"
-        f" {spec.splits['test'].num_examples if 'test' in spec.splits else '?'} examples only. Metrics per slice of"
-        " the data are not measured yet: a group of examples may fare worse than the whole. Check the monitor's drift"
-        " report before trusting it on data collected later or elsewhere."
+        f"Trained on {train} examples of one data version; measured on a test split of {test} examples only; {groups}."
+        " Check the monitor's drift report before trusting it on data collected later or elsewhere."
     )
 
 

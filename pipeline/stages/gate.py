@@ -22,15 +22,17 @@ from pipeline.core.kinds import BUILTIN_SOURCES
 from pipeline.core.metrics import higher_is_better
 from pipeline.core.outputs import write_json_atomic
 from pipeline.core.runner import StageResult, run_stage
+from pipeline.ml import slices
 
 log = logging.getLogger(__name__)
 
 CHAMPION, CANDIDATE = "champion", "candidate"
 
 
-def decide(candidate: dict, champion: dict | None, settings: GateConfig) -> dict:
-    """Blessed or not, with one reason per check. `champion` is None when there is none yet."""
-    reasons, passes = [], True
+def decide(candidate: dict, champion: dict | None, settings: GateConfig, slice_failures=()) -> dict:
+    """Blessed or not, with one reason per check. `champion` is None when there is none yet; `slice_failures` are
+    the slices that failed their bars (`pipeline.ml.slices.judge`)."""
+    reasons, passes = list(slice_failures), not slice_failures
     for name, bar in settings.thresholds.items():
         value = candidate.get(name)
         if value is None:
@@ -56,17 +58,23 @@ def decide(candidate: dict, champion: dict | None, settings: GateConfig) -> dict
     return {"blessed": bool(blessed), "reasons": reasons}
 
 
-def evaluate_registered(model_uri: str, config: Config, spec) -> dict | None:
-    """Holdout metrics of a registered model on the current test split; None if it cannot read it."""
+def evaluate_registered(model_uri: str, config: Config, spec) -> tuple[dict | None, list[dict]]:
+    """Holdout metrics of a registered model on the current test split, and per slice; (None, []) if it cannot
+    read it."""
+    from pipeline.ml import slices
     from pipeline.ml.evaluation import test_metrics
     from pipeline.serving.loading import load_registered_keras
 
     model = load_registered_keras(model_uri)
+    settings = config.evaluate
     try:
-        return test_metrics(model, config.paths.prepared, spec)
+        metrics = test_metrics(model, config.paths.prepared, spec)
+        return metrics, slices.slice_results(
+            model, config.paths.prepared, spec, settings.slices, settings.min_slice_examples
+        )
     except (ValueError, KeyError, TypeError) as error:
         log.warning("%s cannot read the current test split (%s)", model_uri, error)
-        return None
+        return None, []
 
 
 def record(client, name: str, version: int, decision: dict, forced_reason: str | None = None) -> None:
@@ -97,10 +105,21 @@ def gate(config: Config, force_reason: str | None = None) -> dict:
     client = mlflow.tracking.MlflowClient()
     aliases = client.get_registered_model(name).aliases
     champion_version = int(aliases[CHAMPION]) if CHAMPION in aliases else None
-    champion = None
+    champion, champion_slices = None, []
     if champion_version is not None and champion_version != version:
-        champion = evaluate_registered(f"models:/{name}@{CHAMPION}", config, load_spec(config.paths.prepared))
-    decision = decide(candidate, champion, config.gate)
+        champion, champion_slices = evaluate_registered(
+            f"models:/{name}@{CHAMPION}", config, load_spec(config.paths.prepared)
+        )
+    sliced_file = Path(config.paths.reports) / "evaluate" / slices.SLICES_FILE
+    candidate_slices = json.loads(sliced_file.read_text()) if sliced_file.is_file() else []
+    settings = config.gate
+    failures = slices.judge(
+        candidate_slices, champion_slices, settings.metric, settings.slice_thresholds, settings.max_slice_drop
+    )
+    decision = decide(candidate, champion, settings, failures)
+    judged = sum(entry["judged"] for entry in candidate_slices)
+    if judged and (settings.slice_thresholds or settings.max_slice_drop is not None) and not failures:
+        decision["reasons"].append(f"{judged} judged slices: each within its bars")
     if champion_version == version:
         decision["reasons"].append("the candidate already is the champion")
     if champion_version is not None and champion is None and champion_version != version:
@@ -121,6 +140,7 @@ def gate(config: Config, force_reason: str | None = None) -> dict:
         "reasons": decision["reasons"],
     }
     reports = Path(config.paths.reports) / "gate"
+    result["slices"] = {"candidate": candidate_slices, "champion": champion_slices}
     write_card(config, client, name, version, candidate, champion, champion_version, result, reports)
     write_json_atomic(reports / "decision.json", result)
     headline = {"blessed": result["blessed"], "candidate": result["candidate"], "champion": result["champion"]}
@@ -165,10 +185,12 @@ def write_card(config: Config, client, name, version, candidate, champion, champ
         intended_use=model_card.default_intended_use(spec, source)
         if config.card.intended_use == "auto"
         else config.card.intended_use,
-        limitations=model_card.default_limitations(spec)
+        limitations=model_card.default_limitations(spec, bool(result["slices"]["candidate"]))
         if config.card.limitations == "auto"
         else config.card.limitations,
         example_request=example,
+        slices=result["slices"],
+        slice_metric=config.gate.metric,
     )
     paths = [
         write_text_atomic(reports / model_card.CARD_FILE, card),

@@ -84,6 +84,15 @@ def test_bench_text():
     assert '"set": "rotten_tomatoes", "family": "mlp"' in bench("bench_text.py")
 
 
+def test_bench_series():
+    assert '"set": "sunspots", "family": "mlp"' in bench("bench_series.py")
+
+
+def test_bench_fresh_env(smoke_project):
+    output = bench("bench_fresh_env.py", "--project", str(smoke_project), "--model", "digits", "--alias", "candidate")
+    assert '"mlflow_models_predict"' in output and '"pyfunc_by_alias"' in output, output
+
+
 def test_every_benchmark_has_a_smoke_test_here():
     text = Path(__file__).read_text()
     assert [script.name for script in BENCH.glob("*.py") if f'"{script.name}"' not in text] == []
