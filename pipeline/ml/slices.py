@@ -114,10 +114,11 @@ def slice_results(model, prepared_dir: Path, spec, slices, minimum: int) -> list
 
 
 def metric_name(slice_name: str, metric: str) -> str:
-    """An MLflow metric name for a slice's metric (letters, digits, `_`, `-`, `.`, spaces and `/` only):
-    `island = Biscoe` -> `slice/island/Biscoe/accuracy`, `bill in [35, 39)` -> `slice/bill in 35 to 39/accuracy`."""
+    """An MLflow metric name for a slice's metric (letters, digits, `_`, `-`, `.`, spaces and `/` only), after the
+    test split's own metrics in the UI's alphabetical lists: `island = Biscoe` -> `test_slice/island/Biscoe/accuracy`,
+    `bill in [35, 39)` -> `test_slice/bill in 35 to 39/accuracy`."""
     name = slice_name.replace(" = ", "/").replace(", ", " to ")
-    return f"slice/{re.sub(r'[^0-9A-Za-z_. /-]+', '', name).strip()}/{metric}"
+    return f"test_slice/{re.sub(r'[^0-9A-Za-z_. /-]+', '', name).strip()}/{metric}"
 
 
 def judge(candidate: list[dict], champion: list[dict] | None, metric: str, thresholds: dict, max_drop) -> list[str]:

@@ -1,5 +1,5 @@
 """Stage `evaluate`: holdout metrics, a per-class report and plots on the test split, and the metrics per slice
-(`evaluate.slices`: `slices.json`, `slices.csv` for DVC's plots, `slice/...` metrics in MLflow).
+(`evaluate.slices`: `slices.json`, `slices.csv` for DVC's plots, `test_slice/...` metrics in MLflow).
 
 Classification: loss, accuracy, macro precision / recall / F1, ROC-AUC (one-vs-rest for
 several classes), a confusion matrix and ROC curves. Regression: loss (MSE), MAE, RMSE, R².
@@ -30,9 +30,13 @@ def run(config: Config) -> StageResult:
     sliced = slices.slice_results(model, config.paths.prepared, spec, settings.slices, settings.min_slice_examples)
     write_slices(reports, sliced, spec.task_type.headline_metric)
     metrics = {f"test_{name}": value for name, value in results.items()}
-    for entry in sliced:
+    headline = spec.task_type.headline_metric
+    for (
+        entry
+    ) in sliced:  # the headline metric per slice in MLflow (a run's metric list stays readable); all in slices.json
         metrics[slices.metric_name(entry["slice"], "examples")] = entry["examples"]
-        metrics.update({slices.metric_name(entry["slice"], name): value for name, value in entry["metrics"].items()})
+        if headline in entry["metrics"]:
+            metrics[slices.metric_name(entry["slice"], headline)] = entry["metrics"][headline]
     judged = [entry for entry in sliced if entry["judged"]]
     return StageResult(
         summary=f"test split ({results['num_examples']} examples): {format_metrics(results, key)};"

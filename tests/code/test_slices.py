@@ -43,8 +43,8 @@ def test_each_column_type_and_each_class_makes_its_slices():
     assert list(by_class) == ["species = Adelie", "species = Gentoo"] and by_class["species = Gentoo"].sum() == 4
     with pytest.raises(StageError, match="'colour' is not an input column"):
         slice_masks(TABLE, FEATURES, LABELS, ["colour"])
-    assert metric_name("bill length in [35, 39)", "accuracy") == "slice/bill length in 35 to 39/accuracy"
-    assert metric_name("island = Biscoe", "examples") == "slice/island/Biscoe/examples"
+    assert metric_name("bill length in [35, 39)", "accuracy") == "test_slice/bill length in 35 to 39/accuracy"
+    assert metric_name("island = Biscoe", "examples") == "test_slice/island/Biscoe/examples"
 
 
 def entry(name, accuracy, examples=40, judged=True):

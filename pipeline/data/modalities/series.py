@@ -375,12 +375,7 @@ class SeriesData(TableData):
     def read_table(self, path, spec) -> pd.DataFrame:
         """New observations: a CSV or Parquet file with the time column and the model's value columns."""
         path = Path(path)
-        if not path.exists():
-            raise DataError(f"{path}: no such file or folder.")
-        file_format = sources.TABLE_FORMATS.get(path.suffix.lower())
-        if file_format is None or not path.is_file():
-            raise DataError(f"{path}: expected a .csv or .parquet file like the training data.")
-        table = sources.load_table(path, file_format)
+        table = self.read_new_table(path)
         series = spec.series
         needed = [series.time_column, *([series.id_column] if series.id_column else [])]
         needed += [feature.column for feature in spec.features]

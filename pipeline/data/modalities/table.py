@@ -244,15 +244,21 @@ class TableData(DataModality):
         }
         return labels, chosen, layout, len(tasks), fields
 
-    def read_examples(self, path, spec):
-        """A CSV or Parquet file with the model's columns (and the label column, if every row has one)."""
+    @staticmethod
+    def read_new_table(path) -> pd.DataFrame:
+        """New data: a CSV or Parquet file (a DataError names what is wrong with the path)."""
         path = Path(path)
         if not path.exists():
             raise DataError(f"{path}: no such file or folder.")
         file_format = sources.TABLE_FORMATS.get(path.suffix.lower())
         if file_format is None or not path.is_file():
             raise DataError(f"{path}: expected a .csv or .parquet file like the training data.")
-        table = sources.load_table(path, file_format)
+        return sources.load_table(path, file_format)
+
+    def read_examples(self, path, spec):
+        """A CSV or Parquet file with the model's columns (and the label column, if every row has one)."""
+        path = Path(path)
+        table = self.read_new_table(path)
         missing = [feature.column for feature in spec.features if feature.column not in table.columns]
         if missing:
             columns = ", ".join(feature.column for feature in spec.features)
