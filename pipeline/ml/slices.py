@@ -76,7 +76,7 @@ def slice_masks(spec, features: dict[str, np.ndarray], labels: np.ndarray, slice
     return masks
 
 
-def test_split(model, prepared_dir: Path, spec):
+def read_test_split(model, prepared_dir: Path, spec):
     """(features in `read_examples`' form, labels, model outputs, the forecast's history or None) of the test
     split, in one pass."""
     from pipeline.ml.evaluation import history_input
@@ -100,7 +100,7 @@ def slice_results(model, prepared_dir: Path, spec, slices, minimum: int) -> list
 
     if slices != "auto" and not slices:
         return []
-    features, labels, outputs, history = test_split(model, prepared_dir, spec)
+    features, labels, outputs, history = read_test_split(model, prepared_dir, spec)
     results = []
     for name, mask in slice_masks(spec, features, labels, slices).items():
         count = int(mask.sum())
