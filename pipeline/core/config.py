@@ -123,7 +123,7 @@ class DataConfig:
             fail(f"{section}.horizon", self.horizon, "a positive number of steps to forecast")
         if self.seasonal_period != "auto" and self.seasonal_period < 1:
             fail(f"{section}.seasonal_period", self.seasonal_period, "auto or a positive number of steps")
-        if self.source in ("csv", "parquet") and not self.label:
+        if self.source in kinds.FILE_SOURCES and not self.label:
             fail(f"{section}.label", self.label, f"the name of the target column of your {self.source} file")
         if self.task_name not in self.kind_facts.tasks:
             allowed = " or ".join(self.kind_facts.tasks)
@@ -146,7 +146,7 @@ class DataConfig:
             if self.source in kinds.FOLDER_SOURCES and not path.is_dir():
                 what = "image files" if self.kind_facts.images else ".txt files"
                 fail(f"{section}.path", self.path, f"a folder with one sub-folder of {what} per class")
-            if self.source in ("csv", "parquet") and not path.is_file():
+            if self.source in kinds.FILE_SOURCES and not path.is_file():
                 fail(f"{section}.path", self.path, f"a {self.source} file")
 
     @property

@@ -96,6 +96,8 @@ SEASONAL_PERIODS: dict[str, int] = {"sunspots": 11}
 """Built-in series whose season is not a calendar one (the solar cycle is about 11 years)."""
 FOLDER_SOURCES = ("image_dir", "text_dir")
 """Sources read from a folder with one sub-folder per class (the others from a file)."""
+FILE_SOURCES = ("csv", "parquet")
+"""A user's table file (with `data.text_columns` it is text, with `data.time_column` a series)."""
 
 
 def kind(name: str) -> Kind:
@@ -109,7 +111,7 @@ def kind_of_source(source: str, text_columns=(), time_column=None) -> Kind:
     free-text columns (`text_columns`) is text."""
     for candidate in KINDS.values():
         if source in candidate.sources:
-            if candidate.name == "table" and time_column and source not in BUILTIN_LABELS:
+            if time_column and source in FILE_SOURCES:  # a user's table with a time column
                 return KINDS["series"]
             return KINDS["text"] if text_columns and candidate.has_columns else candidate
     raise ConfigError(f"unknown data source {source!r}")
