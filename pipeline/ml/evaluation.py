@@ -248,15 +248,24 @@ def test_metrics(model, prepared_dir: Path, spec) -> dict:
 
 
 def evaluate_model(
-    model, prepared_dir: Path, spec, reports: Path, roc_curve_points: int, metrics_file: str = "metrics.json"
+    model,
+    prepared_dir: Path,
+    spec,
+    reports: Path,
+    roc_curve_points: int,
+    metrics_file: str = "metrics.json",
+    predicted: tuple | None = None,
 ) -> tuple[dict, list]:
     """Scores `model` on the test split and writes `metrics_file`, per_class.json, predictions.csv,
-    roc.csv and figures/ under `reports`. Returns (metrics, the names worth printing)."""
+    roc.csv and figures/ under `reports`; `predicted`: the split's (labels, outputs, history) when the caller
+    already ran the model on it. Returns (metrics, the names worth printing)."""
     from pipeline.ml.features import make_dataset
 
-    keep = history_input(spec)
-    dataset = make_dataset(prepared_dir, spec, "test", 256)
-    labels, outputs, history = predict_split(model, dataset, keep) if keep else (*predict_split(model, dataset), None)
+    if predicted is None:
+        keep = history_input(spec)
+        dataset = make_dataset(prepared_dir, spec, "test", 256)
+        predicted = predict_split(model, dataset, keep) if keep else (*predict_split(model, dataset), None)
+    labels, outputs, history = predicted
     figures = reports / "figures"
     figures.mkdir(parents=True, exist_ok=True)
     if history is not None:

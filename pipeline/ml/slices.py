@@ -76,9 +76,9 @@ def slice_masks(spec, features: dict[str, np.ndarray], labels: np.ndarray, slice
     return masks
 
 
-def read_test_split(model, prepared_dir: Path, spec):
-    """(features in `read_examples`' form, labels, model outputs, the forecast's history or None) of the test
-    split, in one pass."""
+def read_test_split(model, prepared_dir: Path, spec, with_features: bool = True):
+    """(features in `read_examples`' form or None, labels, model outputs, the forecast's history or None) of the
+    test split, in one pass: the overall metrics and the slices' are computed from it."""
     from pipeline.ml.evaluation import history_input
     from pipeline.ml.features import make_dataset
     from pipeline.ml.modalities import model_modality
@@ -88,19 +88,25 @@ def read_test_split(model, prepared_dir: Path, spec):
         batches.append(inputs)
         labels.append(np.asarray(batch_labels))
         outputs.append(np.asarray(model(inputs, training=False)))
-    features = model_modality(spec.kind).reference_values(batches, spec)
+    features = model_modality(spec.kind).reference_values(batches, spec) if with_features else None
     keep = history_input(spec)
     history = None if keep is None else np.concatenate([np.asarray(batch[keep]) for batch in batches])
     return features, np.concatenate(labels), np.concatenate(outputs), history
 
 
-def slice_results(model, prepared_dir: Path, spec, slices, minimum: int) -> list[dict]:
-    """Each slice's name, test examples, whether it is judged and the task's metrics on it."""
+def sliced(spec, slices) -> bool:
+    """Whether `evaluate.slices` names any slice for this task (auto: classes)."""
+    return bool(slices) if slices != "auto" else spec.task_type.has_classes
+
+
+def slice_results(spec, split: tuple, slices, minimum: int) -> list[dict]:
+    """Each slice's name, test examples, whether it is judged and the task's metrics on it; `split` is
+    `read_test_split`'s."""
     from pipeline.ml.evaluation import holdout_metrics
 
-    if slices != "auto" and not slices:
+    features, labels, outputs, history = split
+    if features is None:
         return []
-    features, labels, outputs, history = read_test_split(model, prepared_dir, spec)
     results = []
     for name, mask in slice_masks(spec, features, labels, slices).items():
         count = int(mask.sum())

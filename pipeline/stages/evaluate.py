@@ -25,9 +25,12 @@ def run(config: Config) -> StageResult:
     spec = load_spec(config.paths.prepared)
     model = load_trained_model(config.paths.model)
     reports = Path(config.paths.reports) / "evaluate"
-    results, key = evaluate_model(model, config.paths.prepared, spec, reports, config.evaluate.roc_curve_points)
     settings = config.evaluate
-    sliced = slices.slice_results(model, config.paths.prepared, spec, settings.slices, settings.min_slice_examples)
+    split = slices.read_test_split(model, config.paths.prepared, spec, slices.sliced(spec, settings.slices))
+    results, key = evaluate_model(
+        model, config.paths.prepared, spec, reports, settings.roc_curve_points, predicted=split[1:]
+    )
+    sliced = slices.slice_results(spec, split, settings.slices, settings.min_slice_examples)
     write_slices(reports, sliced, spec.task_type.headline_metric)
     metrics = {f"test_{name}": value for name, value in results.items()}
     headline = spec.task_type.headline_metric

@@ -61,17 +61,15 @@ def decide(candidate: dict, champion: dict | None, settings: GateConfig, slice_f
 def evaluate_registered(model_uri: str, config: Config, spec) -> tuple[dict | None, list[dict]]:
     """Holdout metrics of a registered model on the current test split, and per slice; (None, []) if it cannot
     read it."""
-    from pipeline.ml import slices
-    from pipeline.ml.evaluation import test_metrics
+    from pipeline.ml.evaluation import holdout_metrics
     from pipeline.serving.loading import load_registered_keras
 
     model = load_registered_keras(model_uri)
     settings = config.evaluate
-    try:
-        metrics = test_metrics(model, config.paths.prepared, spec)
-        return metrics, slices.slice_results(
-            model, config.paths.prepared, spec, settings.slices, settings.min_slice_examples
-        )
+    try:  # one pass over the test split: the overall metrics and each slice's
+        split = slices.read_test_split(model, config.paths.prepared, spec, slices.sliced(spec, settings.slices))
+        metrics = holdout_metrics(spec, *split[1:])
+        return metrics, slices.slice_results(spec, split, settings.slices, settings.min_slice_examples)
     except (ValueError, KeyError, TypeError) as error:
         log.warning("%s cannot read the current test split (%s)", model_uri, error)
         return None, []

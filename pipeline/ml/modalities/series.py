@@ -20,6 +20,7 @@ import numpy as np
 from pipeline.core import drift
 from pipeline.core.forecasts import base_positions
 from pipeline.ml.modalities import ModelModality, RequestError
+from pipeline.ml.modalities.table import columns_as_rows
 
 
 def change_statistics(windows: np.ndarray, relative: bool) -> tuple[float, float]:
@@ -146,13 +147,7 @@ class SeriesModel(ModelModality):
     def columnar_instances(self, inputs, spec) -> list:
         if isinstance(inputs, list) and len(spec.features) == 1:
             inputs = {spec.features[0].column: inputs}
-        if not isinstance(inputs, dict) or not inputs:
-            raise RequestError('"inputs" must be an object of columns, each a list of windows')
-        lengths = {len(values) if isinstance(values, list) else -1 for values in inputs.values()}
-        if len(lengths) != 1 or -1 in lengths:
-            raise RequestError('"inputs": every column must be a list of windows, all of the same length')
-        (count,) = lengths
-        return [{column: values[row] for column, values in inputs.items()} for row in range(count)]
+        return columns_as_rows(inputs, "windows")
 
     def request_instances(self, batch, spec) -> list:
         size = len(next(iter(batch.values())))

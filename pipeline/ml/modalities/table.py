@@ -10,6 +10,17 @@ from pipeline.core.column_types import InvalidValueError
 from pipeline.ml.modalities import ModelModality, RequestError
 
 
+def columns_as_rows(inputs, items: str) -> list[dict]:
+    """TF Serving's columnar `inputs` (`{column: [one item per example]}`) as row instances; raises RequestError."""
+    if not isinstance(inputs, dict) or not inputs:
+        raise RequestError(f'"inputs" must be an object of columns, each a list of {items}')
+    lengths = {len(values) if isinstance(values, list) else -1 for values in inputs.values()}
+    if len(lengths) != 1 or -1 in lengths:
+        raise RequestError('"inputs": every column must be a list, all of the same length')
+    (count,) = lengths
+    return [{column: values[row] for column, values in inputs.items()} for row in range(count)]
+
+
 class TableModel(ModelModality):
     kind = "table"
 
@@ -75,13 +86,7 @@ class TableModel(ModelModality):
         }
 
     def columnar_instances(self, inputs, spec) -> list:
-        if not isinstance(inputs, dict) or not inputs:
-            raise RequestError('"inputs" must be an object of columns, each a list of values')
-        lengths = {len(values) if isinstance(values, list) else -1 for values in inputs.values()}
-        if len(lengths) != 1 or -1 in lengths:
-            raise RequestError('"inputs": every column must be a list, all of the same length')
-        (count,) = lengths
-        return [{column: values[row] for column, values in inputs.items()} for row in range(count)]
+        return columns_as_rows(inputs, "values")
 
     def request_instances(self, batch, spec) -> list:
         size = len(next(iter(batch.values())))
