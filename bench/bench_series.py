@@ -215,6 +215,9 @@ def main() -> None:
                         "last value MAE": round(metrics["last_value_mae"], 3),
                         "seasonal naive MAE": round(metrics["seasonal_naive_mae"], 3),
                         "moving average MAE": round(metrics["moving_average_mae"], 3),
+                        "linear baseline MASE": round(metrics["linear_baseline_mase"], 3)
+                        if "linear_baseline_mase" in metrics
+                        else None,
                         "base": spec["series"]["base"],
                         "window": spec["series"]["window"],
                         "s (tune+train)": round(seconds["tune"] + seconds["train"], 1),

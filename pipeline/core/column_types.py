@@ -93,6 +93,11 @@ class ColumnType:
         """A model input value as a request's JSON value (None when missing)."""
         raise NotImplementedError
 
+    def linear_encoder(self):
+        """An unfitted scikit-learn transformer from the column's values, an (N, 1) array in `typed`'s form, to
+        the linear baseline's numbers (`pipeline.ml.baselines`)."""
+        raise NotImplementedError
+
 
 class Numeric(ColumnType):
     name = "numeric"
@@ -123,6 +128,13 @@ class Numeric(ColumnType):
 
     def missing(self, values: np.ndarray) -> np.ndarray:
         return np.isnan(values)
+
+    def linear_encoder(self):
+        from sklearn.impute import SimpleImputer
+        from sklearn.pipeline import make_pipeline
+        from sklearn.preprocessing import StandardScaler
+
+        return make_pipeline(SimpleImputer(strategy="median", keep_empty_features=True), StandardScaler())
 
     def partial_statistics(self, values) -> dict:
         present = np.asarray(values, dtype=np.float64)
@@ -200,6 +212,11 @@ class Categorical(ColumnType):
     def missing(self, values: np.ndarray) -> np.ndarray:
         return np.asarray(values == MISSING_TEXT, dtype=bool)
 
+    def linear_encoder(self):
+        from sklearn.preprocessing import OneHotEncoder
+
+        return OneHotEncoder(handle_unknown="ignore")  # a missing value ("") is a category of its own
+
     def partial_statistics(self, values) -> dict:
         texts = values[values != MISSING_TEXT]
         return {"texts": texts.value_counts(sort=False).to_dict()}  # first appearance first
@@ -264,6 +281,21 @@ class Text(Categorical):
         lengths = np.array([len(found) for found in split], dtype=np.float64)
         unknown = np.array([sum(word not in known for word in found) / len(found) if found else 0.0 for found in split])
         return {" (words)": lengths, " (unknown words)": unknown}
+
+    def linear_encoder(self):
+        """TF-IDF of the words and word pairs (split as the model splits them), sublinear counts."""
+        import functools
+
+        from sklearn.feature_extraction.text import TfidfVectorizer
+        from sklearn.pipeline import make_pipeline
+        from sklearn.preprocessing import FunctionTransformer
+
+        from pipeline.core.tokens import terms
+
+        texts = FunctionTransformer(np.ravel)  # (N, 1) -> (N,): the vectorizer takes one text per example
+        return make_pipeline(
+            texts, TfidfVectorizer(analyzer=functools.partial(terms, ngrams=MAX_NGRAMS), sublinear_tf=True)
+        )
 
     def partial_statistics(self, values) -> dict:
         from collections import Counter

@@ -330,6 +330,7 @@ class EvaluateConfig:
     roc_curve_points: int = 101
     slices: Union[Literal["auto"], list[str]] = "auto"
     min_slice_examples: int = 10
+    baselines: bool = True
 
     def _validate(self, section: str) -> None:
         if self.roc_curve_points < 2:
@@ -362,8 +363,12 @@ class GateConfig:
     thresholds: Union[Literal["auto"], dict] = "auto"
     slice_thresholds: dict = dataclasses.field(default_factory=dict)
     max_slice_drop: Optional[float] = None
+    baselines: Literal["auto", "judge", "report"] = "auto"
+    baseline_confidence: float = 0.95
 
     def _validate(self, section: str) -> None:
+        if not 0.5 <= self.baseline_confidence < 1:
+            fail(f"{section}.baseline_confidence", self.baseline_confidence, "a share from 0.5 to under 1, e.g. 0.95")
         if self.min_improvement < 0:
             fail(f"{section}.min_improvement", self.min_improvement, "0 or a positive margin")
         if self.max_slice_drop is not None and self.max_slice_drop < 0:
@@ -653,7 +658,8 @@ def config_from_dict(raw: Mapping[str, Any]) -> Config:
 
 def with_task_defaults(config: Config) -> Config:
     """`tune.objective`, `gate.metric` and `gate.thresholds` left on `auto` follow `data.task`, so that
-    `data.task: regression` alone gives a working regression run."""
+    `data.task: regression` alone gives a working regression run; `gate.baselines: auto` judges the baselines when
+    the thresholds are `auto` and only reports them beside a user's thresholds."""
     task = tasks.task(config.data.task_name)  # what `auto` means for it: pipeline.core.tasks
     tune = config.tune
     if tune.objective == "auto":
@@ -661,6 +667,8 @@ def with_task_defaults(config: Config) -> Config:
     gate = config.gate
     if gate.metric == "auto":
         gate = dataclasses.replace(gate, metric=task.headline_metric)
+    if gate.baselines == "auto":
+        gate = dataclasses.replace(gate, baselines="judge" if gate.thresholds == "auto" else "report")
     if gate.thresholds == "auto":
         gate = dataclasses.replace(gate, thresholds=dict(task.default_thresholds))
     return dataclasses.replace(config, tune=tune, gate=gate)

@@ -15,7 +15,7 @@ def seasonal_positions(window: int, horizon: int, period: int) -> list[int]:
 
 
 BASES = ("last_value", "seasonal_naive")
-"""The naive forecasts a model may correct (`SeriesSpec.base`)."""
+"""The naive forecasts a model may correct (`SeriesSpec.base`; or `AUTOREGRESSION`)."""
 
 
 def base_positions(window: int, horizon: int, period: int, base: str) -> list[int]:
@@ -34,3 +34,52 @@ def naive_forecasts(history: np.ndarray, horizon: int, period: int) -> dict[str,
         "seasonal_naive": history[:, seasonal_positions(history.shape[1], horizon, period)],
         "moving_average": np.repeat(history[:, -span:].mean(axis=1, keepdims=True), horizon, axis=1),
     }
+
+
+AUTOREGRESSION = "autoregression"
+"""The base that is a linear autoregression fitted on the training block (`fit_autoregression`)."""
+RIDGE_STRENGTHS = (0.01, 0.1, 1.0, 10.0)
+"""Ridge penalties tried, per training window (the inputs are in each column's standard deviations)."""
+
+
+def relative_windows(inputs: np.ndarray) -> np.ndarray:
+    """(N, window x columns) of (N, window, columns) windows: each value minus its column's last value."""
+    inputs = np.asarray(inputs, dtype=np.float64)
+    return (inputs - inputs[:, -1:, :]).reshape(len(inputs), -1)
+
+
+def autoregression_forecasts(inputs: np.ndarray, fitted: dict) -> np.ndarray:
+    """(N, horizon) forecasts of `fit_autoregression`'s model: the target's (column 0's) last value plus a linear
+    function of every column's window relative to its last value."""
+    inputs = np.asarray(inputs, dtype=np.float64)
+    changes = relative_windows(inputs) @ np.asarray(fitted["coefficients"]) + np.asarray(fitted["intercept"])
+    return inputs[:, -1:, 0] + changes
+
+
+def fit_autoregression(train: tuple, validation: tuple, scales: list[float]) -> dict:
+    """A ridge regression from (N, window, columns) windows to the target's next (N, horizon) values, on each
+    window's changes from its last value; the penalty (of `RIDGE_STRENGTHS`, per window) is the one with the
+    lowest MAE on the `validation` windows. `scales`: each column's standard deviation (the penalty applies to
+    standardised inputs). Returns {"coefficients": (window x columns, horizon) for unscaled changes,
+    "intercept": (horizon,), "strength": the penalty} as lists."""
+    inputs, labels = np.asarray(train[0], dtype=np.float64), np.asarray(train[1], dtype=np.float64)
+    per_value = np.tile(np.maximum(np.asarray(scales, dtype=np.float64), 1e-12), inputs.shape[1])
+    matrix = relative_windows(inputs) / per_value  # window-major order, as relative_windows flattens
+    targets = labels - inputs[:, -1:, 0]
+    matrix_mean, target_mean = matrix.mean(axis=0), targets.mean(axis=0)
+    centred, centred_targets = matrix - matrix_mean, targets - target_mean
+    gram, moment = centred.T @ centred, centred.T @ centred_targets
+    best = None
+    for strength in RIDGE_STRENGTHS:
+        penalty = strength * len(matrix) * np.eye(gram.shape[0])
+        scaled = np.linalg.solve(gram + penalty, moment)
+        coefficients = scaled / per_value[:, None]
+        fitted = {
+            "coefficients": coefficients.tolist(),
+            "intercept": (target_mean - (matrix_mean * per_value) @ coefficients).tolist(),
+            "strength": strength,
+        }
+        error = float(np.abs(autoregression_forecasts(validation[0], fitted) - validation[1]).mean())
+        if best is None or error < best[0]:
+            best = (error, fitted)
+    return best[1]

@@ -106,8 +106,12 @@ class SeriesSpec:
     frequency: str
     """The steps' frequency as pandas names it (`MS`, `W-SUN`, `YS-JAN`), or `steps` for numbered steps."""
     base: str = "seasonal_naive"
-    """The naive forecast the model corrects: `last_value` or `seasonal_naive`, whichever errs less on the
-    training block (`pipeline.core.forecasts`)."""
+    """The forecast the model corrects: `last_value`, `seasonal_naive` or `autoregression`, whichever errs least
+    on the validation block (`pipeline.core.forecasts`)."""
+    autoregression: Optional[dict] = None
+    """With `base: autoregression`: the linear autoregression fitted on the training block, `coefficients`
+    ((window x columns) x horizon, on each window's changes from its columns' last values, window-major),
+    `intercept` (horizon) and `strength` (the ridge penalty chosen on the validation block)."""
     id_column: Optional[str] = None
     """The column that tells several series in one table apart (windows never mix two), or None."""
     blocks: Optional[dict[str, list[str]]] = None

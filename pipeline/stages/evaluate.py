@@ -1,5 +1,6 @@
-"""Stage `evaluate`: holdout metrics, a per-class report and plots on the test split, and the metrics per slice
-(`evaluate.slices`: `slices.json`, `slices.csv` for DVC's plots, `test_slice/...` metrics in MLflow).
+"""Stage `evaluate`: holdout metrics, a per-class report and plots on the test split, the metrics per slice
+(`evaluate.slices`: `slices.json`, `slices.csv` for DVC's plots, `test_slice/...` metrics in MLflow), and simple
+baselines on the same examples (`evaluate.baselines`: `baselines.json`, `<trivial|linear>_baseline_<headline>`).
 
 Classification: loss, accuracy, macro precision / recall / F1, ROC-AUC (one-vs-rest for
 several classes), a confusion matrix and ROC curves. Regression: loss (MSE), MAE, RMSE, R².
@@ -12,7 +13,7 @@ from pathlib import Path
 from pipeline.core.config import Config
 from pipeline.core.outputs import write_json_atomic
 from pipeline.core.runner import StageResult, format_metrics, run_stage
-from pipeline.ml import slices
+from pipeline.ml import baselines, slices
 from pipeline.ml.distribute import setup_tensorflow
 from pipeline.ml.evaluation import evaluate_model
 
@@ -26,14 +27,22 @@ def run(config: Config) -> StageResult:
     model = load_trained_model(config.paths.model)
     reports = Path(config.paths.reports) / "evaluate"
     settings = config.evaluate
-    split = slices.read_test_split(model, config.paths.prepared, spec, slices.sliced(spec, settings.slices))
+    with_features = slices.sliced(spec, settings.slices) or settings.baselines
+    split = slices.read_test_split(model, config.paths.prepared, spec, with_features)
     results, key = evaluate_model(
         model, config.paths.prepared, spec, reports, settings.roc_curve_points, predicted=split[1:]
     )
     sliced = slices.slice_results(spec, split, settings.slices, settings.min_slice_examples)
     write_slices(reports, sliced, spec.task_type.headline_metric)
-    metrics = {f"test_{name}": value for name, value in results.items()}
     headline = spec.task_type.headline_metric
+    measured = {"metric": headline, "examples": results["num_examples"], "baselines": []}
+    if settings.baselines:
+        measured = baselines.measure(config.paths.prepared, spec, (split[0], split[1], split[3]), split[2])
+        for entry in measured["baselines"]:  # beside the model's in metrics.json (DVC, MLflow, the card)
+            results[f"{entry['role']}_baseline_{headline}"] = entry["metrics"][headline]
+        write_json_atomic(reports / "metrics.json", results)
+    write_json_atomic(reports / baselines.BASELINES_FILE, measured)
+    metrics = {f"test_{name}": value for name, value in results.items()}
     for (
         entry
     ) in sliced:  # the headline metric per slice in MLflow (a run's metric list stays readable); all in slices.json
@@ -41,14 +50,18 @@ def run(config: Config) -> StageResult:
         if headline in entry["metrics"]:
             metrics[slices.metric_name(entry["slice"], headline)] = entry["metrics"][headline]
     judged = [entry for entry in sliced if entry["judged"]]
+    shown = "".join(
+        f"; {entry['name']} {entry['metrics'][headline]:.4f}" for entry in measured["baselines"]
+    )  # fmt: skip
     return StageResult(
-        summary=f"test split ({results['num_examples']} examples): {format_metrics(results, key)};"
+        summary=f"test split ({results['num_examples']} examples): {format_metrics(results, key)}{shown};"
         f" {len(sliced)} slices ({len(judged)} judged) -> {reports / 'metrics.json'}, {reports / slices.SLICES_FILE}",
         metrics=metrics,
         artifacts=[
             reports / "metrics.json",
             reports / "per_class.json",
             reports / slices.SLICES_FILE,
+            reports / baselines.BASELINES_FILE,
             reports / "figures",
         ],
     )

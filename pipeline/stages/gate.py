@@ -1,9 +1,11 @@
 """Stage `gate`: the blessing gate. A candidate becomes `champion` only if it deserves it.
 
 The candidate is the model version the export stage registered (alias `candidate`). It must
-pass the absolute thresholds of `gate.thresholds` and beat the current champion by at least
-`gate.min_improvement` on `gate.metric`, the champion being re-evaluated on the *current* test
-split rather than trusted from its old metrics. With no champion yet, the thresholds decide.
+pass the absolute thresholds of `gate.thresholds`, beat the evaluate stage's simple baselines (with
+`gate.thresholds: auto`: the trivial one beaten and the linear one not better, `pipeline.ml.baselines`),
+pass its slices' bars, and beat the current champion by at least `gate.min_improvement` on
+`gate.metric`, the champion being re-evaluated on the *current* test split rather than trusted from
+its old metrics. With no champion yet, the thresholds and the baselines decide.
 `pipeline gate --force-bless --reason "..."` overrides the decision and records why.
 
 The decision and its reasons are `reports/gate/decision.json` (a DVC metrics file) and tags on
@@ -22,17 +24,27 @@ from pipeline.core.kinds import BUILTIN_SOURCES
 from pipeline.core.metrics import higher_is_better
 from pipeline.core.outputs import write_json_atomic
 from pipeline.core.runner import StageResult, run_stage
-from pipeline.ml import slices
+from pipeline.ml import baselines, slices
 
 log = logging.getLogger(__name__)
 
 CHAMPION, CANDIDATE = "champion", "candidate"
 
 
-def decide(candidate: dict, champion: dict | None, settings: GateConfig, slice_failures=()) -> dict:
+def decide(
+    candidate: dict, champion: dict | None, settings: GateConfig, slice_failures=(), measured: dict | None = None
+) -> dict:
     """Blessed or not, with one reason per check. `champion` is None when there is none yet; `slice_failures` are
-    the slices that failed their bars (`pipeline.ml.slices.judge`)."""
+    the slices that failed their bars (`pipeline.ml.slices.judge`); `measured`: the evaluate stage's baselines
+    (`baselines.json`), judged or only shown as `gate.baselines` says."""
     reasons, passes = list(slice_failures), not slice_failures
+    if measured is not None:
+        beaten, said = baselines.judge(measured, settings.baseline_confidence)
+        if settings.baselines == "judge":
+            passes &= beaten
+            reasons.extend(said)
+        else:
+            reasons.extend(f"{reason} (not judged: gate.baselines is report)" for reason in said)
     for name, bar in settings.thresholds.items():
         value = candidate.get(name)
         if value is None:
@@ -44,7 +56,8 @@ def decide(candidate: dict, champion: dict | None, settings: GateConfig, slice_f
         reasons.append(f"{name} {value:.4f} {'>=' if higher else '<='} {bar}: {'passes' if ok else 'FAILS'}")
     metric, blessed = settings.metric, passes
     if champion is None:
-        reasons.append("no champion yet: the thresholds decide")
+        judged = measured is not None and settings.baselines == "judge"
+        reasons.append(f"no champion yet: the thresholds{' and the baselines' if judged else ''} decide")
     else:
         higher = higher_is_better(metric)
         improvement = (candidate[metric] - champion[metric]) * (1 if higher else -1)
@@ -114,7 +127,9 @@ def gate(config: Config, force_reason: str | None = None) -> dict:
     failures = slices.judge(
         candidate_slices, champion_slices, settings.metric, settings.slice_thresholds, settings.max_slice_drop
     )
-    decision = decide(candidate, champion, settings, failures)
+    measured_file = Path(config.paths.reports) / "evaluate" / baselines.BASELINES_FILE
+    measured = json.loads(measured_file.read_text()) if measured_file.is_file() else None
+    decision = decide(candidate, champion, settings, failures, measured)
     judged = sum(entry["judged"] for entry in candidate_slices)
     if judged and (settings.slice_thresholds or settings.max_slice_drop is not None) and not failures:
         decision["reasons"].append(f"{judged} judged slices: each within its bars")
@@ -139,6 +154,7 @@ def gate(config: Config, force_reason: str | None = None) -> dict:
     }
     reports = Path(config.paths.reports) / "gate"
     result["slices"] = {"candidate": candidate_slices, "champion": champion_slices}
+    result["baselines"] = measured
     write_card(config, client, name, version, candidate, champion, champion_version, result, reports)
     write_json_atomic(reports / "decision.json", result)
     headline = {"blessed": result["blessed"], "candidate": result["candidate"], "champion": result["champion"]}

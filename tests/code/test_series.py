@@ -133,7 +133,11 @@ def test_normalisation_statistics_come_from_the_training_block_only(prepared):
     assert sales.column == "sales" and price.column == "price"  # the forecast column first
     assert sales.mean == pytest.approx(training.mean()) and sales.variance == pytest.approx(training.var(ddof=0))
     assert spec.series.frequency == "MS" and spec.series.seasonal_period == 12 and spec.series.window == 12
-    assert spec.series.base == "seasonal_naive"  # a strong season: a year ago errs less than last month
+    # the window's linear autoregression (which a sine obeys exactly) errs less on the validation block than the
+    # seasonal naive (its noise twice) and the last value (the season's swing)
+    assert spec.series.base == "autoregression"
+    coefficients = np.asarray(spec.series.autoregression["coefficients"])
+    assert coefficients.shape == (12 * 2, 2)  # each step of both columns, for each of the 2 forecast steps
 
 
 def test_a_series_too_short_for_three_blocks_names_the_numbers(tmp_path):
@@ -234,6 +238,9 @@ def test_the_lookback_crops_what_the_network_reads_not_the_naive_forecast(prepar
     from pipeline.ml.models import build_model
 
     output, spec = prepared
+    # the seasonal naive reads the window's first steps only (the autoregression, which reads them all, is not it)
+    naive = dataclasses.replace(spec.series, base="seasonal_naive", autoregression=None)
+    spec = dataclasses.replace(spec, series=naive)
     validate_entry("tune.space.series_lookback", "series_lookback", {"choice": [4, 8, 12]}, "random")
     hyperparameters = {**defaults_from_config(config_from_dict({})), "family": "mlp", "series_lookback": 4}
     model = build_model(hyperparameters, spec)

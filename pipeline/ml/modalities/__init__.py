@@ -103,6 +103,15 @@ class ModelModality:
         """Examples start to end - 1 of `read_examples`-form features, as the model takes them."""
         raise NotImplementedError
 
+    def linear_inputs(self, features: dict[str, np.ndarray], spec) -> Any:
+        """`read_examples`-form features as the input of `linear_encoder` (an array or a DataFrame)."""
+        raise NotImplementedError
+
+    def linear_encoder(self, spec):
+        """An unfitted scikit-learn transformer from `linear_inputs` to the numbers of the evaluate stage's linear
+        baseline (`pipeline.ml.baselines`)."""
+        raise NotImplementedError
+
     uses_embeddings: bool = False
     """Whether the monitor also tests the penultimate layer's embeddings."""
     outputs_comparable: bool = True

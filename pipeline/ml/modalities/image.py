@@ -8,6 +8,23 @@ import numpy as np
 from pipeline.core import drift
 from pipeline.ml.modalities import ModelModality, RequestError
 
+LINEAR_PIXELS = 1024
+"""Values per image the linear baseline reads at most (larger images are averaged over square blocks)."""
+
+
+def pooled_pixels(images: np.ndarray, limit: int = LINEAR_PIXELS) -> np.ndarray:
+    """(N, values) of (N, height, width, channels) images, averaged over k x k blocks with the smallest k that
+    keeps at most `limit` values (edges that do not fill a block are dropped)."""
+    images = np.asarray(images, dtype=np.float32)
+    count, height, width, channels = images.shape
+    block = 1
+    while (height // block) * (width // block) * channels > limit and block < min(height, width):
+        block += 1
+    rows, columns = height // block, width // block
+    images = images[:, : rows * block, : columns * block]
+    pooled = images.reshape(count, rows, block, columns, block, channels).mean(axis=(2, 4))
+    return pooled.reshape(count, -1)
+
 
 class ImageModel(ModelModality):
     kind = "image"
@@ -103,6 +120,14 @@ class ImageModel(ModelModality):
     def reference_values(self, batches, spec) -> dict[str, np.ndarray]:
         name = spec.image.name
         return {name: np.concatenate([np.asarray(batch[name]) for batch in batches])}
+
+    def linear_inputs(self, features, spec):
+        return pooled_pixels(features[spec.image.name])
+
+    def linear_encoder(self, spec):
+        from sklearn.preprocessing import StandardScaler
+
+        return StandardScaler()
 
     def model_batch(self, features, start, end) -> dict[str, np.ndarray]:
         return {name: values[start:end] for name, values in features.items()}

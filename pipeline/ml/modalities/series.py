@@ -18,7 +18,7 @@ from typing import Optional
 import numpy as np
 
 from pipeline.core import drift
-from pipeline.core.forecasts import base_positions
+from pipeline.core.forecasts import AUTOREGRESSION, base_positions
 from pipeline.ml.modalities import ModelModality, RequestError
 from pipeline.ml.modalities.table import columns_as_rows
 
@@ -35,6 +35,12 @@ def change_statistics(windows: np.ndarray, relative: bool) -> tuple[float, float
     if len(changes) == 0:
         return 0.0, 0.0
     return float(changes.mean()), float(changes.std())
+
+
+def relative_windows(features: dict, names: list[str]) -> np.ndarray:
+    """(N, columns x window): each column's window minus its last value, the columns side by side."""
+    windows = [np.asarray(features[name], dtype=np.float64) for name in names]
+    return np.hstack([window - window[:, -1:] for window in windows])
 
 
 class SeriesModel(ModelModality):
@@ -84,20 +90,51 @@ class SeriesModel(ModelModality):
         return keras.layers.Flatten(name="flatten")(features)
 
     def outputs(self, predictions, inputs, spec):
-        """The forecast: the window's naive forecast (`spec.series.base`: the last value, or each step the value
-        one season before it) plus the learnt correction."""
+        """The forecast: the base forecast of the window (`spec.series.base`: the last value, each step the value
+        one season before it, or the linear autoregression fitted on the training block) plus the learnt
+        correction."""
         import keras
 
         series = spec.series
-        target = keras.layers.Reshape((series.window, 1), name="target_steps")(inputs[spec.features[0].name])
-        steps = []
-        for position in base_positions(series.window, series.horizon, series.seasonal_period, series.base):
-            cropped = keras.layers.Cropping1D(
-                (position, series.window - 1 - position), name=f"step_{len(steps) + 1}_base"
-            )
-            steps.append(keras.layers.Flatten(name=f"step_{len(steps) + 1}_base_value")(cropped(target)))
-        base = keras.layers.Concatenate(name="naive_forecast")(steps) if len(steps) > 1 else steps[0]
+        if series.base == AUTOREGRESSION:
+            base = self.autoregression(inputs, spec)
+        else:
+            target = keras.layers.Reshape((series.window, 1), name="target_steps")(inputs[spec.features[0].name])
+            steps = []
+            for position in base_positions(series.window, series.horizon, series.seasonal_period, series.base):
+                cropped = keras.layers.Cropping1D(
+                    (position, series.window - 1 - position), name=f"step_{len(steps) + 1}_base"
+                )
+                steps.append(keras.layers.Flatten(name=f"step_{len(steps) + 1}_base_value")(cropped(target)))
+            base = keras.layers.Concatenate(name="naive_forecast")(steps) if len(steps) > 1 else steps[0]
         return keras.layers.Add(name="forecast", dtype="float32")([predictions, base])
+
+    @staticmethod
+    def autoregression(inputs, spec):
+        """The target's last value plus the fitted linear function of every column's window relative to its last
+        value (`pipeline.core.forecasts.autoregression_forecasts`, as frozen Keras layers)."""
+        import keras
+
+        window, fitted = spec.series.window, spec.series.autoregression
+        relative = []
+        for feature in spec.features:
+            values = keras.layers.Reshape((window, 1), name=f"base_steps_{feature.name}")(inputs[feature.name])
+            last = keras.layers.Cropping1D((window - 1, 0), name=f"base_last_{feature.name}")(values)
+            relative.append(keras.layers.Subtract(name=f"base_relative_{feature.name}")([values, last]))
+        # window-major (each step's columns side by side), as relative_windows flattens (N, window, columns)
+        stacked = keras.layers.Concatenate(name="base_window")(relative) if len(relative) > 1 else relative[0]
+        flat = keras.layers.Flatten(name="base_changes")(stacked)
+        layer = keras.layers.Dense(spec.series.horizon, trainable=False, dtype="float32", name="autoregression")
+        changes = layer(flat)
+        layer.set_weights(
+            [np.asarray(fitted["coefficients"], dtype=np.float32), np.asarray(fitted["intercept"], dtype=np.float32)]
+        )
+        target_last = keras.layers.Flatten(name="base_last_value")(
+            keras.layers.Cropping1D((window - 1, 0), name="base_target_last")(
+                keras.layers.Reshape((window, 1), name="base_target_steps")(inputs[spec.features[0].name])
+            )
+        )
+        return keras.layers.Add(name="autoregression_forecast")([changes, target_last])
 
     def describe_inputs(self, spec) -> str:
         columns = ", ".join(feature.column for feature in spec.features)
@@ -170,6 +207,15 @@ class SeriesModel(ModelModality):
             feature.name: np.concatenate([np.asarray(batch[feature.name]) for batch in batches])
             for feature in spec.features
         }
+
+    def linear_inputs(self, features, spec):
+        """Each column's window relative to its last value (a linear autoregression on the changes)."""
+        return relative_windows(features, [feature.name for feature in spec.features])
+
+    def linear_encoder(self, spec):
+        from sklearn.preprocessing import StandardScaler
+
+        return StandardScaler()
 
     def model_batch(self, features, start, end) -> dict[str, np.ndarray]:
         return {name: np.asarray(values[start:end], dtype=np.float32) for name, values in features.items()}

@@ -123,6 +123,18 @@ class TableModel(ModelModality):
             for feature in spec.features
         }
 
+    def linear_inputs(self, features, spec):
+        import pandas as pd
+
+        return pd.DataFrame({feature.name: np.asarray(features[feature.name]).reshape(-1) for feature in spec.features})
+
+    def linear_encoder(self, spec):
+        from sklearn.compose import ColumnTransformer
+
+        return ColumnTransformer(
+            [(feature.name, feature.column_type.linear_encoder(), [feature.name]) for feature in spec.features]
+        )
+
     def model_batch(self, features, start, end) -> dict[str, np.ndarray]:
         return {
             name: values[start:end].reshape(-1, 1).astype(np.float32 if values.dtype.kind == "f" else object)
