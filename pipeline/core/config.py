@@ -177,6 +177,12 @@ class DataConfig:
         """`data.task`, or the kind's first task (classification, forecast for a time series)."""
         return tasks.task(self.task or self.kind_facts.tasks[0]).name
 
+    @property
+    def dataset_name(self) -> str:
+        """What the files written for this data are named after: a built-in source, or the data file's (folder's)
+        name without its extension (`<paths.expectations>/<name>.yaml`, `<name>.behaviour.yaml`)."""
+        return self.source if self.source in kinds.BUILTIN_SOURCES else Path(self.path).stem
+
 
 @dataclasses.dataclass(frozen=True)
 class ValidateConfig:
@@ -331,10 +337,15 @@ class EvaluateConfig:
     slices: Union[Literal["auto"], list[str]] = "auto"
     min_slice_examples: int = 10
     baselines: bool = True
+    behaviour: bool = True
+    invariance_rate: float = 0.9
+    behaviour_cases: Optional[str] = "auto"
 
     def _validate(self, section: str) -> None:
         if self.roc_curve_points < 2:
             fail(f"{section}.roc_curve_points", self.roc_curve_points, "2 or more points")
+        if not 0 <= self.invariance_rate <= 1:
+            fail(f"{section}.invariance_rate", self.invariance_rate, "a share from 0 to 1, e.g. 0.9")
         if self.min_slice_examples < 1:
             fail(f"{section}.min_slice_examples", self.min_slice_examples, "a positive number of test examples")
 
@@ -365,6 +376,7 @@ class GateConfig:
     max_slice_drop: Optional[float] = None
     baselines: Literal["auto", "judge", "report"] = "auto"
     baseline_confidence: float = 0.95
+    behaviour: Literal["auto", "judge", "report"] = "auto"
 
     def _validate(self, section: str) -> None:
         if not 0.5 <= self.baseline_confidence < 1:
@@ -658,8 +670,9 @@ def config_from_dict(raw: Mapping[str, Any]) -> Config:
 
 def with_task_defaults(config: Config) -> Config:
     """`tune.objective`, `gate.metric` and `gate.thresholds` left on `auto` follow `data.task`, so that
-    `data.task: regression` alone gives a working regression run; `gate.baselines: auto` judges the baselines when
-    the thresholds are `auto` and only reports them beside a user's thresholds."""
+    `data.task: regression` alone gives a working regression run; `gate.baselines` and `gate.behaviour` left on `auto`
+    judge the baselines and the behavioural checks when the thresholds are `auto`, and only report them beside a
+    user's thresholds."""
     task = tasks.task(config.data.task_name)  # what `auto` means for it: pipeline.core.tasks
     tune = config.tune
     if tune.objective == "auto":
@@ -667,8 +680,11 @@ def with_task_defaults(config: Config) -> Config:
     gate = config.gate
     if gate.metric == "auto":
         gate = dataclasses.replace(gate, metric=task.headline_metric)
+    judged = "judge" if gate.thresholds == "auto" else "report"
     if gate.baselines == "auto":
-        gate = dataclasses.replace(gate, baselines="judge" if gate.thresholds == "auto" else "report")
+        gate = dataclasses.replace(gate, baselines=judged)
+    if gate.behaviour == "auto":
+        gate = dataclasses.replace(gate, behaviour=judged)
     if gate.thresholds == "auto":
         gate = dataclasses.replace(gate, thresholds=dict(task.default_thresholds))
     return dataclasses.replace(config, tune=tune, gate=gate)

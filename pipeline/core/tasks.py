@@ -34,6 +34,9 @@ class Task:
     """The holdout metrics this task reports (what gate.metric, thresholds and monitors may name)."""
     minimum_per_class: int = 1
     """Examples of each class needed to stratify the split."""
+    corrects_a_base: bool = False
+    """Whether the head's output is a correction added to a base forecast: it starts at zero, so an untrained
+    model is its base (a forecast's naive forecast or autoregression) and training moves it only to do better."""
 
     def label_shape(self, spec) -> list[int]:
         """The shape of one example's label in the TFRecords ([]: a scalar)."""
@@ -150,6 +153,7 @@ class Forecast(Regression):
 
     name = "forecast"
     headline_metric = "mase"
+    corrects_a_base = True
     default_thresholds = {"mase": 1.0}  # better than the seasonal-naive forecast of the same test windows
     metric_names = frozenset({"mase", "smape", "rmse", "mae", "loss"})
 

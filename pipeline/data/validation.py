@@ -526,8 +526,7 @@ def suite_path(config: Config) -> Path:
     """`validate.suite`, or for `auto` the suite named after the data source."""
     if config.validate.suite != "auto":
         return Path(config.validate.suite)
-    name = config.data.source if config.data.source in BUILTIN_SOURCES else Path(config.data.path).stem
-    return Path(config.paths.expectations) / f"{name}.yaml"
+    return Path(config.paths.expectations) / f"{config.data.dataset_name}.yaml"
 
 
 def validated_description(description: dict, frame: pd.DataFrame, suite: expectations.Suite) -> dict:

@@ -279,7 +279,10 @@ def build_model(hyperparameters: Mapping[str, Any], spec: DataSpec, jit_compile:
 def output_layer(features, spec: DataSpec):
     """The task's output: class probabilities, or a value in the target's own units."""
     units, activation, _, _ = head_for_task(spec)
-    outputs = keras.layers.Dense(units, activation=activation, dtype="float32", name="predictions")(features)
+    start = "zeros" if spec.task_type.corrects_a_base else "glorot_uniform"
+    outputs = keras.layers.Dense(
+        units, activation=activation, kernel_initializer=start, dtype="float32", name="predictions"
+    )(features)
     statistics = spec.label_statistics
     if statistics is not None:
         # The network predicts values near 0; this layer maps them to the target's own units.

@@ -93,6 +93,21 @@ def slice_rows(candidate: list[dict], champion: list[dict], metric: str) -> list
     return rows
 
 
+def behaviour_rows(checks: list[dict] | None) -> list[str]:
+    """The behavioural checks (`pipeline.ml.behaviour`): what was checked, how many passed, what was needed."""
+    if not checks:
+        return []
+    rows = ["", "## Behaviour (test split and written cases)", "", "| check | type | passed | needed | result |",
+            "|---|---|---|---|---|"]  # fmt: skip
+    for check in checks:
+        share = check["passed"] / max(check["total"], 1)
+        passed = f"{check['passed']} of {check['total']} ({share:.1%})" if check["total"] > 1 else check.get("said", "")
+        needed = f"{check['needed']:.0%}" if check["type"] == "invariance" else "the expected result"
+        verdict = "passes" if check["passes"] else "**fails**"
+        rows.append(f"| {check['check']} | {check['type']} | {passed} | {needed} | {verdict} |")
+    return rows
+
+
 def build_card(
     *,
     name: str,
@@ -138,6 +153,7 @@ def build_card(
             "No champion was compared" + (f" (v{champion_version} is this version)." if champion_version else ".")
         )
     lines += slice_rows((slices or {}).get("candidate", []), (slices or {}).get("champion", []), slice_metric)
+    lines += behaviour_rows(decision.get("behaviour"))
     lines += ["", "## Gate decision", *[f"- {reason}" for reason in decision.get("reasons", [])]]
     lines += ["", "## Intended use", intended_use, "", "## Limitations", limitations]
     lines += [

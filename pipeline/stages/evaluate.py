@@ -1,6 +1,7 @@
 """Stage `evaluate`: holdout metrics, a per-class report and plots on the test split, the metrics per slice
 (`evaluate.slices`: `slices.json`, `slices.csv` for DVC's plots, `test_slice/...` metrics in MLflow), and simple
-baselines on the same examples (`evaluate.baselines`: `baselines.json`, `<trivial|linear>_baseline_<headline>`).
+baselines on the same examples (`evaluate.baselines`: `baselines.json`, `<trivial|linear>_baseline_<headline>`), and
+behavioural checks (`evaluate.behaviour`, `evaluate.behaviour_cases`: `behaviour.json`).
 
 Classification: loss, accuracy, macro precision / recall / F1, ROC-AUC (one-vs-rest for
 several classes), a confusion matrix and ROC curves. Regression: loss (MSE), MAE, RMSE, R².
@@ -13,7 +14,7 @@ from pathlib import Path
 from pipeline.core.config import Config
 from pipeline.core.outputs import write_json_atomic
 from pipeline.core.runner import StageResult, format_metrics, run_stage
-from pipeline.ml import baselines, slices
+from pipeline.ml import baselines, behaviour, slices
 from pipeline.ml.distribute import setup_tensorflow
 from pipeline.ml.evaluation import evaluate_model
 
@@ -27,7 +28,7 @@ def run(config: Config) -> StageResult:
     model = load_trained_model(config.paths.model)
     reports = Path(config.paths.reports) / "evaluate"
     settings = config.evaluate
-    with_features = slices.sliced(spec, settings.slices) or settings.baselines
+    with_features = slices.sliced(spec, settings.slices) or settings.baselines or settings.behaviour
     split = slices.read_test_split(model, config.paths.prepared, spec, with_features)
     results, key = evaluate_model(
         model, config.paths.prepared, spec, reports, settings.roc_curve_points, predicted=split[1:]
@@ -42,6 +43,13 @@ def run(config: Config) -> StageResult:
             results[f"{entry['role']}_baseline_{headline}"] = entry["metrics"][headline]
         write_json_atomic(reports / "metrics.json", results)
     write_json_atomic(reports / baselines.BASELINES_FILE, measured)
+    checks = []
+    if settings.behaviour:
+        checks += behaviour.invariance_checks(model, spec, *split[:3], settings.invariance_rate, config.base.seed)
+    cases = behaviour.cases_path(settings.behaviour_cases, config.paths.expectations, config.data.dataset_name)
+    if cases is not None:
+        checks += behaviour.case_checks(model, spec, cases)
+    write_json_atomic(reports / behaviour.BEHAVIOUR_FILE, checks)
     metrics = {f"test_{name}": value for name, value in results.items()}
     for (
         entry
@@ -53,6 +61,8 @@ def run(config: Config) -> StageResult:
     shown = "".join(
         f"; {entry['name']} {entry['metrics'][headline]:.4f}" for entry in measured["baselines"]
     )  # fmt: skip
+    if checks:
+        shown += f"; behaviour: {sum(check['passes'] for check in checks)} of {len(checks)} checks pass"
     return StageResult(
         summary=f"test split ({results['num_examples']} examples): {format_metrics(results, key)}{shown};"
         f" {len(sliced)} slices ({len(judged)} judged) -> {reports / 'metrics.json'}, {reports / slices.SLICES_FILE}",
@@ -62,6 +72,7 @@ def run(config: Config) -> StageResult:
             reports / "per_class.json",
             reports / slices.SLICES_FILE,
             reports / baselines.BASELINES_FILE,
+            reports / behaviour.BEHAVIOUR_FILE,
             reports / "figures",
         ],
     )

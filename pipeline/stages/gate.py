@@ -24,7 +24,7 @@ from pipeline.core.kinds import BUILTIN_SOURCES
 from pipeline.core.metrics import higher_is_better
 from pipeline.core.outputs import write_json_atomic
 from pipeline.core.runner import StageResult, run_stage
-from pipeline.ml import baselines, slices
+from pipeline.ml import baselines, behaviour, slices
 
 log = logging.getLogger(__name__)
 
@@ -32,12 +32,25 @@ CHAMPION, CANDIDATE = "champion", "candidate"
 
 
 def decide(
-    candidate: dict, champion: dict | None, settings: GateConfig, slice_failures=(), measured: dict | None = None
+    candidate: dict,
+    champion: dict | None,
+    settings: GateConfig,
+    slice_failures=(),
+    measured: dict | None = None,
+    checks: list[dict] | None = None,
 ) -> dict:
     """Blessed or not, with one reason per check. `champion` is None when there is none yet; `slice_failures` are
     the slices that failed their bars (`pipeline.ml.slices.judge`); `measured`: the evaluate stage's baselines
-    (`baselines.json`), judged or only shown as `gate.baselines` says."""
+    (`baselines.json`), judged or only shown as `gate.baselines` says; `checks`: its behavioural checks
+    (`behaviour.json`), as `gate.behaviour` says."""
     reasons, passes = list(slice_failures), not slice_failures
+    if checks is not None:
+        behaved, said = behaviour.judge(checks)
+        if settings.behaviour == "judge":
+            passes &= behaved
+            reasons.extend(said)
+        else:
+            reasons.extend(f"{reason} (not judged: gate.behaviour is report)" for reason in said)
     if measured is not None:
         beaten, said = baselines.judge(measured, settings.baseline_confidence)
         if settings.baselines == "judge":
@@ -129,7 +142,9 @@ def gate(config: Config, force_reason: str | None = None) -> dict:
     )
     measured_file = Path(config.paths.reports) / "evaluate" / baselines.BASELINES_FILE
     measured = json.loads(measured_file.read_text()) if measured_file.is_file() else None
-    decision = decide(candidate, champion, settings, failures, measured)
+    checks_file = Path(config.paths.reports) / "evaluate" / behaviour.BEHAVIOUR_FILE
+    checks = json.loads(checks_file.read_text()) if checks_file.is_file() else None
+    decision = decide(candidate, champion, settings, failures, measured, checks)
     judged = sum(entry["judged"] for entry in candidate_slices)
     if judged and (settings.slice_thresholds or settings.max_slice_drop is not None) and not failures:
         decision["reasons"].append(f"{judged} judged slices: each within its bars")
@@ -155,6 +170,7 @@ def gate(config: Config, force_reason: str | None = None) -> dict:
     reports = Path(config.paths.reports) / "gate"
     result["slices"] = {"candidate": candidate_slices, "champion": champion_slices}
     result["baselines"] = measured
+    result["behaviour"] = checks
     write_card(config, client, name, version, candidate, champion, champion_version, result, reports)
     write_json_atomic(reports / "decision.json", result)
     headline = {"blessed": result["blessed"], "candidate": result["candidate"], "champion": result["champion"]}

@@ -46,3 +46,8 @@ def test_penguins_are_evaluated_per_island_and_sex_and_the_gate_and_card_show_it
     assert any(reason.endswith("judged slices: each within its bars") for reason in decision["reasons"])
     card = (workdir / "reports/gate/model_card.md").read_text()
     assert "## accuracy per slice (test split)" in card and "| island = Biscoe |" in card
+    # the behavioural checks (expectations/penguins.behaviour.yaml and the generated invariance) and the baselines
+    assert "## Behaviour (test split and written cases)" in card and "| a typical Gentoo on Biscoe | minimum" in card
+    assert "| numbers nudged by 1 % of their spread | invariance |" in card
+    assert "| linear_baseline_accuracy |" in card and "| trivial_baseline_accuracy |" in card
+    assert any(reason.startswith("baseline logistic regression accuracy") for reason in decision["reasons"])

@@ -112,6 +112,11 @@ class ModelModality:
         baseline (`pipeline.ml.baselines`)."""
         raise NotImplementedError
 
+    def perturbations(self, features: dict[str, np.ndarray], spec, generator) -> list[tuple[str, dict, float]]:
+        """(what changed, the changed `read_examples`-form features, how much the output should move: 0 for
+        none) for each change that should not change the model's prediction (`pipeline.ml.behaviour`)."""
+        return []
+
     uses_embeddings: bool = False
     """Whether the monitor also tests the penultimate layer's embeddings."""
     outputs_comparable: bool = True

@@ -8,6 +8,8 @@ import numpy as np
 from pipeline.core import drift
 from pipeline.ml.modalities import ModelModality, RequestError
 
+SHIFTED_WIDTH = 24
+"""The narrowest image the behavioural check shifts by a pixel."""
 LINEAR_PIXELS = 1024
 """Values per image the linear baseline reads at most (larger images are averaged over square blocks)."""
 
@@ -128,6 +130,17 @@ class ImageModel(ModelModality):
         from sklearn.preprocessing import StandardScaler
 
         return StandardScaler()
+
+    def perturbations(self, features, spec, generator):
+        """Pixels 5 % darker; and, for images at least `SHIFTED_WIDTH` pixels wide (where one pixel is a small
+        part of the picture, not an eighth of an 8x8 digit), shifted one pixel to the right."""
+        name = spec.image.name
+        images = np.asarray(features[name], dtype=np.float32)
+        changes = [("pixels 5 % darker", {name: images * 0.95}, 0.0)]
+        if images.shape[2] >= SHIFTED_WIDTH:
+            shifted = np.concatenate([images[:, :, :1], images[:, :, :-1]], axis=2)  # the left edge column repeated
+            changes.append(("shifted one pixel to the right", {name: shifted}, 0.0))
+        return changes
 
     def model_batch(self, features, start, end) -> dict[str, np.ndarray]:
         return {name: values[start:end] for name, values in features.items()}

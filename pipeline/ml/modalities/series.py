@@ -217,6 +217,14 @@ class SeriesModel(ModelModality):
 
         return StandardScaler()
 
+    def perturbations(self, features, spec, generator):
+        """The whole window of the forecast column moved up by its spread on the training block: the forecast
+        should move up by as much (a level does not change the shape of what follows)."""
+        target = spec.features[0]
+        spread = max(target.variance, 0.0) ** 0.5
+        moved = {**features, target.name: np.asarray(features[target.name], dtype=np.float64) + spread}
+        return [(f"the {target.column} window moved up by its spread ({spread:.4g})", moved, spread)]
+
     def model_batch(self, features, start, end) -> dict[str, np.ndarray]:
         return {name: np.asarray(values[start:end], dtype=np.float32) for name, values in features.items()}
 

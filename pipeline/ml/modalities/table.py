@@ -21,6 +21,10 @@ def columns_as_rows(inputs, items: str) -> list[dict]:
     return [{column: values[row] for column, values in inputs.items()} for row in range(count)]
 
 
+UNSEEN_WORD = "zqxjvw"
+"""A word no vocabulary holds: the behavioural check that adds it expects no change of prediction."""
+
+
 class TableModel(ModelModality):
     kind = "table"
 
@@ -134,6 +138,27 @@ class TableModel(ModelModality):
         return ColumnTransformer(
             [(feature.name, feature.column_type.linear_encoder(), [feature.name]) for feature in spec.features]
         )
+
+    def perturbations(self, features, spec, generator):
+        """Numbers nudged by 1 % of their spread on the test split; a word the model never saw added to each text."""
+        numbers = [feature for feature in spec.features if feature.column_type.numbers]
+        texts = [feature for feature in spec.features if feature.column_type.free_text]
+        changes = []
+        if numbers:
+            nudged = dict(features)
+            for feature in numbers:
+                values = np.asarray(features[feature.name], dtype=np.float64)
+                spread = float(np.nanstd(values)) if np.isfinite(values).any() else 0.0
+                nudged[feature.name] = values + generator.normal(0.0, 0.01 * spread, len(values))
+            changes.append(("numbers nudged by 1 % of their spread", nudged, 0.0))
+        if texts:
+            added = dict(features)
+            for feature in texts:
+                added[feature.name] = np.array(
+                    [f"{text} {UNSEEN_WORD}" for text in features[feature.name]], dtype=object
+                )
+            changes.append((f"an unseen word ({UNSEEN_WORD!r}) added to each text", added, 0.0))
+        return changes
 
     def model_batch(self, features, start, end) -> dict[str, np.ndarray]:
         return {
