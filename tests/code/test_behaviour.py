@@ -84,7 +84,8 @@ def test_written_cases_run_as_requests_and_each_says_what_it_saw(tmp_path):
         "  - {name: praise, instance: 'a good film', expect: fresh}\n"
         "  - {name: faint praise, instance: 'a fine film', expect: fresh}\n"
         "direction:\n"
-        "  - {name: good raises fresh, instance: 'a film', changed: 'a good film', expect: {class: fresh, change: up}}\n"
+        "  - {name: good raises fresh, instance: 'a film', changed: 'a good film',\n"
+        "     expect: {class: fresh, change: up}}\n"
         "  - {instance: 'a good film', changed: 'a film', expect: {class: fresh, change: up}}\n"
     )
     results = behaviour.case_checks(WordRule(), REVIEWS, cases)
