@@ -12,6 +12,7 @@ import pytest
 
 from pipeline.data.sources import write_digits_images
 from pipeline.ml.baselines import judge as judge_baselines
+from pipeline.ml.behaviour import judge as judge_behaviour
 from tests.conftest import make_dvc_project, run
 
 pytestmark = pytest.mark.e2e
@@ -86,7 +87,8 @@ def test_drift_feedback_retrain_gate_and_push(tmp_path):
 
     decision = json.loads((project / "reports/gate/decision.json").read_text())
     assert decision["candidate_version"] == 2 and decision["champion_version_before"] == 1
-    past_baselines = judge_baselines(decision["baselines"], 0.95)[0]  # gate.thresholds: auto
+    # gate.thresholds: auto: the champion, the baselines and the behavioural checks
+    past_baselines = judge_baselines(decision["baselines"], 0.95)[0] and judge_behaviour(decision["behaviour"])[0]
     assert decision["blessed"] is (decision["candidate"] >= decision["champion"] and past_baselines)
     assert any(remote.rglob("*")), "dvc push sent nothing to the remote"
 

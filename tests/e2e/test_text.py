@@ -22,7 +22,7 @@ pytestmark = pytest.mark.e2e
 TEXT = {
     "data": {"source": "rotten_tomatoes"},
     "model": {"text_max_tokens": 5000, "dropout": 0.3},
-    "gate": {"thresholds": {"accuracy": 0.6}},  # a one-sentence review is hard: 0.9 (the default) is for digits
+    "gate": {"thresholds": {"accuracy": 0.6}},  # a tiny budget's model: not held to the baselines (thresholds: auto)
 }
 REVIEW = "A gripping, beautifully acted film; the ending is a triumph."
 
