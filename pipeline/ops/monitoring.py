@@ -140,8 +140,10 @@ def monitor(config: Config, data_path: Path | None) -> tuple[dict, dict]:
 
     Returns (the JSON report, the samples the HTML report plots)."""
     setup_tensorflow(config)
+    import keras
+
     from pipeline.core.spec import load as load_spec
-    from pipeline.ml.evaluation import history_input, test_metrics
+    from pipeline.ml.evaluation import history_input, holdout_metrics, test_metrics
     from pipeline.ml.models import feature_extractor, load_trained_model
 
     spec = load_spec(config.paths.prepared)
@@ -169,31 +171,37 @@ def monitor(config: Config, data_path: Path | None) -> tuple[dict, dict]:
             f" {config.monitor.min_examples}. Collect a larger batch."
         )
 
-    def outputs_of(features):
-        batches = _batches(features, 512, spec)
-        return np.concatenate([np.asarray(model(batch, training=False), dtype=np.float32) for batch in batches])
+    uses_embeddings = model_modality(spec.kind).uses_embeddings
+    # one pass per sample gives the outputs and, where the kind tests them, the penultimate-layer embeddings
+    both = keras.Model(model.input, [model.output, feature_extractor(model).output]) if uses_embeddings else None
 
-    reference_outputs, current_outputs = outputs_of(held_out), outputs_of(current)
-    embeddings = (None, None)
-    if model_modality(spec.kind).uses_embeddings:
-        extractor = feature_extractor(model)
-        embeddings = tuple(
+    def outputs_of(features):
+        outputs, embedded = [], []
+        for batch in _batches(features, 512, spec):
+            if both is None:
+                outputs.append(np.asarray(model(batch, training=False), dtype=np.float32))
+                continue
+            output, embedding = both(batch, training=False)
+            outputs.append(np.asarray(output, dtype=np.float32))
             # float32: a mixed-precision model's hidden layers are float16, which numpy's linalg refuses
-            np.concatenate(
-                [
-                    np.asarray(extractor(batch, training=False), dtype=np.float32)
-                    for batch in _batches(sample, 512, spec)
-                ]
-            )
-            for sample in (held_out, current)
-        )
+            embedded.append(np.asarray(embedding, dtype=np.float32))
+        return np.concatenate(outputs), (np.concatenate(embedded) if embedded else None)
+
+    (reference_outputs, reference_embeddings), (current_outputs, current_embeddings) = (
+        outputs_of(held_out), outputs_of(current)
+    )  # fmt: skip
+    embeddings = (reference_embeddings, current_embeddings)
     report = compare(
         reference, current, spec, config.monitor, reference_outputs, current_outputs, *embeddings, held_out=held_out
     )
     if labels is not None:
-        holdout = test_metrics(model, config.paths.prepared, spec)
         keep = history_input(spec)
         history = None if keep is None else current[keep]
+        # the test split's metrics: of the outputs just computed when the batch is the test split itself
+        if data_path is None:
+            holdout = holdout_metrics(spec, labels, current_outputs, None if history is None else np.asarray(history))
+        else:
+            holdout = test_metrics(model, config.paths.prepared, spec)
         report["feedback"] = feedback_check(labels, current_outputs, spec, holdout, config.monitor, history)
     report.update(decide(report))
     report.update(data=source, examples=examples, reference_examples=count_examples(reference))

@@ -19,6 +19,7 @@ from pipeline.core.runner import StageResult, run_stage
 from pipeline.ml.distribute import setup_tensorflow
 from pipeline.ml.training import (
     HISTORY_FILE,
+    epoch_clock,
     epoch_logging_callback,
     plot_learning_curves,
     summarise_history,
@@ -47,8 +48,13 @@ def run(config: Config) -> StageResult:
         tracking.log_hyperparameters(hyperparameters)
         tracking.log_datasets(config, spec, model_modality(spec.kind).mlflow_schema(spec))
     batch_size = int(hyperparameters["batch_size"]) * strategy.num_replicas_in_sync
-    train_dataset = make_dataset(config.paths.prepared, spec, "train", batch_size, shuffle=True, seed=config.base.seed)
-    validation_dataset = make_dataset(config.paths.prepared, spec, "validation", batch_size)
+    # splits that fit in train.cache_limit_mb are parsed once and kept in memory, as in the search (a resumed run
+    # reads the same order: the shuffle is seeded and the cache holds the records, not their order)
+    cache = config.train.cache_limit_mb
+    train_dataset = make_dataset(
+        config.paths.prepared, spec, "train", batch_size, shuffle=True, seed=config.base.seed, cache_limit_mb=cache
+    )
+    validation_dataset = make_dataset(config.paths.prepared, spec, "validation", batch_size, cache_limit_mb=cache)
     with strategy.scope():
         model = build_model(hyperparameters, spec, jit_compile=config.train.jit_compile)
     model.summary(print_fn=log.info)
@@ -56,6 +62,7 @@ def run(config: Config) -> StageResult:
     work_dir = Path(config.paths.work) / "train" / training_key(hyperparameters, config, spec)
     if multiworker.cluster():
         work_dir = work_dir / multiworker.task_name()  # each worker keeps its own backup and checkpoint
+    clock = epoch_clock()
     rows, epochs_this_run, fit_seconds = train_model(
         model,
         train_dataset,
@@ -66,6 +73,7 @@ def run(config: Config) -> StageResult:
         work_dir=work_dir,
         extra_callbacks=[epoch_logging_callback()] if chief else [],
         steps_per_epoch=math.ceil(spec.split("train").num_examples / batch_size),
+        clock=clock,
     )
     if not chief:
         shutil.rmtree(work_dir, ignore_errors=True)
@@ -87,7 +95,8 @@ def run(config: Config) -> StageResult:
         spec.split("train").num_examples * max(epochs_this_run, 1) / max(fit_seconds, 1e-9), 1
     )
     summary["parameters"] = int(model.count_params())
-    write_json_atomic(reports / "summary.json", summary)
+    # with each epoch's seconds: fit's own work (training and validation), then each callback's
+    write_json_atomic(reports / "summary.json", {**summary, "epoch_times": clock.summary()})
     write_json_atomic(  # the DVC metrics: what people compare across experiments (the holdout is evaluate's)
         reports / "metrics.json", {key: summary[key] for key in ("epochs_run", "train_seconds")}
     )

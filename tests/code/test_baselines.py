@@ -52,7 +52,7 @@ def test_the_linear_baseline_reads_numbers_categories_and_texts():
 
 
 def test_the_linear_baseline_reads_images_averaged_over_blocks():
-    assert pooled_pixels(np.zeros((2, 96, 96, 3))).shape == (2, 16 * 16 * 3)  # 3 x 3 blocks left 1,024+ values
+    assert pooled_pixels(np.zeros((2, 96, 96, 3))).shape == (2, 9 * 9 * 3)  # 10 x 10 blocks: at most 256 values
     small = np.arange(2 * 8 * 8, dtype=np.float32).reshape(2, 8, 8, 1)
     np.testing.assert_array_equal(pooled_pixels(small), small.reshape(2, 64))  # small images stay as they are
     blocks = pooled_pixels(np.arange(6 * 6, dtype=np.float32).reshape(1, 6, 6, 1), limit=9)

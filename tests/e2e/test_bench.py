@@ -93,6 +93,16 @@ def test_bench_fresh_env(smoke_project):
     assert '"mlflow_models_predict"' in output and '"pyfunc_by_alias"' in output, output
 
 
+def test_bench_speed():
+    output = bench("bench_speed.py")
+    assert '"epoch ratio"' in output and '"repro ratio"' in output, output
+
+
+def test_bench_gate():
+    output = bench("bench_gate.py")
+    assert '"set": "penguins"' in output and '"auto (baselines)"' in output, output
+
+
 def test_every_benchmark_has_a_smoke_test_here():
     text = Path(__file__).read_text()
     assert [script.name for script in BENCH.glob("*.py") if f'"{script.name}"' not in text] == []

@@ -10,7 +10,7 @@ from pipeline.ml.modalities import ModelModality, RequestError
 
 SHIFTED_WIDTH = 24
 """The narrowest image the behavioural check shifts by a pixel."""
-LINEAR_PIXELS = 1024
+LINEAR_PIXELS = 256
 """Values per image the linear baseline reads at most (larger images are averaged over square blocks)."""
 
 

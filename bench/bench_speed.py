@@ -1,0 +1,242 @@
+"""Speed where users feel it (issue 31): a training epoch and the whole `dvc repro` of the pipeline, side by side
+with a hand-written Keras script of the same model on the same data, in the same run.
+
+The data is a generated folder of RGB images as users have them: 10 classes (a shape each: disc, square, triangle,
+cross, ring, bars, stripes, diagonal, dots, checks), random colours, positions and sizes, noise, image sizes from 48
+to 128 pixels, half JPEG and half PNG. For each `--sizes` (the square size images are resized to):
+
+- the pipeline: a fresh project (as a user's clone), `dvc repro` with the search and the fine-tuning off and a fixed
+  number of epochs (early stopping off), timed from outside; its train stage's own seconds per epoch (`fit`'s wall
+  time over the epochs run, from `reports/train/summary.json`) and where an epoch's time goes (the history's
+  `epoch_seconds`, `backup_seconds` and `logging_seconds` per epoch);
+- the reference: a script a Keras user writes (`image_dataset_from_directory`, 15 % for validation, `cache` and
+  `prefetch`, the same layers: random translation 0.1, per-channel normalisation, conv 32 and 64 with max pooling,
+  dense 128 with dropout 0.2, L2 1e-4, Adam 0.001, batch 64), then evaluate and export, each in a fresh process;
+  its epoch time is `fit`'s wall time over its epochs.
+
+The first epoch of each is reported apart (tracing); the ratios use the median of the others.
+
+    python bench/bench_speed.py                       # 8,000 images at 32 and 96 pixels, 8 epochs
+    python bench/bench_speed.py --smoke               # 400 images at 32 pixels, 2 epochs (CI)
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import statistics
+import subprocess
+import sys
+import tempfile
+import textwrap
+import time
+from pathlib import Path
+
+import numpy as np
+
+sys.path.insert(0, str(Path(__file__).resolve().parent))
+from bench_pipeline import make_project, timed_repro  # noqa: E402 (a sibling script)
+
+SHAPES = ("disc", "square", "triangle", "cross", "ring", "bars", "stripes", "diagonal", "dots", "checks")
+
+
+def draw(shape: str, size: int, generator) -> Image:  # noqa: F821 (PIL, imported where used)
+    from PIL import Image, ImageDraw
+
+    background = tuple(int(value) for value in generator.integers(0, 256, 3))
+    colour = tuple(int(value) for value in (np.array(background) + 128 + generator.integers(-40, 40, 3)) % 256)
+    image = Image.new("RGB", (size, size), background)
+    pen = ImageDraw.Draw(image)
+    extent = int(size * generator.uniform(0.4, 0.8))
+    left, top = (int(value) for value in generator.integers(0, size - extent + 1, 2))
+    box = (left, top, left + extent, top + extent)
+    width = max(2, extent // 8)
+    if shape == "disc":
+        pen.ellipse(box, fill=colour)
+    elif shape == "square":
+        pen.rectangle(box, fill=colour)
+    elif shape == "triangle":
+        pen.polygon([(left, top + extent), (left + extent, top + extent), (left + extent // 2, top)], fill=colour)
+    elif shape == "cross":
+        middle = extent // 2
+        pen.line([(left + middle, top), (left + middle, top + extent)], fill=colour, width=width)
+        pen.line([(left, top + middle), (left + extent, top + middle)], fill=colour, width=width)
+    elif shape == "ring":
+        pen.ellipse(box, outline=colour, width=width)
+    elif shape in ("bars", "stripes"):
+        for offset in range(0, extent, 2 * width):
+            if shape == "bars":
+                pen.rectangle((left + offset, top, left + offset + width - 1, top + extent), fill=colour)
+            else:
+                pen.rectangle((left, top + offset, left + extent, top + offset + width - 1), fill=colour)
+    elif shape == "diagonal":
+        pen.line([(left, top), (left + extent, top + extent)], fill=colour, width=width)
+    elif shape == "dots":
+        for row in range(3):
+            for column in range(3):
+                x, y = left + column * extent // 3, top + row * extent // 3
+                pen.ellipse((x, y, x + extent // 6, y + extent // 6), fill=colour)
+    else:  # checks
+        step = max(2, extent // 4)
+        for row in range(4):
+            for column in range(4):
+                if (row + column) % 2 == 0:
+                    x, y = left + column * step, top + row * step
+                    pen.rectangle((x, y, x + step - 1, y + step - 1), fill=colour)
+    pixels = np.asarray(image, dtype=np.int16) + generator.integers(-12, 13, (size, size, 3))
+    return Image.fromarray(np.clip(pixels, 0, 255).astype(np.uint8))
+
+
+def make_image_folder(folder: Path, count: int, seed: int = 0) -> Path:
+    """`count` images in one sub-folder per shape, sizes 48 to 128, JPEG and PNG in turn (kept between runs)."""
+    marker = folder / f".complete-{count}-{seed}"
+    if marker.is_file():
+        return folder
+    generator = np.random.default_rng(seed)
+    for index in range(count):
+        shape = SHAPES[index % len(SHAPES)]
+        (folder / shape).mkdir(parents=True, exist_ok=True)
+        image = draw(shape, int(generator.integers(48, 129)), generator)
+        suffix = "jpg" if index % 2 else "png"
+        image.save(folder / shape / f"{index:05d}.{suffix}", quality=90) if suffix == "jpg" else image.save(
+            folder / shape / f"{index:05d}.png"
+        )
+    marker.write_text("")
+    return folder
+
+
+REFERENCE = textwrap.dedent(
+    """
+    import json, sys, time
+    import keras, tensorflow as tf
+    folder, size, epochs, out = sys.argv[1], int(sys.argv[2]), int(sys.argv[3]), sys.argv[4]
+    keras.utils.set_random_seed(42)
+    started = time.perf_counter()
+    train, validation = keras.utils.image_dataset_from_directory(
+        folder, validation_split=0.15, subset="both", seed=42, image_size=(size, size), batch_size=64)
+    train = train.cache().prefetch(tf.data.AUTOTUNE)
+    validation = validation.cache().prefetch(tf.data.AUTOTUNE)
+    normalization = keras.layers.Normalization(axis=-1)
+    normalization.adapt(train.map(lambda images, labels: images))
+    l2 = keras.regularizers.L2(1e-4)
+    inputs = keras.Input((size, size, 3))
+    x = keras.layers.RandomTranslation(0.1, 0.1)(inputs)
+    x = normalization(x)
+    x = keras.layers.Conv2D(32, 3, padding="same", activation="relu", kernel_regularizer=l2)(x)
+    x = keras.layers.MaxPooling2D()(x)
+    x = keras.layers.Conv2D(64, 3, padding="same", activation="relu", kernel_regularizer=l2)(x)
+    x = keras.layers.MaxPooling2D()(x)
+    x = keras.layers.Flatten()(x)
+    x = keras.layers.Dense(128, activation="relu", kernel_regularizer=l2)(x)
+    x = keras.layers.Dropout(0.2)(x)
+    outputs = keras.layers.Dense(10, activation="softmax")(x)
+    model = keras.Model(inputs, outputs)
+    model.compile(optimizer=keras.optimizers.Adam(0.001), loss="sparse_categorical_crossentropy", metrics=["accuracy"])
+    times = []
+    class Timer(keras.callbacks.Callback):
+        def on_epoch_begin(self, epoch, logs=None):
+            self.started = time.perf_counter()
+        def on_epoch_end(self, epoch, logs=None):
+            times.append(time.perf_counter() - self.started)
+    fit_started = time.perf_counter()
+    model.fit(train, validation_data=validation, epochs=epochs, callbacks=[Timer()], verbose=0)
+    fit_seconds = time.perf_counter() - fit_started
+    loss, accuracy = model.evaluate(validation, verbose=0)
+    model.export(out)
+    json.dump({"epoch_seconds": times, "fit_seconds": fit_seconds, "accuracy": accuracy,
+               "script_seconds": time.perf_counter() - started}, sys.stdout)
+    """
+)
+
+
+def run_reference(folder: Path, size: int, epochs: int, scratch: Path) -> dict:
+    started = time.perf_counter()
+    completed = subprocess.run(
+        [sys.executable, "-c", REFERENCE, str(folder), str(size), str(epochs), str(scratch / f"reference-{size}")],
+        capture_output=True,
+        text=True,
+        check=True,
+    )
+    result = json.loads(completed.stdout.strip().splitlines()[-1])
+    result["wall_seconds"] = time.perf_counter() - started
+    return result
+
+
+def run_pipeline(folder: Path, size: int, epochs: int, scratch: Path) -> dict:
+    overrides = {
+        "data": {"path": str(folder), "color_mode": "rgb", "image_size": [size, size]},
+        "tune": {"enabled": False},
+        "finetune": {"enabled": False},
+        "train": {"epochs": epochs, "early_stopping_patience": epochs},
+        "export": {"version": 1},
+    }
+    parent = scratch / f"pipeline-{size}"
+    parent.mkdir()
+    project = make_project(parent, "image_dir", overrides)
+    subprocess.run(
+        [sys.executable, "-m", "pipeline", "validate", "--profile", "--force"],
+        cwd=project,
+        check=True,
+        capture_output=True,
+    )
+    wall, stages = timed_repro(project)
+    summary = json.loads((project / "reports" / "train" / "summary.json").read_text())
+    metrics = json.loads((project / "reports" / "evaluate" / "metrics.json").read_text())
+    return {"wall_seconds": wall, "stages": stages, "summary": summary, "accuracy": metrics["accuracy"]}
+
+
+def later_median(values: list[float]) -> float:
+    return statistics.median(values[1:] if len(values) > 1 else values)
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--images", type=int, default=8000)
+    parser.add_argument("--sizes", type=int, nargs="+", default=[32, 96])
+    parser.add_argument("--epochs", type=int, default=8)
+    parser.add_argument("--folder", type=Path, default=Path(tempfile.gettempdir()) / "bench_speed_images")
+    parser.add_argument("--smoke", action="store_true", help="400 images at 32 pixels, 2 epochs")
+    args = parser.parse_args()
+    if args.smoke:
+        args.images, args.sizes, args.epochs = 400, [32], 2
+        args.folder = args.folder.with_name(args.folder.name + "_smoke")
+    started = time.perf_counter()
+    folder = make_image_folder(args.folder, args.images)
+    print(f"image folder: {args.images} images in {folder} ({time.perf_counter() - started:.1f} s)", flush=True)
+    rows = []
+    for size in args.sizes:
+        with tempfile.TemporaryDirectory() as scratch:
+            reference = run_reference(folder, size, args.epochs, Path(scratch))
+            pipeline = run_pipeline(folder, size, args.epochs, Path(scratch))
+        summary = pipeline["summary"]
+        history = summary.get("epoch_times") or [  # before the train stage timed its epochs: fit's mean
+            {"epoch_seconds": summary["train_seconds"] / summary["epochs_run"]}
+        ]
+        pipeline_epoch = later_median([row["epoch_seconds"] for row in history])
+        reference_epoch = later_median(reference["epoch_seconds"])
+        row = {
+            "size": size,
+            "pipeline epoch (s)": round(pipeline_epoch, 3),
+            "reference epoch (s)": round(reference_epoch, 3),
+            "epoch ratio": round(pipeline_epoch / reference_epoch, 2),
+            "pipeline first epoch (s)": round(history[0]["epoch_seconds"], 2),
+            "reference first epoch (s)": round(reference["epoch_seconds"][0], 2),
+            **{
+                f"{part} per epoch (s)": round(later_median([row[part] for row in history]), 4)
+                for part in ("fit", "early_stopping", "history", "logging", "backup")
+                if part in history[0]
+            },
+            "train stage fit (s)": pipeline["summary"]["train_seconds"],
+            "dvc repro (s)": round(pipeline["wall_seconds"], 1),
+            "reference script (s)": round(reference["wall_seconds"], 1),
+            "repro ratio": round(pipeline["wall_seconds"] / reference["wall_seconds"], 2),
+            "pipeline test accuracy": round(pipeline["accuracy"], 4),
+            "reference validation accuracy": round(reference["accuracy"], 4),
+            "stages (s)": {name: round(times["wall"], 1) for name, times in pipeline["stages"].items()},
+        }
+        print(json.dumps(row), flush=True)
+        rows.append(row)
+
+
+if __name__ == "__main__":
+    main()
