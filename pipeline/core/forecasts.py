@@ -38,8 +38,8 @@ def naive_forecasts(history: np.ndarray, horizon: int, period: int) -> dict[str,
 
 AUTOREGRESSION = "autoregression"
 """The base that is a linear autoregression fitted on the training block (`fit_autoregression`)."""
-RIDGE_STRENGTHS = (0.01, 0.1, 1.0, 10.0)
-"""Ridge penalties tried, per training window (the inputs are in each column's standard deviations)."""
+RIDGE_STRENGTHS = (0.001, 0.003, 0.01, 0.03, 0.1, 0.3, 1.0)
+"""Ridge penalties tried, per training window (on inputs standardised as scikit-learn's StandardScaler would)."""
 
 
 def relative_windows(inputs: np.ndarray) -> np.ndarray:
@@ -56,15 +56,17 @@ def autoregression_forecasts(inputs: np.ndarray, fitted: dict) -> np.ndarray:
     return inputs[:, -1:, 0] + changes
 
 
-def fit_autoregression(train: tuple, validation: tuple, scales: list[float]) -> dict:
+def fit_autoregression(train: tuple, validation: tuple) -> dict:
     """A ridge regression from (N, window, columns) windows to the target's next (N, horizon) values, on each
-    window's changes from its last value; the penalty (of `RIDGE_STRENGTHS`, per window) is the one with the
-    lowest MAE on the `validation` windows. `scales`: each column's standard deviation (the penalty applies to
-    standardised inputs). Returns {"coefficients": (window x columns, horizon) for unscaled changes,
-    "intercept": (horizon,), "strength": the penalty} as lists."""
+    window's changes from its last value; the penalty (of `RIDGE_STRENGTHS`, per window, on each change
+    standardised by its spread over the training windows) is the one with the lowest MAE on the `validation`
+    windows. Returns {"coefficients": (window x columns, horizon) for unscaled changes, "intercept": (horizon,),
+    "strength": the penalty} as lists."""
     inputs, labels = np.asarray(train[0], dtype=np.float64), np.asarray(train[1], dtype=np.float64)
-    per_value = np.tile(np.maximum(np.asarray(scales, dtype=np.float64), 1e-12), inputs.shape[1])
-    matrix = relative_windows(inputs) / per_value  # window-major order, as relative_windows flattens
+    changes = relative_windows(inputs)  # window-major order
+    spread = changes.std(axis=0)
+    spread[spread < 1e-12] = 1.0  # each column's last step is always 0: its coefficient does not matter
+    matrix = changes / spread
     targets = labels - inputs[:, -1:, 0]
     matrix_mean, target_mean = matrix.mean(axis=0), targets.mean(axis=0)
     centred, centred_targets = matrix - matrix_mean, targets - target_mean
@@ -73,10 +75,10 @@ def fit_autoregression(train: tuple, validation: tuple, scales: list[float]) -> 
     for strength in RIDGE_STRENGTHS:
         penalty = strength * len(matrix) * np.eye(gram.shape[0])
         scaled = np.linalg.solve(gram + penalty, moment)
-        coefficients = scaled / per_value[:, None]
+        coefficients = scaled / spread[:, None]
         fitted = {
             "coefficients": coefficients.tolist(),
-            "intercept": (target_mean - (matrix_mean * per_value) @ coefficients).tolist(),
+            "intercept": (target_mean - (matrix_mean * spread) @ coefficients).tolist(),
             "strength": strength,
         }
         error = float(np.abs(autoregression_forecasts(validation[0], fitted) - validation[1]).mean())

@@ -346,7 +346,7 @@ class SeriesData(TableData):
             )
         train = windows.inputs[chosen["train"]], windows.labels[chosen["train"]]
         validation = windows.inputs[chosen["validation"]], windows.labels[chosen["validation"]]
-        autoregression = fit_autoregression(train, validation, [spec.variance**0.5 for spec in specs])
+        autoregression = fit_autoregression(train, validation)
 
         def forecasts(inputs, base):
             if base == AUTOREGRESSION:
