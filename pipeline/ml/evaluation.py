@@ -201,6 +201,44 @@ def _write_csv(path: Path, rows: list[dict]) -> Path:
     return path
 
 
+WRONG_FILE = "confidently_wrong.json"
+SHOWN_INPUT_CHARACTERS = 2000
+"""An example's input is shown in the confidently-wrong report when its JSON is at most this long (a text, a table
+row, an 8x8 image; not a photo's pixels)."""
+
+
+def confidently_wrong(spec, features: dict, labels: np.ndarray, outputs: np.ndarray, count: int = 10) -> list[dict]:
+    """The test examples the model got wrong with the highest confidence, most confident first: their position in
+    the test split, true and predicted class, the predicted class's probability and the input as a request (when
+    short). Empty for tasks without classes."""
+    import json
+
+    from pipeline.ml.modalities import model_modality
+
+    if not spec.task_type.has_classes:
+        return []
+    probabilities = class_probabilities(outputs)
+    predicted = probabilities.argmax(axis=1)
+    truth = np.asarray(labels).reshape(-1).astype(int)
+    wrong = np.flatnonzero(predicted != truth)
+    confidence = probabilities[wrong, predicted[wrong]]
+    modality = model_modality(spec.kind)
+    rows = []
+    for index in wrong[np.argsort(-confidence, kind="stable")][:count]:
+        row = {
+            "example": int(index) + 1,
+            "actual": spec.classes[truth[index]],
+            "predicted": spec.classes[predicted[index]],
+            "confidence": round(float(probabilities[index, predicted[index]]), 4),
+        }
+        if features is not None:
+            (instance,) = modality.request_instances(modality.model_batch(features, int(index), int(index) + 1), spec)
+            if len(json.dumps(instance)) <= SHOWN_INPUT_CHARACTERS:
+                row["input"] = instance
+        rows.append(row)
+    return rows
+
+
 def predict_split(model, dataset, keep: str | None = None):
     """(labels, model outputs) for every batch of `dataset`, in order; with `keep`, also that input's values."""
     labels, outputs, kept = [], [], []

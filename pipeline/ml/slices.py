@@ -1,7 +1,7 @@
 """Evaluation per slice of the test split: the task's metrics on each group of examples a user names
 (`evaluate.slices`), as TFX's Evaluator does, so that a model better overall but worse for one group shows.
 
-- `auto`: per class of the true label for a classification (nothing else for other tasks);
+- `auto`: per class of the true label for a classification, and each free-text column's length quartiles;
 - a list of input columns: a categorical column's values (missing values are their own slice), a numeric
   column's quartiles on the test split, a text column's quartiles of length in words.
 
@@ -51,7 +51,10 @@ def slice_masks(spec, features: dict[str, np.ndarray], labels: np.ndarray, slice
             classes = np.asarray(labels).reshape(len(labels), -1)[:, 0].astype(int)
             for index, name in enumerate(spec.classes):
                 masks[f"{spec.label} = {name}"] = classes == index
-        return masks
+        # and every free-text column's length quartiles (a model of short reviews may fail long ones)
+        slices = [feature.column for feature in spec.features or [] if feature.column_type.free_text]
+        if not slices or features is None:
+            return masks
     by_column = {feature.column: feature for feature in spec.features or []}
     for column in slices:
         feature = by_column.get(column)
@@ -95,8 +98,11 @@ def read_test_split(model, prepared_dir: Path, spec, with_features: bool = True)
 
 
 def sliced(spec, slices) -> bool:
-    """Whether `evaluate.slices` names any slice for this task (auto: classes)."""
-    return bool(slices) if slices != "auto" else spec.task_type.has_classes
+    """Whether `evaluate.slices` names any slice for this task (auto: classes, text lengths)."""
+    if slices != "auto":
+        return bool(slices)
+    texts = any(feature.column_type.free_text for feature in spec.features or [])
+    return spec.task_type.has_classes or texts
 
 
 def slice_results(spec, split: tuple, slices, minimum: int) -> list[dict]:

@@ -1,7 +1,8 @@
 """Stage `evaluate`: holdout metrics, a per-class report and plots on the test split, the metrics per slice
 (`evaluate.slices`: `slices.json`, `slices.csv` for DVC's plots, `test_slice/...` metrics in MLflow), and simple
 baselines on the same examples (`evaluate.baselines`: `baselines.json`, `<trivial|linear>_baseline_<headline>`), and
-behavioural checks (`evaluate.behaviour`, `evaluate.behaviour_cases`: `behaviour.json`).
+behavioural checks (`evaluate.behaviour`, `evaluate.behaviour_cases`: `behaviour.json`); a classification's most
+confidently wrong test examples (`confidently_wrong.json`).
 
 Classification: loss, accuracy, macro precision / recall / F1, ROC-AUC (one-vs-rest for
 several classes), a confusion matrix and ROC curves. Regression: loss (MSE), MAE, RMSE, R².
@@ -16,7 +17,7 @@ from pipeline.core.outputs import write_json_atomic
 from pipeline.core.runner import StageResult, format_metrics, run_stage
 from pipeline.ml import baselines, behaviour, slices
 from pipeline.ml.distribute import setup_tensorflow
-from pipeline.ml.evaluation import evaluate_model
+from pipeline.ml.evaluation import WRONG_FILE, confidently_wrong, evaluate_model
 
 
 def run(config: Config) -> StageResult:
@@ -35,6 +36,7 @@ def run(config: Config) -> StageResult:
     )
     sliced = slices.slice_results(spec, split, settings.slices, settings.min_slice_examples)
     write_slices(reports, sliced, spec.task_type.headline_metric)
+    write_json_atomic(reports / WRONG_FILE, confidently_wrong(spec, *split[:3]))
     headline = spec.task_type.headline_metric
     measured = {"metric": headline, "examples": results["num_examples"], "baselines": []}
     if settings.baselines:
@@ -73,6 +75,7 @@ def run(config: Config) -> StageResult:
             reports / slices.SLICES_FILE,
             reports / baselines.BASELINES_FILE,
             reports / behaviour.BEHAVIOUR_FILE,
+            reports / WRONG_FILE,
             reports / "figures",
         ],
     )

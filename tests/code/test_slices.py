@@ -39,8 +39,9 @@ def test_each_column_type_and_each_class_makes_its_slices():
     ]  # fmt: skip
     assert sum(mask.sum() for mask in numeric.values()) == len(LABELS)  # every example in exactly one bucket
     assert masks["note (words) in [4, 5]"].tolist() == [False, False, False, True, False, False, False, True]
-    by_class = slice_masks(TABLE, FEATURES, LABELS, "auto")
-    assert list(by_class) == ["species = Adelie", "species = Gentoo"] and by_class["species = Gentoo"].sum() == 4
+    by_class = slice_masks(TABLE, FEATURES, LABELS, "auto")  # each class, and the text column's length quartiles
+    assert list(by_class)[:2] == ["species = Adelie", "species = Gentoo"] and by_class["species = Gentoo"].sum() == 4
+    assert list(by_class)[2:] == [name for name in masks if name.startswith("note (words)")]
     with pytest.raises(StageError, match="'colour' is not an input column"):
         slice_masks(TABLE, FEATURES, LABELS, ["colour"])
     assert metric_name("bill length in [35, 39)", "accuracy") == "test_slice/bill length in 35 to 39/accuracy"
@@ -80,3 +81,19 @@ def test_slice_settings_are_checked():
         config_from_dict({"gate": {"max_slice_drop": -0.1}})
     with pytest.raises(ConfigError, match="evaluate.min_slice_examples"):
         config_from_dict({"evaluate": {"min_slice_examples": 0}})
+
+
+def test_the_most_confidently_wrong_examples_come_first_with_their_inputs():
+    from pipeline.ml.evaluation import confidently_wrong
+
+    outputs = np.array([[0.9], [0.2], [0.6], [0.99], [0.4], [0.7], [0.1], [0.8]])  # P(Gentoo) of each example
+    wrong = confidently_wrong(TABLE, FEATURES, LABELS, outputs, count=2)
+    # wrong: 1 (an Adelie called Gentoo at 0.9), 2 (a Gentoo called Adelie at 0.8), 6 (0.7), 3 and 5 (0.6)
+    assert [row["example"] for row in wrong] == [1, 2] and wrong[1]["predicted"] == "Adelie"
+    assert wrong[0] == {
+        "example": 1, "actual": "Adelie", "predicted": "Gentoo", "confidence": 0.9,
+        "input": {"island": "Biscoe", "bill length": 35.0, "note": "a"},
+    }  # fmt: skip
+    assert confidently_wrong(TABLE, None, LABELS, outputs, count=1)[0].keys() == {
+        "example", "actual", "predicted", "confidence",
+    }  # fmt: skip
