@@ -243,6 +243,19 @@ def measure(prepared_dir: Path, spec, test: tuple, outputs: np.ndarray) -> dict:
     return {"metric": spec.task_type.headline_metric, "examples": int(len(labels)), "baselines": results}
 
 
+def headline_scores(measured: dict | None) -> dict[str, float]:
+    """`<trivial|linear>_baseline_<headline metric>` of `baselines.json`: shown beside the model's metrics in MLflow
+    and the model card (not DVC's metrics: they do not change from one experiment on the same data to the next)."""
+    if not measured:
+        return {}
+    metric = measured["metric"]
+    return {
+        f"{entry['role']}_baseline_{metric}": entry["metrics"][metric]
+        for entry in measured.get("baselines", [])
+        if metric in entry["metrics"]
+    }
+
+
 def judge(baselines: dict | None, confidence: float) -> tuple[bool, list[str]]:
     """(passes, reasons): the model must beat the trivial baseline and not be beaten by the linear one, each in at
     least a `confidence` share of the bootstrap resamples."""

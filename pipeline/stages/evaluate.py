@@ -1,8 +1,8 @@
 """Stage `evaluate`: holdout metrics, a per-class report and plots on the test split, the metrics per slice
 (`evaluate.slices`: `slices.json`, `slices.csv` for DVC's plots, `test_slice/...` metrics in MLflow), and simple
-baselines on the same examples (`evaluate.baselines`: `baselines.json`, `<trivial|linear>_baseline_<headline>`), and
-behavioural checks (`evaluate.behaviour`, `evaluate.behaviour_cases`: `behaviour.json`); a classification's most
-confidently wrong test examples (`confidently_wrong.json`).
+baselines on the same examples (`evaluate.baselines`: `baselines.json`, and `test_<trivial|linear>_baseline_<headline>`
+in MLflow), behavioural checks (`evaluate.behaviour`, `evaluate.behaviour_cases`: `behaviour.json`), and a
+classification's most confidently wrong test examples (`confidently_wrong.json`).
 
 Classification: loss, accuracy, macro precision / recall / F1, ROC-AUC (one-vs-rest for
 several classes), a confusion matrix and ROC curves. Regression: loss (MSE), MAE, RMSE, R².
@@ -41,9 +41,6 @@ def run(config: Config) -> StageResult:
     measured = {"metric": headline, "examples": results["num_examples"], "baselines": []}
     if settings.baselines:
         measured = baselines.measure(config.paths.prepared, spec, (split[0], split[1], split[3]), split[2])
-        for entry in measured["baselines"]:  # beside the model's in metrics.json (DVC, MLflow, the card)
-            results[f"{entry['role']}_baseline_{headline}"] = entry["metrics"][headline]
-        write_json_atomic(reports / "metrics.json", results)
     write_json_atomic(reports / baselines.BASELINES_FILE, measured)
     checks = []
     if settings.behaviour:
@@ -52,7 +49,7 @@ def run(config: Config) -> StageResult:
     if cases is not None:
         checks += behaviour.case_checks(model, spec, cases)
     write_json_atomic(reports / behaviour.BEHAVIOUR_FILE, checks)
-    metrics = {f"test_{name}": value for name, value in results.items()}
+    metrics = {f"test_{name}": value for name, value in {**results, **baselines.headline_scores(measured)}.items()}
     for (
         entry
     ) in sliced:  # the headline metric per slice in MLflow (a run's metric list stays readable); all in slices.json

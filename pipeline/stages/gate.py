@@ -171,7 +171,8 @@ def gate(config: Config, force_reason: str | None = None) -> dict:
     result["slices"] = {"candidate": candidate_slices, "champion": champion_slices}
     result["baselines"] = measured
     result["behaviour"] = checks
-    write_card(config, client, name, version, candidate, champion, champion_version, result, reports)
+    shown = {**candidate, **baselines.headline_scores(measured)}  # the baselines' scores beside the model's
+    write_card(config, client, name, version, shown, champion, champion_version, result, reports)
     write_json_atomic(reports / "decision.json", result)
     headline = {"blessed": result["blessed"], "candidate": result["candidate"], "champion": result["champion"]}
     write_json_atomic(reports / "metrics.json", headline)  # the DVC metrics: the decision, compared across runs
