@@ -79,7 +79,7 @@ BACKUP_DIR = "backup"
 def epoch_clock():
     """Where each epoch's wall time goes, as callbacks around the others: `start()` first in the list, then
     `after(name)` after each callback to time. `rows`: per epoch, `fit` (training and validation, until the first
-    callback's epoch end) and each named callback's seconds; `epoch` the whole epoch, callbacks included."""
+    callback's epoch end), each named callback's seconds, and `epoch_seconds` (the epoch up to the last mark)."""
     import keras
 
     class Clock:
