@@ -97,10 +97,7 @@ def make_image_folder(folder: Path, count: int, seed: int = 0) -> Path:
         shape = SHAPES[index % len(SHAPES)]
         (folder / shape).mkdir(parents=True, exist_ok=True)
         image = draw(shape, int(generator.integers(48, 129)), generator)
-        suffix = "jpg" if index % 2 else "png"
-        image.save(folder / shape / f"{index:05d}.{suffix}", quality=90) if suffix == "jpg" else image.save(
-            folder / shape / f"{index:05d}.png"
-        )
+        image.save(folder / shape / f"{index:05d}.{'jpg' if index % 2 else 'png'}", quality=90)  # PNG ignores quality
     marker.write_text("")
     return folder
 

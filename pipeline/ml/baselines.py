@@ -19,7 +19,6 @@ model that beats the trivial baseline and is not beaten by the linear one, each 
 from __future__ import annotations
 
 import copy
-import logging
 import warnings
 from pathlib import Path
 
@@ -27,8 +26,6 @@ import numpy as np
 
 from pipeline.core.forecasts import naive_forecasts
 from pipeline.core.metrics import class_probabilities
-
-log = logging.getLogger(__name__)
 
 BASELINES_FILE = "baselines.json"
 VALUES_LIMIT = 50_000_000

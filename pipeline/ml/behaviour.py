@@ -17,15 +17,12 @@ The results are `behaviour.json` (the evaluate stage), the model card's behaviou
 from __future__ import annotations
 
 import copy
-import logging
 from pathlib import Path
 
 import numpy as np
 
 from pipeline.core.errors import ConfigError
 from pipeline.core.metrics import class_probabilities, predicted_classes
-
-log = logging.getLogger(__name__)
 
 BEHAVIOUR_FILE = "behaviour.json"
 CASES_SUFFIX = ".behaviour.yaml"
@@ -121,25 +118,25 @@ def case_checks(model, spec, path: Path) -> list[dict]:
     if unknown:
         raise ConfigError(f"{path}: unknown section {unknown[0]!r}; expected minimum_functionality and direction.")
     results = []
-    for kind, cases in (("minimum functionality", written.get("minimum_functionality") or []),
-                        ("direction", written.get("direction") or [])):  # fmt: skip
+    for check_type, cases in (("minimum functionality", written.get("minimum_functionality") or []),
+                              ("direction", written.get("direction") or [])):  # fmt: skip
         for number, case in enumerate(cases, start=1):
-            name = case.get("name", f"{kind} case {number}")
+            name = case.get("name", f"{check_type} case {number}")
             try:
-                passes, said = _judge_case(model, spec, kind, case)
+                passes, said = _judge_case(model, spec, check_type, case)
             except (RequestError, KeyError, ValueError, TypeError) as problem:
-                raise ConfigError(f"{path}: {kind} case {name!r} cannot be run: {problem}") from None
+                raise ConfigError(f"{path}: {check_type} case {name!r} cannot be run: {problem}") from None
             results.append(
-                {"check": name, "type": kind, "passed": int(passes), "total": 1, "needed": 1.0, "passes": passes,
+                {"check": name, "type": check_type, "passed": int(passes), "total": 1, "needed": 1.0, "passes": passes,
                  "failures": [] if passes else [said], "said": said}
             )  # fmt: skip
     return results
 
 
-def _judge_case(model, spec, kind: str, case: dict) -> tuple[bool, str]:
+def _judge_case(model, spec, check_type: str, case: dict) -> tuple[bool, str]:
     outputs = _outputs_of(model, spec, case["instance"])
     expect = case["expect"]
-    if kind == "minimum functionality":
+    if check_type == "minimum functionality":
         if spec.task_type.has_classes:
             got = spec.classes[int(predicted_classes(outputs[None])[0])]
             return got == str(expect), f"expected {expect}, got {got}"

@@ -18,7 +18,7 @@ from typing import Optional
 import numpy as np
 
 from pipeline.core import drift
-from pipeline.core.forecasts import AUTOREGRESSION, base_positions
+from pipeline.core.forecasts import AUTOREGRESSION, base_positions, relative_windows
 from pipeline.ml.modalities import ModelModality, RequestError
 from pipeline.ml.modalities.table import columns_as_rows
 
@@ -35,12 +35,6 @@ def change_statistics(windows: np.ndarray, relative: bool) -> tuple[float, float
     if len(changes) == 0:
         return 0.0, 0.0
     return float(changes.mean()), float(changes.std())
-
-
-def relative_windows(features: dict, names: list[str]) -> np.ndarray:
-    """(N, columns x window): each column's window minus its last value, the columns side by side."""
-    windows = [np.asarray(features[name], dtype=np.float64) for name in names]
-    return np.hstack([window - window[:, -1:] for window in windows])
 
 
 class SeriesModel(ModelModality):
@@ -209,8 +203,9 @@ class SeriesModel(ModelModality):
         }
 
     def linear_inputs(self, features, spec):
-        """Each column's window relative to its last value (a linear autoregression on the changes)."""
-        return relative_windows(features, [feature.name for feature in spec.features])
+        """Each column's window relative to its last value (a linear autoregression on the changes), flattened as
+        the autoregressive base's own fit flattens them."""
+        return relative_windows(np.stack([features[feature.name] for feature in spec.features], axis=2))
 
     def linear_encoder(self, spec):
         from sklearn.preprocessing import StandardScaler
