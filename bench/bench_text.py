@@ -14,7 +14,13 @@ test splits. On the built-in set every family is then trained and evaluated on t
 
 Usage: python bench/bench_text.py [--sets rotten_tomatoes debates reviews_or_plot] [--families mlp cnn rnn transformer]
     [--set SECTION.KEY=VALUE ...]  (params.yaml overrides, YAML values) [--drift]  (also the text drift tests' alarm
-    rates on the built-in set) [--smoke]  (the built-in set, the MLP, one epoch: checks the benchmark runs)
+    rates on the built-in set) [--edge]  (also the TFLite options for each family on the built-in set)
+    [--smoke]  (the built-in set, the MLP, one epoch: checks the benchmark runs)
+
+--edge: each trained model to TFLite three ways: the whole SavedModel with builtin ops only; with Select TF ops (the
+TensorFlow kernels the TFLite runtime can link), run in this TensorFlow's own TFLite interpreter; and the export
+stage's way, the texts vectorised outside the TFLite graph (`pipeline.core.tokens.vectorise`), with the size, the
+conversion time and the largest difference from the Keras model on the test split.
 
 --drift: the monitor's text tests (lengths in words, shares of unknown words; default thresholds) on samples of 365
 of the 730 test reviews against the training split (unknown words: the validation split), and on samples of other
@@ -26,6 +32,7 @@ from __future__ import annotations
 import argparse
 import importlib.util
 import json
+import re
 import subprocess
 import sys
 import tempfile
@@ -106,6 +113,67 @@ def baseline_accuracy(folder: Path) -> float:
     return float((classifier.predict(vectorizer.transform(test[name])) == test_labels.reshape(-1)).mean())
 
 
+def edge_options(folder: Path, family: str) -> list[dict]:
+    """The built-in set's trained model to TFLite: in-graph with builtin ops, with Select TF ops, and vectorised
+    outside the graph as the export stage does."""
+    import numpy as np
+    import tensorflow as tf
+
+    from pipeline.core.spec import load
+    from pipeline.ml.features import make_dataset
+    from pipeline.ml.models import float32_copy, load_trained_model
+    from pipeline.serving import checks
+
+    spec = load(folder / "data" / "prepared")
+    model = float32_copy(load_trained_model(folder / "models" / "model.keras"))
+    test = list(make_dataset(folder / "data" / "prepared", spec, "test", 256))
+    batches = [inputs for inputs, _ in test]
+    labels = np.concatenate([np.asarray(batch_labels) for _, batch_labels in test])
+    expected = np.concatenate([np.asarray(model(inputs, training=False)) for inputs in batches])
+    builtins, select = tf.lite.OpsSet.TFLITE_BUILTINS, tf.lite.OpsSet.SELECT_TF_OPS
+    rows = []
+    with tempfile.TemporaryDirectory() as scratch:
+        saved_model = Path(scratch) / "saved_model"
+        model.export(str(saved_model), verbose=False)
+        for option, ops in (
+            ("in the graph, builtin ops", [builtins]),
+            ("in the graph, Select TF ops", [builtins, select]),
+        ):
+            converter = tf.lite.TFLiteConverter.from_saved_model(str(saved_model))
+            converter.target_spec.supported_ops = ops
+            started = time.perf_counter()
+            row = {"family": family, "option": option}
+            try:
+                model_bytes = converter.convert()
+            except Exception as error:  # the converter's own message names the ops it lacks
+                missing = sorted(set(re.findall(r"'tf\.(\w+)' op is neither", str(error))))
+                errors = re.findall(r"error: ([^\n<]+)", str(error)) or [str(error)]
+                reason = ", ".join(f"tf.{op}" for op in missing) + " are not TFLite ops" if missing else errors[-1]
+                rows.append({**row, "result": "does not convert: " + reason[:160]})
+                continue
+            row.update(size_kb=round(len(model_bytes) / 1024), convert_s=round(time.perf_counter() - started, 1))
+            try:
+                predictions = checks.tflite_predict(model_bytes, batches)
+                row["result"] = f"runs: max difference {float(np.max(np.abs(predictions - expected))):.1e}"
+            except RuntimeError as error:
+                row["result"] = "converts; this TFLite interpreter cannot run it: " + str(error).split(".")[0]
+            rows.append(row)
+        started = time.perf_counter()
+        report = checks.export_tflite(saved_model, Path(scratch) / "edge", spec, batches, labels, expected, model)
+        rows.append(
+            {
+                "family": family,
+                "option": "vectorised outside the graph (the export stage)",
+                "size_kb": round(report["float"]["size_bytes"] / 1024),
+                "convert_s": round(time.perf_counter() - started, 1),
+                "result": f"runs: max difference {report['float']['max_abs_difference']:.1e}, quantised"
+                f" {report['dynamic_range_quantized']['size_bytes'] / 1024:.0f} KB, accuracy"
+                f" {report['dynamic_range_quantized']['accuracy']:.4f} (Keras {report['keras_accuracy']:.4f})",
+            }
+        )
+    return rows
+
+
 def drift_rates(folder: Path, seed: int = 0) -> list[dict]:
     """How often the monitor's text tests fire on fresh held-out reviews (false alarms) and on other text."""
     from types import SimpleNamespace
@@ -167,6 +235,7 @@ def main() -> None:
     parser.add_argument("--smoke", action="store_true", help="the built-in set, the MLP, one epoch")
     parser.add_argument("--set", nargs="*", default=[], help="params.yaml overrides: section.key=value")
     parser.add_argument("--drift", action="store_true", help="also the text drift tests' alarm rates")
+    parser.add_argument("--edge", action="store_true", help="also the TFLite options on the built-in set")
     args = parser.parse_args()
     for item in args.set:
         key, _, value = item.partition("=")
@@ -175,7 +244,7 @@ def main() -> None:
     epochs = None
     if args.smoke:
         args.sets, args.families, epochs = ["rotten_tomatoes"], ["mlp"], 1
-    rows = []
+    rows, edge_rows = [], []
     for name in args.sets:
         with tempfile.TemporaryDirectory() as scratch:
             folder = Path(scratch)
@@ -204,9 +273,13 @@ def main() -> None:
                 }
                 print(json.dumps(row), flush=True)
                 rows.append(row)
+                if args.edge and name == "rotten_tomatoes":
+                    edge_rows += edge_options(folder, family)
             if args.drift and name == "rotten_tomatoes":
                 drift_rows = drift_rates(folder)
     print(pd.DataFrame(rows).to_markdown(index=False))
+    if edge_rows:
+        print(pd.DataFrame(edge_rows).to_markdown(index=False))
     if args.drift and "rotten_tomatoes" in args.sets:
         print(pd.DataFrame(drift_rows).to_markdown(index=False))
 

@@ -194,7 +194,6 @@ class Categorical(ColumnType):
     name = "categorical"
     input_dtype = "string"
     mlflow_type = "string"
-    tflite_supported = False  # string lookups need TF ops that the TFLite interpreter cannot run
     drift_test = "chi2"
 
     def matches(self, dtype) -> bool:
@@ -260,6 +259,7 @@ class Text(Categorical):
     whole value as one category. A column is text only when declared (`data.text_columns`, or a text source)."""
 
     name = "text"
+    tflite_supported = False  # TextVectorization's string ops are not TFLite builtins: an app vectorises the text
     drift_test = "ks"  # on the texts' lengths in words and shares of unknown words (`drift_samples`)
     learnt_from_training = (" (unknown words)",)  # every training word is known: 0 % unknown, a false alarm
     free_text = True

@@ -3,7 +3,8 @@ punctuation stripped, split on ASCII whitespace, n-grams joined by a space), in 
 
 The preprocess stage counts the training split's words with these (on the data engine, without TensorFlow) and
 hands the vocabulary to the model's `TextVectorization` layers; `tests/code/test_text.py` checks both agree on
-hostile texts. No TensorFlow.
+hostile texts. `vectorise` is the layer's output computed the same way: what an app runs before a text model's
+TFLite file, whose graph cannot hold the layer. No TensorFlow.
 """
 
 from __future__ import annotations
@@ -28,3 +29,27 @@ def terms(text: str, ngrams: int) -> list[str]:
     for size in range(2, ngrams + 1):
         result += [" ".join(found[start : start + size]) for start in range(len(found) - size + 1)]
     return result
+
+
+def vectorise(texts: list[str], vectoriser: dict):
+    """Texts as the model's `TextVectorization` layer outputs them, from its description (the export stage's
+    `models/edge/text_vectorization.json`, what an app computes before the TFLite model): for `tf_idf`, each
+    vocabulary term's count times its idf, every unknown term counted at `unknown_index`; for `int`, each word's
+    index (`unknown_index` if unknown), cut or padded with 0 to `sequence_length`."""
+    import numpy as np
+
+    vocabulary = vectoriser["vocabulary"]
+    index = {term: position for position, term in enumerate(vocabulary)}
+    unknown = vectoriser["unknown_index"]
+    if vectoriser["output_mode"] == "tf_idf":
+        counts = np.zeros((len(texts), len(vocabulary)), dtype=np.float32)
+        for row, text in enumerate(texts):
+            for term in terms(text, vectoriser["ngrams"]):
+                counts[row, index.get(term, unknown)] += 1
+        return counts * np.asarray(vectoriser["idf"], dtype=np.float32)
+    length = vectoriser["sequence_length"]
+    ids = np.zeros((len(texts), length), dtype=np.int64)
+    for row, text in enumerate(texts):
+        found = [index.get(word, unknown) for word in words(text)[:length]]
+        ids[row, : len(found)] = found
+    return ids

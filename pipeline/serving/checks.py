@@ -42,13 +42,15 @@ def convert_tflite(saved_model_dir: Path, quantize: bool) -> bytes:
 
 
 def tflite_predict(model_bytes: bytes, batches: list) -> np.ndarray:
-    """Runs a TFLite model's `serving_default` signature over input batches (dicts of arrays, or images)."""
+    """Runs a TFLite model's `serving_default` signature over input batches (dicts of arrays), each input in the
+    dtype the model declares (numbers, or strings as bytes)."""
     import tensorflow as tf
 
     runner = tf.lite.Interpreter(model_content=model_bytes).get_signature_runner("serving_default")
+    dtypes = {name: details["dtype"] for name, details in runner.get_input_details().items()}
     outputs = []
     for batch in batches:
-        (result,) = runner(**{name: np.asarray(values, dtype=np.float32) for name, values in batch.items()}).values()
+        (result,) = runner(**{name: np.asarray(values).astype(dtypes[name]) for name, values in batch.items()}).values()
         outputs.append(result)
     return np.concatenate(outputs)
 
@@ -61,27 +63,44 @@ def accuracy(outputs: np.ndarray, labels: np.ndarray, spec) -> float | None:
     return float((predicted == labels).mean())
 
 
+OUTSIDE_FILE = "text_vectorization.json"
+"""Beside the TFLite files of a text model: how an app computes the inputs (`ModelModality.edge_model`)."""
+
+
 def export_tflite(
-    saved_model_dir: Path, output_dir: Path, spec, batches: list, labels: np.ndarray, reference: np.ndarray
+    saved_model_dir: Path, output_dir: Path, spec, batches: list, labels: np.ndarray, reference: np.ndarray, model
 ) -> dict:
-    """Writes `model.tflite` and `model_quantized.tflite`; returns sizes, accuracies and differences."""
+    """Writes `model.tflite` and `model_quantized.tflite` from the SavedModel, or from the modality's edge model
+    (`model` from what an app computes outside it, described in `OUTSIDE_FILE`); returns sizes, accuracies and
+    differences from `reference` on the same raw `batches`."""
+    import tempfile
+
     supported, reason = tflite_supported(spec)
     if not supported:
         log.info("TFLite export skipped: %s", reason)
         return {"skipped": reason}
     output_dir.mkdir(parents=True, exist_ok=True)
+    modality = model_modality(spec.kind)
     report = {"keras_accuracy": accuracy(reference, labels, spec)}
-    for variant, quantize in (("float", False), ("dynamic_range_quantized", True)):
-        model_bytes = convert_tflite(saved_model_dir, quantize)
-        name = "model.tflite" if not quantize else "model_quantized.tflite"
-        (output_dir / name).write_bytes(model_bytes)
-        predictions = tflite_predict(model_bytes, batches)
-        report[variant] = {
-            "file": name,
-            "size_bytes": len(model_bytes),
-            "accuracy": accuracy(predictions, labels, spec),
-            "max_abs_difference": float(np.max(np.abs(predictions - reference))),
-        }
+    with tempfile.TemporaryDirectory() as scratch:
+        edge, outside = modality.edge_model(model, spec)
+        if edge is not None:
+            saved_model_dir = Path(scratch) / "edge"
+            edge.export(str(saved_model_dir), verbose=False)
+            (output_dir / OUTSIDE_FILE).write_text(json.dumps(outside, ensure_ascii=False))
+            report["computed_outside"] = {"file": OUTSIDE_FILE, "inputs": sorted(outside)}
+            batches = [modality.edge_inputs(batch, spec, outside) for batch in batches]
+        for variant, quantize in (("float", False), ("dynamic_range_quantized", True)):
+            model_bytes = convert_tflite(saved_model_dir, quantize)
+            name = "model.tflite" if not quantize else "model_quantized.tflite"
+            (output_dir / name).write_bytes(model_bytes)
+            predictions = tflite_predict(model_bytes, batches)
+            report[variant] = {
+                "file": name,
+                "size_bytes": len(model_bytes),
+                "accuracy": accuracy(predictions, labels, spec),
+                "max_abs_difference": float(np.max(np.abs(predictions - reference))),
+            }
     return report
 
 

@@ -124,7 +124,7 @@ def run(config: Config) -> StageResult:
         def convert_for_edge() -> None:
             if settings.tflite:
                 edge.clear()
-                edge.update(checks.export_tflite(version_dir, edge_dir, spec, batches, labels, expected))
+                edge.update(checks.export_tflite(version_dir, edge_dir, spec, batches, labels, expected, serving_model))
 
         infra = {"servable": None, "skipped": "export.infra_validation is false"}
         if settings.infra_validation:  # the TFLite conversions run while the server starts (seconds)

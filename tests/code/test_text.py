@@ -116,12 +116,14 @@ def test_the_search_varies_only_what_the_family_reads():
 
 
 @pytest.mark.parametrize("family", ["mlp", "cnn", "rnn", "transformer"])
-def test_every_family_reads_raw_strings_beside_a_number(family):
+def test_every_family_reads_raw_strings_beside_a_number_and_runs_in_tflite_from_vectorised_text(family, tmp_path):
     import tensorflow as tf
 
     from pipeline.core.config import Config
     from pipeline.ml.hyperparameters import defaults_from_config
+    from pipeline.ml.modalities import model_modality
     from pipeline.ml.models import build_model
+    from pipeline.serving.checks import convert_tflite, tflite_predict
 
     table = pd.DataFrame({"text": ["a good film", "a bad film", "good", "Zürich 😀"], "stars": [5.0, 1.0, 4.0, 3.0]})
     specs = feature_specs(table, ["text"])
@@ -145,6 +147,16 @@ def test_every_family_reads_raw_strings_beside_a_number(family):
     assert outputs.shape == (2, 1) and np.all((0 <= outputs.numpy()) & (outputs.numpy() <= 1))
     vectorizers = [layer for layer in model.layers if isinstance(layer, tf.keras.layers.TextVectorization)]
     assert len(vectorizers) == 1 and "film" in vectorizers[0].get_vocabulary()
+    # The edge: the TFLite model (builtin ops only) reads the texts as vectorised in plain Python
+    modality = model_modality("text")
+    edge, outside = modality.edge_model(model, spec)
+    edge.export(str(tmp_path / "edge"), verbose=False)
+    batch = {"text": np.array([[text] for text in HOSTILE], dtype=object), "stars": np.full((len(HOSTILE), 1), 3.0)}
+    expected = model({"text": tf.constant(batch["text"].astype(str)), "stars": tf.constant(batch["stars"])}).numpy()
+    vectorised = modality.edge_inputs(batch, spec, outside)
+    assert set(outside) == {"text"} and vectorised["text"].shape[0] == len(HOSTILE)
+    on_the_edge = tflite_predict(convert_tflite(tmp_path / "edge", quantize=False), [vectorised])
+    np.testing.assert_allclose(on_the_edge, expected, atol=1e-5)
 
 
 def test_a_folder_of_texts_becomes_a_table_and_a_file_that_is_not_utf8_is_named_with_its_line(tmp_path):

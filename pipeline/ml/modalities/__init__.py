@@ -95,6 +95,15 @@ class ModelModality:
         """(whether the model converts to TFLite builtin ops, why not)."""
         return True, ""
 
+    def edge_model(self, model, spec) -> tuple[Any, dict]:
+        """(the Keras model to convert to TFLite, what an app computes before it: `{input name: description}`,
+        written beside the TFLite files), or (None, {}) when the exported SavedModel converts as it is."""
+        return None, {}
+
+    def edge_inputs(self, batch: dict, spec, outside: dict) -> dict:
+        """A batch of the model's raw inputs as the `edge_model` takes them (`outside`: its descriptions)."""
+        return batch
+
     def reference_values(self, batches: list[dict], spec) -> dict[str, np.ndarray]:
         """Parsed TFRecord batches concatenated in `DataModality.read_examples`' form."""
         raise NotImplementedError

@@ -2,7 +2,12 @@
 strings. The bag-of-n-grams MLP reads every column as a table model does (text as TF-IDF over the training
 split's terms); the CNN, RNN and Transformer families read the text columns as sequences of word embeddings
 (`TextVectorization` then `Embedding`, the vocabulary a SavedModel asset) and the other columns beside their
-output. Requests, predict, the MLflow schema and the monitor are the table's."""
+output. Requests, predict, the MLflow schema and the monitor are the table's.
+
+On the edge the texts are vectorised outside the TFLite graph: `TextVectorization`'s string ops are not TFLite
+builtins, and TFLite's Select TF ops lack the n-grams (measured in docs/benchmarks.md). The TFLite model takes each
+text column's vector (TF-IDF, or word ids) and `text_vectorization.json` beside it describes how to compute it
+(`pipeline.core.tokens.vectorise`)."""
 
 from __future__ import annotations
 
@@ -51,6 +56,78 @@ class TextModel(TableModel):
         sequence, side = features
         encoded = super().encode(family, body, sequence, hyperparameters)
         return encoded if side is None else keras.layers.Concatenate(name="features")([encoded, side])
+
+    def tflite_support(self, spec) -> tuple[bool, str]:
+        return True, ""  # the text columns are vectorised outside the TFLite graph (`edge_model`)
+
+    def edge_model(self, model, spec):
+        """The model from each text column's vectoriser output on (the TF-IDF vector, or the word ids), its other
+        inputs as they are; an RNN unrolled over the fixed sequence, as TFLite's builtin ops need."""
+        import keras
+
+        layers = {layer.name: layer for layer in model.layers}
+        cut, inputs, outside = [], [], {}
+        for feature in spec.features:
+            if feature.column_type.free_text:
+                vectoriser = layers.get(f"terms_{feature.name}") or layers[f"words_{feature.name}"]
+                tensor = layers.get(f"terms_{feature.name}_flat", vectoriser).output
+                outside[feature.name] = vectoriser_description(vectoriser)
+            else:
+                tensor = layers[feature.name].output
+            cut.append(tensor)
+            inputs.append(keras.Input(tensor.shape[1:], dtype=tensor.dtype, name=feature.name))
+        inner = keras.Model(cut, model.outputs)
+        if any(isinstance(layer, (keras.layers.RNN, keras.layers.Bidirectional)) for layer in inner.layers):
+            unrolled = keras.models.clone_model(inner, clone_function=unroll)
+            unrolled.set_weights(inner.get_weights())
+            inner = unrolled
+        return keras.Model(inputs, inner(inputs), name="edge"), outside
+
+    def edge_inputs(self, batch, spec, outside):
+        import numpy as np
+
+        from pipeline.core.tokens import vectorise
+
+        converted = dict(batch)
+        for name, vectoriser in outside.items():
+            texts = [
+                value.decode("utf-8") if isinstance(value, bytes) else str(value)
+                for value in np.asarray(batch[name]).reshape(-1)
+            ]
+            converted[name] = vectorise(texts, vectoriser)
+        return converted
+
+
+def vectoriser_description(layer) -> dict:
+    """What `pipeline.core.tokens.vectorise` needs to compute a `TextVectorization` layer's output."""
+    import numpy as np
+
+    config = layer.get_config()
+    ngrams = config["ngrams"]
+    vocabulary = [str(term) for term in layer.get_vocabulary()]
+    description = {
+        "output_mode": config["output_mode"],
+        "standardize": "ASCII letters lower-cased, then " + r"""!"#$%&()*+,-./:;<=>?@[\]^_`{|}~'""" + " removed",
+        "split": "on ASCII whitespace",
+        "ngrams": max(ngrams) if isinstance(ngrams, (list, tuple)) else (ngrams or 1),
+        "sequence_length": config["output_sequence_length"],
+        "unknown_index": vocabulary.index("[UNK]"),
+        "vocabulary": vocabulary,
+    }
+    if config["output_mode"] == "tf_idf":  # the layer's own weights, the unknown terms' in front (Keras' choice)
+        description["idf"] = [float(weight) for weight in np.asarray(layer._lookup_layer.idf_weights_const)]
+    return description
+
+
+def unroll(layer):
+    """A copy of `layer` (for `keras.models.clone_model`); a recurrent one unrolled."""
+    config = layer.get_config()
+    for wrapped in ("layer", "backward_layer"):  # Bidirectional's two recurrent layers
+        if wrapped in config:
+            config[wrapped]["config"]["unroll"] = True
+    if "unroll" in config:
+        config["unroll"] = True
+    return layer.__class__.from_config(config)
 
 
 MODALITY = TextModel()
