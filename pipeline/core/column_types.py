@@ -77,6 +77,12 @@ class ColumnType:
         themselves (text: their lengths in words, and their shares of words outside the vocabulary)."""
         return {"": values}
 
+    def drift_test_for(self, suffix: str, feature):
+        """The test (`pipeline.core.drift`) of the `drift_samples` sample named by `suffix`: `drift_test`'s."""
+        from pipeline.core import drift
+
+        return {"ks": drift.ks_test, "chi2": drift.category_test}[self.drift_test]
+
     def partial_statistics(self, values) -> dict:
         """What the training split's statistics need from a part of it, merged by `merge_statistics`."""
         raise NotImplementedError
@@ -261,7 +267,9 @@ class Text(Categorical):
     name = "text"
     tflite_supported = False  # TextVectorization's string ops are not TFLite builtins: an app vectorises the text
     drift_test = "ks"  # on the texts' lengths in words and shares of unknown words (`drift_samples`)
-    learnt_from_training = (" (unknown words)",)  # every training word is known: 0 % unknown, a false alarm
+    learnt_from_training = (" (unknown words)", " (frequent words)")  # chosen on the training split: a false alarm
+    frequent_words = 20
+    """The monitor compares how many texts hold each of the training split's most frequent words."""
     free_text = True
     max_vocabulary = 10_000
     """Words (and terms) kept from the training split; `model.text_max_tokens` takes the most frequent of them."""
@@ -272,15 +280,31 @@ class Text(Categorical):
         return False  # declared, never guessed from a dtype
 
     def drift_samples(self, values: np.ndarray, feature) -> dict[str, np.ndarray]:
-        """Lengths in words and the share of each text's words that the training split's vocabulary lacks (a
-        new topic, language or alphabet raises it)."""
+        """Lengths in words, the share of each text's words that the training split's vocabulary lacks (a new
+        topic, language or alphabet raises it), and whether each text holds each of the most frequent training
+        words (a new mix of topics moves them)."""
         from pipeline.core.tokens import words
 
         known = set(feature.vocabulary or [])
+        frequent = (feature.vocabulary or [])[: self.frequent_words]
         split = [words(value) for value in values]
         lengths = np.array([len(found) for found in split], dtype=np.float64)
         unknown = np.array([sum(word not in known for word in found) / len(found) if found else 0.0 for found in split])
-        return {" (words)": lengths, " (unknown words)": unknown}
+        held = np.array([[word in present for word in frequent] for present in map(set, split)], dtype=bool)
+        return {
+            " (words)": lengths,
+            " (unknown words)": unknown,
+            " (frequent words)": held.reshape(len(split), len(frequent)),
+        }
+
+    def drift_test_for(self, suffix: str, feature):
+        import functools
+
+        from pipeline.core import drift
+
+        if suffix == " (frequent words)":
+            return functools.partial(drift.presence_test, names=tuple(feature.vocabulary or [])[: self.frequent_words])
+        return super().drift_test_for(suffix, feature)
 
     def linear_encoder(self):
         """TF-IDF of the words and word pairs (split as the model splits them), sublinear counts."""

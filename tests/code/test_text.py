@@ -157,6 +157,7 @@ def test_every_family_reads_raw_strings_beside_a_number_and_runs_in_tflite_from_
     assert set(outside) == {"text"} and vectorised["text"].shape[0] == len(HOSTILE)
     on_the_edge = tflite_predict(convert_tflite(tmp_path / "edge", quantize=False), [vectorised])
     np.testing.assert_allclose(on_the_edge, expected, atol=1e-5)
+    model.save(tmp_path / "model.keras")  # the model itself is untouched: the export stage saves it after
 
 
 def test_a_folder_of_texts_becomes_a_table_and_a_file_that_is_not_utf8_is_named_with_its_line(tmp_path):
@@ -219,3 +220,40 @@ def test_unknown_words_are_judged_against_held_out_texts_and_another_language_is
     assert drifted(fresh, {"review": validation}) == []
     other = np.array(["这是 另一种 语言 的 文本 " * 2 for _ in range(200)], dtype=object)
     assert set(drifted(other, {"review": validation})) == {"review (words)", "review (unknown words)"}
+
+
+def test_a_new_mix_of_known_words_moves_the_frequent_words_alone():
+    """Texts of the same length from the same vocabulary, its most common words now rare: neither the lengths nor
+    the unknown words move; the frequent words do, and a fresh sample of the training mix does not."""
+    from types import SimpleNamespace
+
+    from pipeline.ml.modalities import model_modality
+
+    generator = np.random.default_rng(1)
+    lexicon = np.array([f"word{index}" for index in range(300)])
+    zipf = 1.0 / np.arange(1, 301)
+
+    def texts(count, weights):
+        return np.array(
+            [" ".join(generator.choice(lexicon, 12, p=weights / weights.sum())) for _ in range(count)], dtype=object
+        )
+
+    train, validation, fresh = texts(600, zipf), texts(300, zipf), texts(300, zipf)
+    shifted = texts(300, zipf[::-1])  # the same words, the most common now the rarest
+    specs = feature_specs(pd.DataFrame({"review": train}), ["review"])
+    specs = table_statistics(typed_features(pd.DataFrame({"review": train}), specs), specs)
+    spec = make_spec({"kind": "text", "classes": ["a", "b"], "features": [dataclasses.asdict(specs[0])]})
+    settings = SimpleNamespace(p_value=0.01, psi_threshold=0.25, missing_rate_tolerance=0.1)
+    modality = model_modality("text")
+
+    def features(current):
+        held_out = {"review": validation}
+        return modality.drift_families({"review": train}, {"review": current}, spec, settings, (None, None), held_out)[
+            "features"
+        ]
+
+    assert features(fresh)["drifted"] == []
+    found = features(shifted)
+    assert found["drifted"] == ["review (frequent words)"], found["tests"]
+    moved = found["tests"]["review (frequent words)"]["moved"]
+    assert moved["word0"]["reference"] > 0.5 > 0.05 > moved["word0"]["current"], moved

@@ -172,14 +172,13 @@ class TableModel(ModelModality):
             name, kind = feature.name, feature.column_type
             ref_values, new_values = reference[name], current[name]
             # Missing values are counted once, in their own family below: not as a category here too.
-            test = {"ks": drift.ks_test, "chi2": drift.category_test}[kind.drift_test]
             ref_samples = kind.drift_samples(kind.present(ref_values), feature)
             new_samples = kind.drift_samples(kind.present(new_values), feature)
             if held_out is not None:  # what depends on the training split's own words is judged on held-out data
                 held_samples = kind.drift_samples(kind.present(held_out[name]), feature)
                 ref_samples.update({suffix: held_samples[suffix] for suffix in kind.learnt_from_training})
             for suffix, sample in ref_samples.items():
-                tests[name + suffix] = test(sample, new_samples[suffix])
+                tests[name + suffix] = kind.drift_test_for(suffix, feature)(sample, new_samples[suffix])
             missing[name] = {
                 "reference": float(np.mean(kind.missing(ref_values))),
                 "current": float(np.mean(kind.missing(new_values))),

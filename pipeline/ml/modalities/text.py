@@ -62,10 +62,13 @@ class TextModel(TableModel):
 
     def edge_model(self, model, spec):
         """The model from each text column's vectoriser output on (the TF-IDF vector, or the word ids), its other
-        inputs as they are; an RNN unrolled over the fixed sequence, as TFLite's builtin ops need."""
+        inputs as they are; an RNN unrolled over the fixed sequence, as TFLite's builtin ops need. Cut from a copy:
+        a Functional model built on `model`'s own tensors would add nodes to its layers, and it could not be saved."""
         import keras
 
-        layers = {layer.name: layer for layer in model.layers}
+        copy = keras.models.clone_model(model, clone_function=unroll)
+        copy.set_weights(model.get_weights())
+        layers = {layer.name: layer for layer in copy.layers}
         cut, inputs, outside = [], [], {}
         for feature in spec.features:
             if feature.column_type.free_text:
@@ -76,11 +79,7 @@ class TextModel(TableModel):
                 tensor = layers[feature.name].output
             cut.append(tensor)
             inputs.append(keras.Input(tensor.shape[1:], dtype=tensor.dtype, name=feature.name))
-        inner = keras.Model(cut, model.outputs)
-        if any(isinstance(layer, (keras.layers.RNN, keras.layers.Bidirectional)) for layer in inner.layers):
-            unrolled = keras.models.clone_model(inner, clone_function=unroll)
-            unrolled.set_weights(inner.get_weights())
-            inner = unrolled
+        inner = keras.Model(cut, copy.outputs)
         return keras.Model(inputs, inner(inputs), name="edge"), outside
 
     def edge_inputs(self, batch, spec, outside):
