@@ -5,9 +5,9 @@ without the label column) is compared with the training split (the reference):
 
 - tables: each numeric feature with the two-sample Kolmogorov-Smirnov test, each categorical one
   with a chi-square test (and its population stability index), and missing-value rates;
-- text: each text column's lengths in words and shares of unknown words (KS tests), and how many texts hold each
-  of the 20 most frequent training words (Fisher's exact tests); the last two against the validation split, since
-  the training split fits its own vocabulary by construction;
+- text: each text column's lengths in words and shares of unknown words (KS tests; the unknown words against the
+  validation split, since every training word is known by construction), and how many texts hold each of the 20
+  most frequent training words (Fisher's exact tests; words that frequent are as frequent in held-out text);
 - images: simple per-image statistics (brightness, contrast, ink, edges) with KS tests, and the
   model's penultimate-layer embeddings (their top principal components, KS tests);
 - predictions: the distribution of predicted classes (chi-square) or values (KS).
