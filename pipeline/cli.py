@@ -50,6 +50,9 @@ def build_parser() -> argparse.ArgumentParser:
     )
     validate.add_argument("--output", help="with --profile: the suite file (default: validate.suite's path)")
     validate.add_argument("--force", action="store_true", help="with --profile: overwrite an existing suite")
+    validate.add_argument(
+        "--target", action="store_true", help="with --profile: the fine-tuning target's data (finetune.data)"
+    )
 
     tune = commands.add_parser(
         "tune", help="the tune stage; --workers N runs Keras Tuner's chief and N workers on this machine"
@@ -189,7 +192,10 @@ def _validate_command(args: argparse.Namespace) -> int:
     from pipeline.core.runner import user_errors
 
     try:
-        written, notes = validation.profile(load_config(args.params), args.output, force=args.force)
+        config = load_config(args.params)
+        written, notes = validation.profile(
+            config.target_config() if args.target else config, args.output, force=args.force
+        )
     except user_errors() as error:
         print(f"pipeline validate: error: {error}", file=sys.stderr)
         return 2

@@ -8,6 +8,10 @@ class ConfigError(ValueError):
     """A setting in params.yaml is missing, unknown or invalid."""
 
 
+class MissingSuiteError(ConfigError):
+    """The data has no expectation suite yet: `pipeline validate --profile` derives one."""
+
+
 class DataError(ValueError):
     """The data cannot be read or used as configured; the message says what to change."""
 

@@ -30,6 +30,7 @@ import yaml
 
 from pipeline.core.column_types import type_of
 from pipeline.core.config import ConfigError
+from pipeline.core.errors import MissingSuiteError
 from pipeline.core.kinds import KINDS
 from pipeline.core.tasks import task
 
@@ -73,7 +74,7 @@ def load_suite(path: Path) -> Suite:
 
     path = Path(path)
     if not path.is_file():
-        raise ConfigError(
+        raise MissingSuiteError(
             f"{path}: no expectation suite. Derive one from data you trust with `pipeline validate --profile`,"
             " review it, commit it, and point validate.suite at it."
         )

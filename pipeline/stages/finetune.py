@@ -23,6 +23,7 @@ from pathlib import Path
 
 from pipeline.core import spec as data_spec
 from pipeline.core.config import Config
+from pipeline.core.errors import MissingSuiteError
 from pipeline.core.metrics import higher_is_better
 from pipeline.core.outputs import staged_directory, write_json_atomic
 from pipeline.core.runner import StageError, StageResult, format_metrics, run_stage
@@ -51,7 +52,11 @@ def prepare_target(config: Config) -> StageResult:
     for directory in (root, Path(target.paths.reports)):
         (directory / SKIPPED_FILE).unlink(missing_ok=True)
     ingestion.snapshot(target)
-    validated = validation.validate_configured(target)
+    try:
+        validated = validation.validate_configured(target)
+    except MissingSuiteError as error:
+        hint = "For the fine-tuning target: `pipeline validate --profile --target`."
+        raise MissingSuiteError(f"{error} {hint}") from error
     description, data_path, schema = validation.validated_files(Path(target.paths.validated))
     prepared = Path(target.paths.prepared)
     with staged_directory(prepared) as staging:
