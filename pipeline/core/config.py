@@ -424,6 +424,7 @@ class FinetuneConfig:
     unfreeze_layers: int = 2
     head_dropout: float = 0.2
     batch_size: int = 32
+    min_steps_per_epoch: int = 10
     head_epochs: int = 20
     head_learning_rate: float = 0.003
     fine_tune_epochs: int = 30
@@ -444,7 +445,7 @@ class FinetuneConfig:
             fail(f"{section}.labelled_per_class", self.labelled_per_class, "null (all) or a positive number")
         if not 0.0 <= self.head_dropout < 1.0:
             fail(f"{section}.head_dropout", self.head_dropout, "a rate in [0, 1)")
-        for name in ("batch_size", "head_epochs"):
+        for name in ("batch_size", "min_steps_per_epoch", "head_epochs"):
             if getattr(self, name) < 1:
                 fail(f"{section}.{name}", getattr(self, name), "a positive integer")
         for name in ("unfreeze_layers", "fine_tune_epochs", "early_stopping_patience"):

@@ -18,6 +18,7 @@ from __future__ import annotations
 
 import dataclasses
 import logging
+import math
 import shutil
 from pathlib import Path
 
@@ -193,9 +194,13 @@ def run(config: Config) -> StageResult:
             source = load_trained_model(config.paths.model)
     batch_size = settings.batch_size * strategy.num_replicas_in_sync
 
+    # A few labelled examples make one or two batches: an epoch of one step barely moves the new head.
+    steps = math.ceil(spec.split("train").num_examples / batch_size)
+    repeats = math.ceil(settings.min_steps_per_epoch / max(steps, 1))
+
     def datasets():
         train = make_dataset(prepared, spec, "train", batch_size, shuffle=True, seed=config.base.seed)
-        return train, make_dataset(prepared, spec, "validation", batch_size)
+        return train.repeat(repeats), make_dataset(prepared, spec, "validation", batch_size)
 
     with strategy.scope():
         model, base = build_transfer_model(settings, spec, source=source, weights=settings.weights)

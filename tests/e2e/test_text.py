@@ -14,7 +14,7 @@ import numpy as np
 import pandas as pd
 import pytest
 
-from tests.conftest import make_dvc_project, run, serving, stage
+from tests.conftest import make_dvc_project, run, serving, stage, write_params
 from tests.e2e.test_zoo import holdout, run_stages
 
 pytestmark = pytest.mark.e2e
@@ -106,10 +106,10 @@ def test_the_registered_model_predicts_a_dataframe_in_an_interpreter_without_the
     assert len(result["outputs"]) == 2 and result["example"] == 2
 
 
-def users_texts(count: int = 600) -> pd.DataFrame:
+def users_texts(count: int = 600, seed: int = 7) -> pd.DataFrame:
     """Reviews of a made-up shop: the label follows the words (and a little the stars), in the forms real
     exports have them."""
-    generator = np.random.default_rng(7)
+    generator = np.random.default_rng(seed)
     good = ["great", "lovely", "works", "recommend", "fast", "perfect", "😀", "ممتاز", "très bien"]
     bad = ["broken", "awful", "refund", "slow", "never", "disappointed", "😡", "سيء", "nul"]
     filler = ["the", "item", "arrived", "box", "it", "was", "<br/>", "&amp;", "order", "🙂", "Zürich"]
@@ -149,6 +149,30 @@ def test_a_users_csv_of_texts_beside_numbers_trains_a_bidirectional_lstm(workdir
     assert exported["tflite"]["float"]["max_abs_difference"] < 1e-5  # the LSTMs unrolled, the text vectorised
     drift = json.loads((workdir / "reports/monitor/drift.json").read_text())
     assert drift["retrain"] is False, drift["reasons"]
+    # Transfer: the trained LSTM fine-tuned on another shop's texts with 10 labelled examples per class
+    target = users_texts(300, seed=8)
+    target["feeling"] = target.pop("verdict").map({"happy": "satisfied", "unhappy": "complaint"})
+    target.to_csv(workdir / "data/user/other_shop.csv", index=False)
+    other = {**data, "path": "data/user/other_shop.csv", "label": "feeling"}
+    finetune = {"enabled": True, "data": other, "head_epochs": 4, "fine_tune_epochs": 2, "batch_size": 8}
+    write_params(workdir, {"data": data, "model": model, "train": train, "export": export, "finetune": finetune})
+    from pipeline.cli import main
+
+    with pytest.raises(SystemExit) as stopped:  # no suite for the target yet: the error says how to make one
+        main(["run", "prepare_target"])
+    assert stopped.value.code == 2
+    assert main(["validate", "--profile", "--target"]) == 0 and (workdir / "expectations/other_shop.yaml").exists()
+    assert main(["run", "prepare_target"]) == 0 and main(["run", "finetune"]) == 0
+    transfer = json.loads((workdir / "reports/finetune/transfer.json").read_text())
+    assert transfer["labelled_train_examples"] == 20 and transfer["finetuned"]["accuracy"] > 0.8, transfer
+    assert "lstm" in " ".join(transfer["unfrozen_layers"]), transfer  # the encoder itself was fine-tuned
+    from pipeline.ml.models import load_trained_model
+
+    base = load_trained_model(workdir / "models/model.keras")
+    tuned = load_trained_model(workdir / "models/finetuned/model.keras")
+    (embedding,) = [layer.name for layer in base.layers if layer.name.startswith("embed_")]
+    reused = base.get_layer(embedding).get_weights()[0]
+    np.testing.assert_array_equal(reused, tuned.get_layer(embedding).get_weights()[0])  # kept frozen
 
 
 def test_a_blank_text_stops_validation_with_the_line(workdir):
