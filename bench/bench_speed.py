@@ -164,8 +164,32 @@ REFERENCE = textwrap.dedent(
 )
 
 
-TEXT_REFERENCE = textwrap.dedent(
+DENSE_HEAD_FIT_AND_TIME = textwrap.dedent(
     """
+    x = keras.layers.Dense(128, activation="relu", kernel_regularizer=l2)(x)
+    x = keras.layers.Dropout(0.2)(x)
+    outputs = keras.layers.Dense(len(classes), activation="softmax")(x)
+    model = keras.Model(inputs, outputs)
+    model.compile(optimizer=keras.optimizers.Adam(0.001), loss="sparse_categorical_crossentropy", metrics=["accuracy"])
+    times = []
+    class Timer(keras.callbacks.Callback):
+        def on_epoch_begin(self, epoch, logs=None):
+            self.started = time.perf_counter()
+        def on_epoch_end(self, epoch, logs=None):
+            times.append(time.perf_counter() - self.started)
+    model.fit(dataset(0, cut[0], True), validation_data=dataset(cut[0], cut[1], False), epochs=epochs,
+              callbacks=[Timer()], verbose=0)
+    loss, accuracy = model.evaluate(dataset(cut[1], len(table), False), verbose=0)
+    json.dump({"epoch_seconds": times, "accuracy": accuracy}, sys.stdout)
+    """
+)
+"""The end of the text and table references: a dense layer of 128 and the output, fit with each epoch timed, the
+test split's accuracy (the script above it defines `inputs`, `x`, `l2`, `classes`, `dataset`, `cut`, `table`)."""
+
+
+TEXT_REFERENCE = (
+    textwrap.dedent(
+        """
     import json, sys, time
     import keras, numpy as np, pandas as pd, tensorflow as tf
     path, text, label, epochs, where = sys.argv[1], sys.argv[2], sys.argv[3], int(sys.argv[4]), sys.argv[5]
@@ -190,27 +214,15 @@ TEXT_REFERENCE = textwrap.dedent(
     else:
         inputs = keras.Input((1,), dtype="string")
         x = keras.layers.Reshape((vectorizer.vocabulary_size(),))(vectorizer(inputs))
-    x = keras.layers.Dense(128, activation="relu", kernel_regularizer=l2)(x)
-    x = keras.layers.Dropout(0.2)(x)
-    outputs = keras.layers.Dense(len(classes), activation="softmax")(x)
-    model = keras.Model(inputs, outputs)
-    model.compile(optimizer=keras.optimizers.Adam(0.001), loss="sparse_categorical_crossentropy", metrics=["accuracy"])
-    times = []
-    class Timer(keras.callbacks.Callback):
-        def on_epoch_begin(self, epoch, logs=None):
-            self.started = time.perf_counter()
-        def on_epoch_end(self, epoch, logs=None):
-            times.append(time.perf_counter() - self.started)
-    model.fit(dataset(0, cut[0], True), validation_data=dataset(cut[0], cut[1], False), epochs=epochs,
-              callbacks=[Timer()], verbose=0)
-    loss, accuracy = model.evaluate(dataset(cut[1], len(table), False), verbose=0)
-    json.dump({"epoch_seconds": times, "accuracy": accuracy}, sys.stdout)
     """
+    )
+    + DENSE_HEAD_FIT_AND_TIME
 )
 
 
-TABLE_REFERENCE = textwrap.dedent(
-    """
+TABLE_REFERENCE = (
+    textwrap.dedent(
+        """
     import json, sys, time
     import keras, numpy as np, pandas as pd, tensorflow as tf
     path, epochs = sys.argv[1], int(sys.argv[2])
@@ -240,22 +252,9 @@ TABLE_REFERENCE = textwrap.dedent(
         encoded.append(keras.layers.StringLookup(vocabulary=vocabulary, output_mode="one_hot")(inputs[name]))
     l2 = keras.regularizers.L2(1e-4)
     x = keras.layers.Concatenate()(encoded)
-    x = keras.layers.Dense(128, activation="relu", kernel_regularizer=l2)(x)
-    x = keras.layers.Dropout(0.2)(x)
-    outputs = keras.layers.Dense(len(classes), activation="softmax")(x)
-    model = keras.Model(inputs, outputs)
-    model.compile(optimizer=keras.optimizers.Adam(0.001), loss="sparse_categorical_crossentropy", metrics=["accuracy"])
-    times = []
-    class Timer(keras.callbacks.Callback):
-        def on_epoch_begin(self, epoch, logs=None):
-            self.started = time.perf_counter()
-        def on_epoch_end(self, epoch, logs=None):
-            times.append(time.perf_counter() - self.started)
-    model.fit(dataset(0, cut[0], True), validation_data=dataset(cut[0], cut[1], False), epochs=epochs,
-              callbacks=[Timer()], verbose=0)
-    loss, accuracy = model.evaluate(dataset(cut[1], len(table), False), verbose=0)
-    json.dump({"epoch_seconds": times, "accuracy": accuracy}, sys.stdout)
     """
+    )
+    + DENSE_HEAD_FIT_AND_TIME
 )
 
 
