@@ -120,8 +120,22 @@ def make_image_folder(folder: Path, count: int, seed: int = 0) -> Path:
     return folder
 
 
-REFERENCE = textwrap.dedent(
+EPOCH_TIMER = textwrap.dedent(
     """
+    times = []
+    class Timer(keras.callbacks.Callback):
+        def on_epoch_begin(self, epoch, logs=None):
+            self.started = time.perf_counter()
+        def on_epoch_end(self, epoch, logs=None):
+            times.append(time.perf_counter() - self.started)
+    """
+)
+"""What every hand-written reference adds to its `fit`: each epoch's wall time in `times`."""
+
+
+REFERENCE = (
+    textwrap.dedent(
+        """
     import json, sys, time
     import keras, tensorflow as tf
     folder, size, epochs, out = sys.argv[1], int(sys.argv[2]), int(sys.argv[3]), sys.argv[4]
@@ -147,12 +161,11 @@ REFERENCE = textwrap.dedent(
     outputs = keras.layers.Dense(10, activation="softmax")(x)
     model = keras.Model(inputs, outputs)
     model.compile(optimizer=keras.optimizers.Adam(0.001), loss="sparse_categorical_crossentropy", metrics=["accuracy"])
-    times = []
-    class Timer(keras.callbacks.Callback):
-        def on_epoch_begin(self, epoch, logs=None):
-            self.started = time.perf_counter()
-        def on_epoch_end(self, epoch, logs=None):
-            times.append(time.perf_counter() - self.started)
+    """
+    )
+    + EPOCH_TIMER
+    + textwrap.dedent(
+        """
     fit_started = time.perf_counter()
     model.fit(train, validation_data=validation, epochs=epochs, callbacks=[Timer()], verbose=0)
     fit_seconds = time.perf_counter() - fit_started
@@ -161,27 +174,29 @@ REFERENCE = textwrap.dedent(
     json.dump({"epoch_seconds": times, "fit_seconds": fit_seconds, "accuracy": accuracy,
                "script_seconds": time.perf_counter() - started}, sys.stdout)
     """
+    )
 )
 
 
-DENSE_HEAD_FIT_AND_TIME = textwrap.dedent(
-    """
+DENSE_HEAD_FIT_AND_TIME = (
+    textwrap.dedent(
+        """
     x = keras.layers.Dense(128, activation="relu", kernel_regularizer=l2)(x)
     x = keras.layers.Dropout(0.2)(x)
     outputs = keras.layers.Dense(len(classes), activation="softmax")(x)
     model = keras.Model(inputs, outputs)
     model.compile(optimizer=keras.optimizers.Adam(0.001), loss="sparse_categorical_crossentropy", metrics=["accuracy"])
-    times = []
-    class Timer(keras.callbacks.Callback):
-        def on_epoch_begin(self, epoch, logs=None):
-            self.started = time.perf_counter()
-        def on_epoch_end(self, epoch, logs=None):
-            times.append(time.perf_counter() - self.started)
+    """
+    )
+    + EPOCH_TIMER
+    + textwrap.dedent(
+        """
     model.fit(dataset(0, cut[0], True), validation_data=dataset(cut[0], cut[1], False), epochs=epochs,
               callbacks=[Timer()], verbose=0)
     loss, accuracy = model.evaluate(dataset(cut[1], len(table), False), verbose=0)
     json.dump({"epoch_seconds": times, "accuracy": accuracy}, sys.stdout)
     """
+    )
 )
 """The end of the text and table references: a dense layer of 128 and the output, fit with each epoch timed, the
 test split's accuracy (the script above it defines `inputs`, `x`, `l2`, `classes`, `dataset`, `cut`, `table`)."""
