@@ -297,41 +297,54 @@ def table_row(rows: int, epochs: int, scratch: Path) -> dict:
     command = [sys.executable, "-c", TABLE_REFERENCE, str(path), str(epochs)]
     completed = subprocess.run(command, capture_output=True, text=True, check=True)
     reference = json.loads(completed.stdout.strip().splitlines()[-1])
+    project, seconds = project_without_search(
+        scratch / "pipeline-table", {"source": "csv", "path": str(path), "label": "label"}, epochs
+    )
+    history = json.loads((project / "reports" / "train" / "epoch_times.json").read_text())
+    metrics = json.loads((project / "reports" / "evaluate" / "metrics.json").read_text())
+    row = {"table": f"{rows:,} rows", **epoch_comparison(history, metrics, reference, 2), "stages (s)": seconds}
+    print(json.dumps(row), flush=True)
+    return row
+
+
+def project_without_search(parent: Path, data: dict, epochs: int) -> tuple[Path, dict[str, float]]:
+    """A fresh project on `data` (a suite profiled from it) through ingest to evaluate, the search and fine-tuning
+    off, `epochs` epochs without early stopping; each command's seconds."""
     overrides = {
-        "data": {"source": "csv", "path": str(path), "label": "label"},
+        "data": data,
         "tune": {"enabled": False},
         "finetune": {"enabled": False},
         "train": {"epochs": epochs, "early_stopping_patience": epochs},
         "export": {"version": 1},
     }
-    (scratch / "pipeline-table").mkdir()
-    project = make_project(scratch / "pipeline-table", "csv", overrides)
+    parent.mkdir()
+    project = make_project(parent, "csv", overrides)
     seconds = {}
     commands = [["validate", "--profile", "--force"]]
+    # tune: with the search off, it writes the defaults
     commands += [["run", stage] for stage in ("ingest", "validate", "preprocess", "tune", "train", "evaluate")]
     for command in commands:
         started = time.perf_counter()
         subprocess.run([sys.executable, "-m", "pipeline", *command], cwd=project, check=True, capture_output=True)
         seconds[" ".join(command)] = round(time.perf_counter() - started, 1)
-    history = json.loads((project / "reports" / "train" / "epoch_times.json").read_text())
-    metrics = json.loads((project / "reports" / "evaluate" / "metrics.json").read_text())
+    return project, seconds
+
+
+def epoch_comparison(history: list[dict], metrics: dict, reference: dict, digits: int) -> dict:
+    """The pipeline's epoch (`epoch_times.json`) and test accuracy beside a hand-written reference's."""
     pipeline_epoch, reference_epoch = (
         later_median([row["epoch_seconds"] for row in history]),
         later_median(reference["epoch_seconds"]),
     )
-    row = {
-        "table": f"{rows:,} rows",
-        "pipeline epoch (s)": round(pipeline_epoch, 2),
-        "reference epoch (s)": round(reference_epoch, 2),
+    return {
+        "pipeline epoch (s)": round(pipeline_epoch, digits),
+        "reference epoch (s)": round(reference_epoch, digits),
         "epoch ratio": round(pipeline_epoch / reference_epoch, 2),
         "pipeline first epoch (s)": round(history[0]["epoch_seconds"], 2),
         "reference first epoch (s)": round(reference["epoch_seconds"][0], 2),
         "pipeline test accuracy": round(metrics["accuracy"], 4),
         "reference test accuracy": round(reference["accuracy"], 4),
-        "stages (s)": seconds,
     }
-    print(json.dumps(row), flush=True)
-    return row
 
 
 def text_rows(epochs: int, scratch: Path) -> list[dict]:
@@ -345,35 +358,15 @@ def text_rows(epochs: int, scratch: Path) -> list[dict]:
         command = [sys.executable, "-c", TEXT_REFERENCE, data["path"], text, label, str(epochs), where]
         completed = subprocess.run(command, capture_output=True, text=True, check=True)
         references[where] = json.loads(completed.stdout.strip().splitlines()[-1])
-    overrides = {
-        "data": data,
-        "tune": {"enabled": False},
-        "finetune": {"enabled": False},
-        "train": {"epochs": epochs, "early_stopping_patience": epochs},
-        "export": {"version": 1},
-    }
-    (scratch / "pipeline-text").mkdir()
-    project = make_project(scratch / "pipeline-text", "csv", overrides)
-    for command in (["validate", "--profile", "--force"], *(["run", stage] for stage in ("ingest", "validate"))):
-        subprocess.run([sys.executable, "-m", "pipeline", *command], cwd=project, check=True, capture_output=True)
-    for stage in ("preprocess", "tune", "train", "evaluate"):  # tune: with the search off, writes the defaults
-        subprocess.run([sys.executable, "-m", "pipeline", "run", stage], cwd=project, check=True, capture_output=True)
+    project, _ = project_without_search(scratch / "pipeline-text", data, epochs)
     history = json.loads((project / "reports" / "train" / "epoch_times.json").read_text())
     metrics = json.loads((project / "reports" / "evaluate" / "metrics.json").read_text())
-    pipeline_epoch = later_median([row["epoch_seconds"] for row in history])
     rows = []
     for where, reference in references.items():
-        reference_epoch = later_median(reference["epoch_seconds"])
         rows.append(
             {
                 "text": f"13,905 snippets; reference vectorises in the {where}",
-                "pipeline epoch (s)": round(pipeline_epoch, 3),
-                "reference epoch (s)": round(reference_epoch, 3),
-                "epoch ratio": round(pipeline_epoch / reference_epoch, 2),
-                "pipeline first epoch (s)": round(history[0]["epoch_seconds"], 2),
-                "reference first epoch (s)": round(reference["epoch_seconds"][0], 2),
-                "pipeline test accuracy": round(metrics["accuracy"], 4),
-                "reference test accuracy": round(reference["accuracy"], 4),
+                **epoch_comparison(history, metrics, reference, 3),
             }
         )
         print(json.dumps(rows[-1]), flush=True)
