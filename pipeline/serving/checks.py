@@ -50,9 +50,18 @@ def tflite_predict(model_bytes: bytes, batches: list) -> np.ndarray:
     dtypes = {name: details["dtype"] for name, details in runner.get_input_details().items()}
     outputs = []
     for batch in batches:
-        (result,) = runner(**{name: np.asarray(values).astype(dtypes[name]) for name, values in batch.items()}).values()
+        (result,) = runner(**{name: as_tflite_input(values, dtypes[name]) for name, values in batch.items()}).values()
         outputs.append(result)
     return np.concatenate(outputs)
+
+
+def as_tflite_input(values, dtype) -> np.ndarray:
+    """`values` in a TFLite input's dtype; strings as UTF-8 bytes (numpy would encode them as ASCII)."""
+    values = np.asarray(values)
+    if np.dtype(dtype).kind == "S" and values.dtype.kind in "OU":
+        encode = np.vectorize(lambda value: value.encode("utf-8") if isinstance(value, str) else value, otypes=[object])
+        values = encode(values)
+    return values.astype(dtype)
 
 
 def accuracy(outputs: np.ndarray, labels: np.ndarray, spec) -> float | None:

@@ -116,7 +116,7 @@ def test_the_search_varies_only_what_the_family_reads():
 
 
 @pytest.mark.parametrize("family", ["mlp", "cnn", "rnn", "transformer"])
-def test_every_family_reads_raw_strings_beside_a_number_and_runs_in_tflite_from_vectorised_text(family, tmp_path):
+def test_every_family_reads_raw_strings_beside_other_columns_and_runs_in_tflite_from_vectorised_text(family, tmp_path):
     import tensorflow as tf
 
     from pipeline.core.config import Config
@@ -125,7 +125,13 @@ def test_every_family_reads_raw_strings_beside_a_number_and_runs_in_tflite_from_
     from pipeline.ml.models import build_model
     from pipeline.serving.checks import convert_tflite, tflite_predict
 
-    table = pd.DataFrame({"text": ["a good film", "a bad film", "good", "Zürich 😀"], "stars": [5.0, 1.0, 4.0, 3.0]})
+    table = pd.DataFrame(
+        {
+            "text": ["a good film", "a bad film", "good", "Zürich 😀"],
+            "stars": [5.0, 1.0, 4.0, 3.0],
+            "shop": ["north", "south", "north", "east"],  # a category: looked up inside the TFLite graph
+        }
+    )
     specs = feature_specs(table, ["text"])
     specs = table_statistics(typed_features(table, specs), specs)
     features = [dataclasses.asdict(spec) for spec in specs]
@@ -143,7 +149,8 @@ def test_every_family_reads_raw_strings_beside_a_number_and_runs_in_tflite_from_
         "hidden_units": [4],
     }
     model = build_model(hyperparameters, spec)
-    outputs = model({"text": tf.constant([["a good film"], [""]]), "stars": tf.constant([[5.0], [1.0]])})
+    shops = tf.constant([["north"], ["west"]])
+    outputs = model({"text": tf.constant([["a good film"], [""]]), "stars": tf.constant([[5.0], [1.0]]), "shop": shops})
     assert outputs.shape == (2, 1) and np.all((0 <= outputs.numpy()) & (outputs.numpy() <= 1))
     vectorizers = [layer for layer in model.layers if isinstance(layer, tf.keras.layers.TextVectorization)]
     assert len(vectorizers) == 1 and "film" in vectorizers[0].get_vocabulary()
@@ -151,8 +158,16 @@ def test_every_family_reads_raw_strings_beside_a_number_and_runs_in_tflite_from_
     modality = model_modality("text")
     edge, outside = modality.edge_model(model, spec)
     edge.export(str(tmp_path / "edge"), verbose=False)
-    batch = {"text": np.array([[text] for text in HOSTILE], dtype=object), "stars": np.full((len(HOSTILE), 1), 3.0)}
-    expected = model({"text": tf.constant(batch["text"].astype(str)), "stars": tf.constant(batch["stars"])}).numpy()
+    batch = {
+        "text": np.array([[text] for text in HOSTILE], dtype=object),
+        "stars": np.full((len(HOSTILE), 1), 3.0),
+        "shop": np.array(
+            [[("north", "south", "", "Zürich")[index % 4]] for index in range(len(HOSTILE))], dtype=object
+        ),
+    }
+    expected = model(
+        {name: tf.constant(values.astype(str) if values.dtype == object else values) for name, values in batch.items()}
+    ).numpy()
     vectorised = modality.edge_inputs(batch, spec, outside)
     assert set(outside) == {"text"} and vectorised["text"].shape[0] == len(HOSTILE)
     on_the_edge = tflite_predict(convert_tflite(tmp_path / "edge", quantize=False), [vectorised])
