@@ -126,7 +126,7 @@ def users_texts(count: int = 600, seed: int = 7) -> pd.DataFrame:
     return pd.DataFrame(rows)
 
 
-def test_a_users_csv_of_texts_beside_numbers_trains_a_bidirectional_lstm(workdir):
+def test_a_users_csv_of_texts_beside_numbers_trains_a_bidirectional_lstm(workdir, capsys):
     users_texts().to_csv(workdir / "data/user/reviews.csv", index=False)
     data = {"source": "csv", "path": "data/user/reviews.csv", "label": "verdict", "text_columns": ["comment"]}
     model = {
@@ -160,7 +160,7 @@ def test_a_users_csv_of_texts_beside_numbers_trains_a_bidirectional_lstm(workdir
 
     with pytest.raises(SystemExit) as stopped:  # no suite for the target yet: the error says how to make one
         main(["run", "prepare_target"])
-    assert stopped.value.code == 2
+    assert stopped.value.code == 2 and "`pipeline validate --profile --target`" in capsys.readouterr().err
     assert main(["validate", "--profile", "--target"]) == 0 and (workdir / "expectations/other_shop.yaml").exists()
     assert main(["run", "prepare_target"]) == 0 and main(["run", "finetune"]) == 0
     transfer = json.loads((workdir / "reports/finetune/transfer.json").read_text())
