@@ -139,9 +139,9 @@ def transfer_rows(folder: Path, data: dict, family: str, labelled: list[int]) ->
     """The trained model fine-tuned on the subjectivity target with `labelled` examples per class, against the
     same architecture trained from scratch and TF-IDF + logistic regression on the same examples."""
     target = write_subjectivity(folder)
-    rows = []
+    rows, given = [], OVERRIDES.get("finetune", {})  # --set finetune.* values stay
     for per_class in labelled:
-        OVERRIDES["finetune"] = {"enabled": True, "data": target, "labelled_per_class": per_class}
+        OVERRIDES["finetune"] = {**given, "enabled": True, "data": target, "labelled_per_class": per_class}
         if not (folder / "expectations" / "subjectivity.yaml").exists():
             run_stages(folder, data, {"family": family}, ())
             profile = [sys.executable, "-m", "pipeline", "validate", "--profile", "--target"]
@@ -162,7 +162,7 @@ def transfer_rows(folder: Path, data: dict, family: str, labelled: list[int]) ->
             }
         )
         print(json.dumps(rows[-1]), flush=True)
-    OVERRIDES.pop("finetune")
+    OVERRIDES["finetune"] = given
     return rows
 
 
