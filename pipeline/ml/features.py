@@ -106,6 +106,12 @@ def categorical_layers(feature, raw, hyperparameters):
     )(raw)
 
 
+def text_layer_names(name: str) -> dict[str, str]:
+    """The names of a text column's layers: its TF-IDF vectoriser and that vector flattened (the MLP), or its word
+    ids (the sequence families); the edge model reads the text from their outputs (`ModelModality.edge_model`)."""
+    return {"terms": f"terms_{name}", "terms_flat": f"terms_{name}_flat", "words": f"words_{name}"}
+
+
 def text_layers(feature, raw, hyperparameters):
     """Free text as a bag of n-grams: TF-IDF over the training split's most common words (and word pairs with
     `text_ngrams: 2`), the `text_max_tokens` of them in most texts. The vocabulary is a SavedModel asset."""
@@ -120,10 +126,11 @@ def text_layers(feature, raw, hyperparameters):
         ngrams=ngrams if ngrams > 1 else None,
         vocabulary=terms,
         idf_weights=idf,
-        name=f"terms_{feature.name}",
+        name=text_layer_names(feature.name)["terms"],
     )
     # Keras declares (batch, 1, terms) for a (batch, 1) input and computes (batch, terms): one shape for both
-    return keras.layers.Reshape((vectorizer.vocabulary_size(),), name=f"terms_{feature.name}_flat")(vectorizer(raw))
+    flat = keras.layers.Reshape((vectorizer.vocabulary_size(),), name=text_layer_names(feature.name)["terms_flat"])
+    return flat(vectorizer(raw))
 
 
 def sequence_length(feature, hyperparameters) -> int:
@@ -142,7 +149,7 @@ def word_sequence_layers(feature, raw, hyperparameters, mask: bool = False):
         output_mode="int",
         output_sequence_length=sequence_length(feature, hyperparameters),
         vocabulary=vocabulary,
-        name=f"words_{feature.name}",
+        name=text_layer_names(feature.name)["words"],
     )(raw)
     return keras.layers.Embedding(
         len(vocabulary) + 2,  # the padding and out-of-vocabulary ids come first

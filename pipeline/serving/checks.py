@@ -58,7 +58,7 @@ def tflite_predict(model_bytes: bytes, batches: list) -> np.ndarray:
 def as_tflite_input(values, dtype) -> np.ndarray:
     """`values` in a TFLite input's dtype; strings as UTF-8 bytes (numpy would encode them as ASCII)."""
     values = np.asarray(values)
-    if np.dtype(dtype).kind == "S" and values.dtype.kind in "OU":
+    if np.issubdtype(dtype, np.bytes_) and (values.dtype == object or np.issubdtype(values.dtype, np.str_)):
         encode = np.vectorize(lambda value: value.encode("utf-8") if isinstance(value, str) else value, otypes=[object])
         values = encode(values)
     return values.astype(dtype)

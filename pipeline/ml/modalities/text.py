@@ -66,14 +66,17 @@ class TextModel(TableModel):
         a Functional model built on `model`'s own tensors would add nodes to its layers, and it could not be saved."""
         import keras
 
+        from pipeline.ml.features import text_layer_names
+
         copy = keras.models.clone_model(model, clone_function=unroll)
         copy.set_weights(model.get_weights())
         layers = {layer.name: layer for layer in copy.layers}
         cut, inputs, outside = [], [], {}
         for feature in spec.features:
             if feature.column_type.free_text:
-                vectoriser = layers.get(f"terms_{feature.name}") or layers[f"words_{feature.name}"]
-                tensor = layers.get(f"terms_{feature.name}_flat", vectoriser).output
+                names = text_layer_names(feature.name)
+                vectoriser = layers.get(names["terms"]) or layers[names["words"]]
+                tensor = layers.get(names["terms_flat"], vectoriser).output
                 outside[feature.name] = vectoriser_description(vectoriser)
             else:
                 tensor = layers[feature.name].output
