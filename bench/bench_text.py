@@ -13,6 +13,7 @@ Each set runs the stages ingest to evaluate in a fresh folder with `params.yaml`
 test splits. On the built-in set every family is then trained and evaluated on the same split.
 
 Usage: python bench/bench_text.py [--sets rotten_tomatoes debates reviews_or_plot] [--families mlp cnn rnn transformer]
+    [--seeds 42 ...]  (each base.seed splits each set anew; the means over the seeds are printed too)
     [--set SECTION.KEY=VALUE ...]  (params.yaml overrides, YAML values) [--drift]  (also the text drift tests' alarm
     rates on the built-in set) [--edge]  (also the TFLite options for each family on the built-in set)
     [--transfer N ...]  (also each family fine-tuned on a second task with N labelled texts per class)
@@ -37,6 +38,7 @@ from __future__ import annotations
 
 import argparse
 import importlib.util
+import itertools
 import json
 import re
 import subprocess
@@ -285,6 +287,9 @@ def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
     parser.add_argument("--sets", nargs="+", default=["rotten_tomatoes", "debates", "reviews_or_plot"])
     parser.add_argument("--families", nargs="+", default=["mlp", "cnn", "rnn", "transformer"])
+    parser.add_argument(
+        "--seeds", nargs="+", type=int, default=[42], help="base.seed values: each splits the set anew (both sides)"
+    )
     parser.add_argument("--smoke", action="store_true", help="the built-in set, the MLP, one epoch")
     parser.add_argument("--set", nargs="*", default=[], help="params.yaml overrides: section.key=value")
     parser.add_argument("--drift", action="store_true", help="also the text drift tests' alarm rates")
@@ -301,7 +306,8 @@ def main() -> None:
     if args.smoke:
         args.sets, args.families, epochs = ["rotten_tomatoes"], ["mlp"], 1
     rows, edge_rows, transfers = [], [], []
-    for name in args.sets:
+    for name, seed in itertools.product(args.sets, args.seeds):
+        OVERRIDES.setdefault("base", {})["seed"] = seed
         with tempfile.TemporaryDirectory() as scratch:
             folder = Path(scratch)
             for sub in ("data/user", "data/feedback"):
@@ -321,6 +327,7 @@ def main() -> None:
                 metrics = json.loads((folder / "reports" / "evaluate" / "metrics.json").read_text())
                 row = {
                     "set": name,
+                    "seed (split)": seed,
                     "family": family,
                     "test examples": metrics["num_examples"],
                     "accuracy": round(metrics["accuracy"], 4),
@@ -336,6 +343,10 @@ def main() -> None:
             if args.drift and name == "rotten_tomatoes":
                 drift_rows = drift_rates(folder)
     print(pd.DataFrame(rows).to_markdown(index=False))
+    if len(args.seeds) > 1:
+        table = pd.DataFrame(rows)
+        table["difference"] = table["accuracy"] - table["tf-idf + logistic regression"]
+        print(table.groupby(["set", "family"])[["accuracy", "tf-idf + logistic regression", "difference"]].mean())
     if edge_rows:
         print(pd.DataFrame(edge_rows).to_markdown(index=False))
     if transfers:

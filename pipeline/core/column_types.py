@@ -272,7 +272,14 @@ class Text(Categorical):
     """The monitor compares how many texts hold each of the training split's most frequent words."""
     free_text = True
     max_vocabulary = 10_000
-    """Words (and terms) kept from the training split; `model.text_max_tokens` takes the most frequent of them."""
+    """Words kept from the training split (the sequence models' vocabulary); `model.text_max_tokens` can take
+    fewer, the most frequent."""
+    max_terms = 50_000
+    """Terms (words and word pairs) kept for the bag of n-grams, those in most training texts first."""
+    min_term_texts = 2
+    """A term in fewer training texts is not kept: seen once, it teaches a model nothing it can use on new text
+    (measured: a 10,000-term cap kept 28 % of the 36,049 terms in two or more of the 9,700 training snippets of
+    Rotten Tomatoes' reviews and plots, test accuracy 0.768; all of them 0.779)."""
     kept_per_part = 50_000
     """Terms a part of the training split hands on to the merge (the rarest are dropped first)."""
 
@@ -342,7 +349,8 @@ class Text(Categorical):
         }
 
     def merge_statistics(self, pieces: list[dict], column: str) -> dict:
-        """The most frequent words (ties by the word), the terms in most texts with their idf (ties by the term)."""
+        """The most frequent words (ties by the word), the terms in most texts with their idf (ties by the term),
+        those in at least `min_term_texts` texts."""
         from collections import Counter
 
         from pipeline.core.errors import DataError
@@ -356,7 +364,8 @@ class Text(Categorical):
         if not texts:
             raise DataError(f"text column {column!r} has no texts in the training split.")
         ranked_words = sorted(words, key=lambda word: (-words[word], word))[: self.max_vocabulary]
-        ranked_terms = sorted(documents, key=lambda term: (-documents[term], term))[: self.max_vocabulary]
+        shared = [term for term in documents if documents[term] >= self.min_term_texts]
+        ranked_terms = sorted(shared, key=lambda term: (-documents[term], term))[: self.max_terms]
         sizes = np.repeat(np.array(list(lengths), dtype=np.int64), list(lengths.values()))
         return {
             "vocabulary": ranked_words,

@@ -21,7 +21,7 @@ from pipeline.core.coercion import build_section, fail
 from pipeline.core.column_types import MAX_NGRAMS
 from pipeline.core.errors import ConfigError
 from pipeline.core.locations import OBJECT_STORE_PACKAGES, is_address, project_root, sqlite_file
-from pipeline.core.search_space import Activation, AugmentFlip, Family, Optimizer, RnnCell
+from pipeline.core.search_space import Activation, AugmentFlip, Family, Optimizer, RnnCell, TextWeighting
 
 DEFAULT_PARAMS_FILE = "params.yaml"
 
@@ -243,8 +243,9 @@ class ModelConfig:
     augment_translation: float = 0.0
     augment_zoom: float = 0.0
     augment_contrast: float = 0.0
-    text_max_tokens: int = 10000
+    text_max_tokens: Union[int, Literal["auto"]] = "auto"
     text_ngrams: int = 2
+    text_weighting: TextWeighting = "presence"
     text_sequence_length: Union[int, Literal["auto"]] = "auto"
     text_embedding_dim: int = 64
     series_lookback: Union[int, Literal["auto"]] = "auto"
@@ -252,6 +253,8 @@ class ModelConfig:
     def _validate(self, section: str) -> None:
         if self.series_lookback != "auto" and self.series_lookback < 2:
             fail(f"{section}.series_lookback", self.series_lookback, "auto (the whole window) or at least 2 steps")
+        if self.text_max_tokens != "auto" and self.text_max_tokens < 1:
+            fail(f"{section}.text_max_tokens", self.text_max_tokens, "auto or a positive number of terms")
         if self.text_sequence_length != "auto" and self.text_sequence_length < 1:
             fail(f"{section}.text_sequence_length", self.text_sequence_length, "auto or a positive number of words")
         if not 1 <= self.text_ngrams <= MAX_NGRAMS:
@@ -269,7 +272,7 @@ class ModelConfig:
                 fail(f"{section}.{name}", getattr(self, name), "a list of positive layer widths")
         for name in (
             "kernel_size", "rnn_units", "num_heads", "key_dim", "transformer_blocks",
-            "text_max_tokens", "text_embedding_dim",
+            "text_embedding_dim",
         ):  # fmt: skip
             if getattr(self, name) < 1:
                 fail(f"{section}.{name}", getattr(self, name), "a positive integer")

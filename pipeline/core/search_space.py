@@ -17,6 +17,7 @@ RnnCell = Literal["lstm", "gru"]
 Optimizer = Literal["sgd", "adam", "rmsprop"]
 AugmentFlip = Literal["none", "horizontal", "vertical", "horizontal_and_vertical"]
 Family = Literal["mlp", "cnn", "rnn", "transformer"]
+TextWeighting = Literal["presence", "tf_idf"]
 
 TUNABLE = {
     "num_layers": "int",
@@ -41,6 +42,7 @@ TUNABLE = {
     "augment_contrast": "rate",
     "text_max_tokens": "int",
     "text_ngrams": "int",
+    "text_weighting": typing.get_args(TextWeighting),
     "text_sequence_length": "int",
     "text_embedding_dim": "int",
     "series_lookback": "int",

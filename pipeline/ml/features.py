@@ -107,26 +107,40 @@ def categorical_layers(feature, raw, hyperparameters):
 
 
 def text_layer_names(name: str) -> dict[str, str]:
-    """The names of a text column's layers: its TF-IDF vectoriser and that vector flattened (the MLP), or its word
-    ids (the sequence families); the edge model reads the text from their outputs (`ModelModality.edge_model`)."""
+    """The names of a text column's layers: its bag-of-n-grams vectoriser and that vector flattened (the MLP), or
+    its word ids (the sequence families); the edge model reads the text from their outputs
+    (`ModelModality.edge_model`)."""
     return {"terms": f"terms_{name}", "terms_flat": f"terms_{name}_flat", "words": f"words_{name}"}
 
 
+def most_common(values: list, hyperparameters) -> list:
+    """The first `text_max_tokens` of `values` (most common first), or all of them for `auto`."""
+    setting = hyperparameters.get("text_max_tokens", "auto")
+    return values if setting == "auto" else values[: int(setting)]
+
+
+# `model.text_weighting` -> TextVectorization's output_mode
+TERM_WEIGHTS = {"presence": "multi_hot", "tf_idf": "tf_idf"}
+
+
 def text_layers(feature, raw, hyperparameters):
-    """Free text as a bag of n-grams: TF-IDF over the training split's most common words (and word pairs with
-    `text_ngrams: 2`), the `text_max_tokens` of them in most texts. The vocabulary is a SavedModel asset."""
+    """Free text as a bag of n-grams over the training split's words (and word pairs with `text_ngrams: 2`) in at
+    least two training texts, or the `text_max_tokens` of them in most texts: each term present or not
+    (`text_weighting: presence`), or counted and weighted by its inverse document frequency (`tf_idf`). The
+    vocabulary is a SavedModel asset."""
     ngrams = int(hyperparameters.get("text_ngrams", 2))
-    kept = [position for position, term in enumerate(feature.terms or []) if term.count(" ") < ngrams][
-        : int(hyperparameters.get("text_max_tokens", 10_000))
-    ]
+    kept = most_common(
+        [position for position, term in enumerate(feature.terms or []) if term.count(" ") < ngrams], hyperparameters
+    )
     terms = [feature.terms[position] for position in kept] or ["<none>"]
-    idf = [feature.idf[position] for position in kept] or [1.0]
+    output_mode = TERM_WEIGHTS[hyperparameters.get("text_weighting", "presence")]
+    weights = {"idf_weights": [feature.idf[position] for position in kept] or [1.0]} if output_mode == "tf_idf" else {}
     vectorizer = keras.layers.TextVectorization(
-        output_mode="tf_idf",
+        output_mode=output_mode,
         ngrams=ngrams if ngrams > 1 else None,
         vocabulary=terms,
-        idf_weights=idf,
         name=text_layer_names(feature.name)["terms"],
+        **weights,
     )
     # Keras declares (batch, 1, terms) for a (batch, 1) input and computes (batch, terms): one shape for both
     flat = keras.layers.Reshape((vectorizer.vocabulary_size(),), name=text_layer_names(feature.name)["terms_flat"])
@@ -143,8 +157,9 @@ def sequence_length(feature, hyperparameters) -> int:
 
 def word_sequence_layers(feature, raw, hyperparameters, mask: bool = False):
     """Free text as a sequence of word embeddings (batch, text_sequence_length, text_embedding_dim) over the
-    training split's `text_max_tokens` most frequent words (longer texts are cut, shorter ones padded)."""
-    vocabulary = (feature.vocabulary or [])[: int(hyperparameters.get("text_max_tokens", 10_000))] or ["<none>"]
+    training split's most frequent words (`text_max_tokens` of them, or all that the spec keeps for `auto`;
+    longer texts are cut, shorter ones padded)."""
+    vocabulary = most_common(feature.vocabulary or [], hyperparameters) or ["<none>"]
     word_ids = keras.layers.TextVectorization(
         output_mode="int",
         output_sequence_length=sequence_length(feature, hyperparameters),

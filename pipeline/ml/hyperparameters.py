@@ -26,6 +26,7 @@ FAMILY_ONLY = {
     "rnn_cell": ("rnn",),
     "rnn_bidirectional": ("rnn",),
     "text_ngrams": ("mlp",),  # the bag of n-grams; sequence models read the words in order
+    "text_weighting": ("mlp",),
     "text_sequence_length": SEQUENCE_FAMILIES,
     "text_embedding_dim": SEQUENCE_FAMILIES,
 }

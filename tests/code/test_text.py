@@ -51,15 +51,16 @@ def test_words_and_word_pairs_are_those_textvectorization_makes():
 
 
 def test_the_training_splits_words_are_ranked_and_weighted_and_parts_merge_as_one():
-    values = pd.Series(["good film good", "bad film", "good", ""])
+    values = pd.Series(["good film good", "bad film", "good", "bad good film", ""])
     whole = TEXT.merge_statistics([TEXT.partial_statistics(values)], "review")
     parts = TEXT.merge_statistics([TEXT.partial_statistics(values[:2]), TEXT.partial_statistics(values[2:])], "r")
     assert whole == parts
-    assert whole["vocabulary"][:2] == ["good", "film"]  # by count (3, 2), then by the word
-    assert whole["terms"][:2] == ["film", "good"] and "good film" in whole["terms"]  # in most texts, then by term
+    assert whole["vocabulary"] == ["good", "film", "bad"]  # by count (4, 3, 2), then by the word
+    assert whole["terms"] == ["film", "good", "bad", "good film"]  # in most texts (3, 3, 2, 2), then by term
+    # in one text only ("film good", "bad film", "bad good"): not kept
     idf = dict(zip(whole["terms"], whole["idf"], strict=True))
-    assert idf["good"] < idf["bad"]  # in two of the three texts against one
-    assert whole["words_mean"] == pytest.approx(2.0) and whole["words_p95"] == 3
+    assert idf["good"] < idf["bad"]  # in three of the four texts against two
+    assert whole["words_mean"] == pytest.approx(2.25) and whole["words_p95"] == 3
     with pytest.raises(Exception, match="no texts in the training split"):
         TEXT.merge_statistics([TEXT.partial_statistics(pd.Series(["", ""]))], "review")
 
@@ -109,14 +110,19 @@ def test_text_columns_make_a_table_text_data_and_are_checked(tmp_path):
 
 
 def test_the_search_varies_only_what_the_family_reads():
-    space = {"text_ngrams": {}, "text_sequence_length": {}, "rnn_bidirectional": {}, "units": {}}
-    assert searched_names(space, "mlp") == ["text_ngrams", "units"]
+    space = {"text_ngrams": {}, "text_weighting": {}, "text_sequence_length": {}, "rnn_bidirectional": {}, "units": {}}
+    assert searched_names(space, "mlp") == ["text_ngrams", "text_weighting", "units"]
     assert searched_names(space, "rnn") == ["text_sequence_length", "rnn_bidirectional", "units"]
     assert searched_names(space, "transformer") == ["text_sequence_length", "units"]
 
 
-@pytest.mark.parametrize("family", ["mlp", "cnn", "rnn", "transformer"])
-def test_every_family_reads_raw_strings_beside_other_columns_and_runs_in_tflite_from_vectorised_text(family, tmp_path):
+@pytest.mark.parametrize(
+    ("family", "weighting"),
+    [("mlp", "presence"), ("mlp", "tf_idf"), ("cnn", "presence"), ("rnn", "presence"), ("transformer", "presence")],
+)
+def test_every_family_reads_raw_strings_beside_other_columns_and_runs_in_tflite_from_vectorised_text(
+    family, weighting, tmp_path
+):
     import tensorflow as tf
 
     from pipeline.core.config import Config
@@ -139,6 +145,7 @@ def test_every_family_reads_raw_strings_beside_other_columns_and_runs_in_tflite_
     hyperparameters = {
         **defaults_from_config(Config()),
         "family": family,
+        "text_weighting": weighting,  # the bag of n-grams (mlp): each term present or not, or TF-IDF
         "text_sequence_length": 6,
         "text_embedding_dim": 4,
         "filters": [4],
