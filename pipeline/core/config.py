@@ -316,7 +316,8 @@ class TuneConfig:
     max_epochs: int = 9
     hyperband_factor: int = 3
     executions_per_trial: int = 1
-    max_seconds: Optional[int] = None
+    max_seconds: Union[int, None, Literal["auto"]] = "auto"
+    budget_trainings: float = 3.0
     early_stopping_patience: int = 3
     space: dict = dataclasses.field(default_factory=dict)
 
@@ -326,8 +327,10 @@ class TuneConfig:
                 fail(f"{section}.{name}", getattr(self, name), "a positive integer")
         if self.hyperband_factor < 2:
             fail(f"{section}.hyperband_factor", self.hyperband_factor, "an integer of 2 or more")
-        if self.max_seconds is not None and self.max_seconds < 1:
-            fail(f"{section}.max_seconds", self.max_seconds, "null (no limit) or a positive number of seconds")
+        if self.max_seconds not in (None, "auto") and self.max_seconds < 1:
+            fail(f"{section}.max_seconds", self.max_seconds, "auto, null (no limit) or a positive number of seconds")
+        if self.budget_trainings <= 0:
+            fail(f"{section}.budget_trainings", self.budget_trainings, "a positive number of trainings")
         if self.early_stopping_patience < 0:
             fail(f"{section}.early_stopping_patience", self.early_stopping_patience, "0 or more epochs")
         for name, entry in self.space.items():

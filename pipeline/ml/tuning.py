@@ -71,10 +71,54 @@ def hypermodel_builder(space: dict, defaults: dict[str, Any], spec) -> Callable:
     return build
 
 
+class Budget:
+    """The search's wall-clock budget from this process's start: `tune.max_seconds`, or for `auto`
+    `tune.budget_trainings` times what training the defaults for `train.epochs` costs on this data and this
+    machine, timed by the first trial that completes (the defaults: `make_tuner` runs them first). So the
+    budget grows with the data and shrinks with faster hardware, in trainings rather than seconds; the timing
+    is kept beside the search's state, for a resumed search."""
+
+    def __init__(self, settings: TuneConfig, train_epochs: int, directory: Path | None):
+        self.started = time.monotonic()
+        self.settings, self.train_epochs = settings, train_epochs
+        self.file = Path(directory) / "budget.json" if directory is not None else None
+
+    @property
+    def auto(self) -> bool:
+        return self.settings.max_seconds == "auto"
+
+    def seconds(self) -> float | None:
+        """The budget in seconds; None for no limit, or (auto) before a trial has completed."""
+        if not self.auto:
+            return self.settings.max_seconds
+        if self.file is None or not self.file.is_file():
+            return None
+        per_epoch = json.loads(self.file.read_text())["seconds_per_epoch"]
+        return self.settings.budget_trainings * per_epoch * self.train_epochs
+
+    def spent(self) -> bool:
+        seconds = self.seconds()
+        return seconds is not None and time.monotonic() - self.started > seconds
+
+    def trial_timed(self, trial_id: str, seconds: float, epochs: int) -> None:
+        """Keeps the first completed trial's seconds per epoch (auto)."""
+        if self.auto and self.file is not None and epochs and not self.file.is_file():
+            write_json_atomic(self.file, {"trial": trial_id, "seconds_per_epoch": seconds / epochs})
+
+    def reason(self) -> str:
+        if not self.auto:
+            return "tune.max_seconds reached"
+        return (
+            f"tune.max_seconds reached (auto: {self.settings.budget_trainings:g} trainings of the defaults,"
+            f" {self.seconds():.0f} s)"
+        )
+
+
 def make_tuner(
-    settings: TuneConfig, hypermodel: Callable, datasets: Callable, directory: Path, seed: int, deadline: float | None
+    settings: TuneConfig, hypermodel: Callable, datasets: Callable, directory: Path, seed: int, budget: Budget | None
 ):
-    """A Keras Tuner of the configured algorithm that records every trial as a nested MLflow run.
+    """A Keras Tuner of the configured algorithm that records every trial as a nested MLflow run, whose first
+    trial is the defaults (the values `params.yaml` sets, where the space holds them), then the algorithm's.
 
     `datasets(batch_size)` returns the (train, validation) datasets for a trial's batch size.
     """
@@ -93,7 +137,7 @@ def make_tuner(
         def pre_create_trial(self):
             # A worker of a distributed search holds only a client of the chief's oracle (no trials, and
             # its max_trials is the chief's): the budget and the best-score stop are single-process only.
-            reason = None if is_worker() else stop_reason(self.oracle, deadline)
+            reason = None if is_worker() else stop_reason(self.oracle, budget)
             if reason:
                 self.stopped = reason
             if reason and self.oracle.max_trials != len(self.oracle.trials):
@@ -116,6 +160,7 @@ def make_tuner(
             # The trial's run stays open until the oracle has recorded the trial (`on_trial_end`): a
             # search killed in between leaves it RUNNING, and the resume settles it from the oracle.
             self._trial_run = mlflow.start_run(run_name=f"trial {trial.trial_id}", nested=True, tags=tags)
+            started = time.perf_counter()
             try:
                 mlflow.log_params({name: value for name, value in values.items()})
                 results = super().run_trial(
@@ -130,6 +175,8 @@ def make_tuner(
                 self._end_trial_run("FAILED")
                 raise
             record_epochs(directory, trial.trial_id, epochs)
+            if budget is not None:
+                budget.trial_timed(trial.trial_id, time.perf_counter() - started, epochs)
             return results
 
         def on_trial_end(self, trial):
@@ -162,7 +209,31 @@ def make_tuner(
         }[settings.algorithm]
         arguments = dict(max_trials=settings.max_trials)
     tuner_class = type(f"Tracked{base.__name__}", (TrackedTrials, base), {})
-    return tuner_class(hypermodel=hypermodel, **arguments, **common)
+    tuner = tuner_class(hypermodel=hypermodel, **arguments, **common)
+    if settings.algorithm != "grid":  # a grid tries every combination, the defaults' included, in its own order
+        tuner.oracle._random_values = defaults_first(tuner.oracle)
+    return tuner
+
+
+def defaults_first(oracle) -> Callable:
+    """The oracle's `_random_values`, which hands out the space's default values (`declare`'s defaults: the
+    values `params.yaml` sets) the first time: the search then knows what the defaults score, and what they
+    cost (`Budget`). Hyperband, random and Bayesian search draw their first values with it."""
+    random_values = oracle._random_values
+
+    def first_the_defaults():
+        defaults = {
+            parameter.name: parameter.default
+            for parameter in oracle.hyperparameters.space
+            if oracle.hyperparameters.is_active(parameter) and not parameter.name.startswith("tuner/")
+        }
+        # the trials' values, reloaded by a resumed search; Hyperband's own keys (tuner/epochs ...) left aside
+        tried = [trial.hyperparameters.values for trial in oracle.trials.values()]
+        if defaults and all({name: values.get(name) for name in defaults} != defaults for values in tried):
+            return defaults
+        return random_values()
+
+    return first_the_defaults
 
 
 def collect_and_freeze() -> None:
@@ -183,12 +254,12 @@ def best_possible_score(objective: str) -> float | None:
     return 1.0 if name in ("accuracy", "auc", "binary_accuracy", "sparse_categorical_accuracy") else None
 
 
-def stop_reason(oracle, deadline: float | None) -> str | None:
+def stop_reason(oracle, budget: Budget | None) -> str | None:
     """Why the search should start no more trials, or None: its time budget is spent, or a completed trial
     has the best possible score. The search keeps the earliest of equal scores (`best_trial`), so no later
     trial could be chosen over that one: on a small or easy dataset (penguins) the rest would be wasted."""
-    if deadline is not None and time.monotonic() > deadline:
-        return "tune.max_seconds reached"
+    if budget is not None and budget.spent():
+        return budget.reason()
     ceiling = best_possible_score(oracle.objective.name)
     for trial in oracle.trials.values():
         if ceiling is not None and trial.status == "COMPLETED" and trial.score is not None and trial.score >= ceiling:

@@ -35,7 +35,9 @@ log = logging.getLogger(__name__)
 
 def search_key(settings: TuneConfig, defaults: dict[str, Any], fingerprint: str, seed: int) -> str:
     """Names the tuner folder: the same space, budget, defaults, data and seed resume one search."""
-    budget = {key: value for key, value in vars(settings).items() if key not in ("enabled", "max_seconds")}
+    budget = {
+        key: value for key, value in vars(settings).items() if key not in ("enabled", "max_seconds", "budget_trainings")
+    }
     payload = json.dumps(
         {"budget": budget, "defaults": defaults, "data": fingerprint, "seed": seed}, sort_keys=True, default=str
     )
@@ -92,7 +94,7 @@ def search(config: Config, spec, defaults: dict[str, Any]) -> tuple[dict[str, An
             make_dataset(config.paths.prepared, spec, "validation", batch, cache_limit_mb=cache),
         )
 
-    deadline = time.monotonic() + settings.max_seconds if settings.max_seconds else None
+    budget = tuning.Budget(settings, config.train.epochs, directory)
     tuner = tuning.open_tuner(
         lambda: tuning.make_tuner(
             settings,
@@ -100,7 +102,7 @@ def search(config: Config, spec, defaults: dict[str, Any]) -> tuple[dict[str, An
             datasets,
             directory,
             config.base.seed,
-            deadline,
+            budget,
         ),
         directory,
     )
@@ -136,6 +138,7 @@ def search(config: Config, spec, defaults: dict[str, Any]) -> tuple[dict[str, An
         "search_seconds": round(seconds, 1),
         "resumed": resumed,
         "stopped_early": getattr(tuner, "stopped", None),
+        "budget_seconds": None if budget.seconds() is None else round(budget.seconds(), 1),
     }
     return best_hyperparameters, summary, rows
 

@@ -122,7 +122,7 @@ def test_the_search_stops_once_a_trial_has_the_best_possible_score(config, tmp_p
     settings = dataclasses.replace(
         config.tune, algorithm="random", max_trials=4, max_epochs=10, objective="val_accuracy"
     )
-    tuner = make_tuner(settings, build, datasets, tmp_path / "search", seed=1, deadline=None)
+    tuner = make_tuner(settings, build, datasets, tmp_path / "search", seed=1, budget=None)
     tuner.search(epochs=settings.max_epochs, verbose=0)
     completed = [trial for trial in tuner.oracle.trials.values() if trial.status == "COMPLETED"]
     assert [trial.score for trial in completed] == [1.0]
@@ -136,3 +136,49 @@ def test_a_range_whose_default_is_auto_starts_from_the_range():
     hp = keras_tuner.HyperParameters()
     value = declare(hp, "text_sequence_length", {"min": 16, "max": 64, "step": 16}, "auto")
     assert value == 16 and hp.values["text_sequence_length"] == 16
+
+
+@pytest.mark.parametrize("algorithm", ["hyperband", "random", "bayesian"])
+def test_the_first_trial_is_the_defaults_and_times_the_auto_budget(algorithm, config, tmp_path, monkeypatch):
+    """`max_seconds: auto`: the search's budget is `budget_trainings` trainings of the defaults, timed by its
+    first trial, which is the defaults whatever the algorithm (here a budget of almost nothing: one trial)."""
+    import json
+
+    import keras
+    import numpy as np
+    import tensorflow as tf
+
+    from pipeline.ml.tuning import Budget, make_tuner
+
+    monkeypatch.chdir(tmp_path)
+    monkeypatch.setenv("MLFLOW_TRACKING_URI", f"sqlite:///{tmp_path / 'mlflow.db'}")
+    features = np.linspace(0.0, 1.0, 64, dtype="float32").reshape(-1, 1)
+    labels = (features[:, 0] > 0.5).astype("int64")
+
+    def datasets(batch_size):
+        examples = tf.data.Dataset.from_tensor_slices((features, labels)).batch(16)
+        return examples, examples
+
+    def build(hp):
+        inputs = keras.Input((1,))
+        model = keras.Model(inputs, keras.layers.Dense(2, activation="softmax")(inputs))
+        learning_rate = hp.Float("learning_rate", 0.001, 0.1, sampling="log", default=0.0123)
+        hp.Choice("units", [16, 32, 64], default=32)  # a default that is not the first choice
+        model.compile(optimizer=keras.optimizers.Adam(learning_rate), loss="sparse_categorical_crossentropy")
+        return model
+
+    settings = dataclasses.replace(
+        config.tune, algorithm=algorithm, max_trials=4, max_epochs=3, objective="val_loss", max_seconds="auto"
+    )
+    budget = Budget(dataclasses.replace(settings, budget_trainings=1e-6), train_epochs=30, directory=tmp_path)
+    assert budget.seconds() is None and not budget.spent()  # nothing timed yet: no limit
+    tuner = make_tuner(settings, build, datasets, tmp_path / "search", seed=1, budget=budget)
+    tuner.search(epochs=settings.max_epochs, verbose=0)
+    (first, *others) = sorted(tuner.oracle.trials.values(), key=lambda trial: trial.trial_id)
+    assert first.hyperparameters.values["learning_rate"] == pytest.approx(0.0123)
+    assert first.hyperparameters.values["units"] == 32
+    assert others == [] and tuner.stopped.startswith("tune.max_seconds reached (auto: 1e-06 trainings")
+    assert tuner.oracle._random_values()["learning_rate"] != pytest.approx(0.0123)  # once: then the algorithm's
+    timed = json.loads((tmp_path / "budget.json").read_text())
+    assert timed["trial"] == first.trial_id and timed["seconds_per_epoch"] > 0
+    assert budget.seconds() == pytest.approx(1e-6 * timed["seconds_per_epoch"] * 30)
