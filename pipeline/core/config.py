@@ -317,7 +317,7 @@ class TuneConfig:
     hyperband_factor: int = 3
     executions_per_trial: int = 1
     max_seconds: Union[int, None, Literal["auto"]] = "auto"
-    budget_trainings: float = 3.0
+    budget_trainings: float = 1.0
     early_stopping_patience: int = 3
     space: dict = dataclasses.field(default_factory=dict)
 

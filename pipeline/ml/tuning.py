@@ -109,7 +109,7 @@ class Budget:
         if not self.auto:
             return "tune.max_seconds reached"
         return (
-            f"tune.max_seconds reached (auto: {self.settings.budget_trainings:g} trainings of the defaults,"
+            f"tune.max_seconds reached (auto: {self.settings.budget_trainings:g} training(s) of the defaults,"
             f" {self.seconds():.0f} s)"
         )
 

@@ -177,7 +177,7 @@ def test_the_first_trial_is_the_defaults_and_times_the_auto_budget(algorithm, co
     (first, *others) = sorted(tuner.oracle.trials.values(), key=lambda trial: trial.trial_id)
     assert first.hyperparameters.values["learning_rate"] == pytest.approx(0.0123)
     assert first.hyperparameters.values["units"] == 32
-    assert others == [] and tuner.stopped.startswith("tune.max_seconds reached (auto: 1e-06 trainings")
+    assert others == [] and tuner.stopped.startswith("tune.max_seconds reached (auto: 1e-06 training(s)")
     assert tuner.oracle._random_values()["learning_rate"] != pytest.approx(0.0123)  # once: then the algorithm's
     timed = json.loads((tmp_path / "budget.json").read_text())
     assert timed["trial"] == first.trial_id and timed["seconds_per_epoch"] > 0
