@@ -318,6 +318,7 @@ class TuneConfig:
     executions_per_trial: int = 1
     max_seconds: Union[int, None, Literal["auto"]] = "auto"
     budget_trainings: float = 1.0
+    min_seconds: float = 60.0
     early_stopping_patience: int = 3
     space: dict = dataclasses.field(default_factory=dict)
 
@@ -331,6 +332,8 @@ class TuneConfig:
             fail(f"{section}.max_seconds", self.max_seconds, "auto, null (no limit) or a positive number of seconds")
         if self.budget_trainings <= 0:
             fail(f"{section}.budget_trainings", self.budget_trainings, "a positive number of trainings")
+        if self.min_seconds < 0:
+            fail(f"{section}.min_seconds", self.min_seconds, "0 or more seconds")
         if self.early_stopping_patience < 0:
             fail(f"{section}.early_stopping_patience", self.early_stopping_patience, "0 or more epochs")
         for name, entry in self.space.items():

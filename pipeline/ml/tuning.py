@@ -74,9 +74,9 @@ def hypermodel_builder(space: dict, defaults: dict[str, Any], spec) -> Callable:
 class Budget:
     """The search's wall-clock budget from this process's start: `tune.max_seconds`, or for `auto`
     `tune.budget_trainings` times what training the defaults for `train.epochs` costs on this data and this
-    machine, timed by the first trial that completes (the defaults: `make_tuner` runs them first). So the
-    budget grows with the data and shrinks with faster hardware, in trainings rather than seconds; the timing
-    is kept beside the search's state, for a resumed search."""
+    machine, timed by the first trial that completes (the defaults: `make_tuner` runs them first), and at least
+    `tune.min_seconds`. So the budget grows with the data and shrinks with faster hardware, in trainings rather
+    than seconds; the timing is kept beside the search's state, for a resumed search."""
 
     def __init__(self, settings: TuneConfig, train_epochs: int, directory: Path | None):
         self.started = time.monotonic()
@@ -94,7 +94,7 @@ class Budget:
         if self.file is None or not self.file.is_file():
             return None
         per_epoch = json.loads(self.file.read_text())["seconds_per_epoch"]
-        return self.settings.budget_trainings * per_epoch * self.train_epochs
+        return max(self.settings.min_seconds, self.settings.budget_trainings * per_epoch * self.train_epochs)
 
     def spent(self) -> bool:
         seconds = self.seconds()
@@ -110,7 +110,7 @@ class Budget:
             return "tune.max_seconds reached"
         return (
             f"tune.max_seconds reached (auto: {self.settings.budget_trainings:g} training(s) of the defaults,"
-            f" {self.seconds():.0f} s)"
+            f" at least {self.settings.min_seconds:g} s: {self.seconds():.0f} s)"
         )
 
 
@@ -211,7 +211,9 @@ def make_tuner(
     tuner_class = type(f"Tracked{base.__name__}", (TrackedTrials, base), {})
     tuner = tuner_class(hypermodel=hypermodel, **arguments, **common)
     if settings.algorithm != "grid":  # a grid tries every combination, the defaults' included, in its own order
-        tuner.oracle._random_values = defaults_first(tuner.oracle)
+        # a worker of a distributed search asks the chief's oracle through a client: the oracle is the chief's
+        oracle = getattr(tuner.oracle, "_oracle", tuner.oracle)
+        oracle._random_values = defaults_first(oracle)
     return tuner
 
 

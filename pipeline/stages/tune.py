@@ -36,7 +36,9 @@ log = logging.getLogger(__name__)
 def search_key(settings: TuneConfig, defaults: dict[str, Any], fingerprint: str, seed: int) -> str:
     """Names the tuner folder: the same space, budget, defaults, data and seed resume one search."""
     budget = {
-        key: value for key, value in vars(settings).items() if key not in ("enabled", "max_seconds", "budget_trainings")
+        key: value
+        for key, value in vars(settings).items()
+        if key not in ("enabled", "max_seconds", "budget_trainings", "min_seconds")
     }
     payload = json.dumps(
         {"budget": budget, "defaults": defaults, "data": fingerprint, "seed": seed}, sort_keys=True, default=str

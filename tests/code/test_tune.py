@@ -170,7 +170,9 @@ def test_the_first_trial_is_the_defaults_and_times_the_auto_budget(algorithm, co
     settings = dataclasses.replace(
         config.tune, algorithm=algorithm, max_trials=4, max_epochs=3, objective="val_loss", max_seconds="auto"
     )
-    budget = Budget(dataclasses.replace(settings, budget_trainings=1e-6), train_epochs=30, directory=tmp_path)
+    budget = Budget(
+        dataclasses.replace(settings, budget_trainings=1e-6, min_seconds=0), train_epochs=30, directory=tmp_path
+    )
     assert budget.seconds() is None and not budget.spent()  # nothing timed yet: no limit
     tuner = make_tuner(settings, build, datasets, tmp_path / "search", seed=1, budget=budget)
     tuner.search(epochs=settings.max_epochs, verbose=0)
@@ -182,3 +184,5 @@ def test_the_first_trial_is_the_defaults_and_times_the_auto_budget(algorithm, co
     timed = json.loads((tmp_path / "budget.json").read_text())
     assert timed["trial"] == first.trial_id and timed["seconds_per_epoch"] > 0
     assert budget.seconds() == pytest.approx(1e-6 * timed["seconds_per_epoch"] * 30)
+    floored = Budget(dataclasses.replace(settings, min_seconds=60), train_epochs=30, directory=tmp_path)
+    assert floored.seconds() == pytest.approx(max(60, timed["seconds_per_epoch"] * 30))  # never under min_seconds

@@ -1,12 +1,12 @@
 """Text on the model side: a table's inputs (one named (1,) input per column) whose free-text columns take raw
-strings. The bag-of-n-grams MLP reads every column as a table model does (text as TF-IDF over the training
-split's terms); the CNN, RNN and Transformer families read the text columns as sequences of word embeddings
-(`TextVectorization` then `Embedding`, the vocabulary a SavedModel asset) and the other columns beside their
-output. Requests, predict, the MLflow schema and the monitor are the table's.
+strings. The bag-of-n-grams MLP reads every column as a table model does (text as the training split's terms,
+each present or not, or TF-IDF); the CNN, RNN and Transformer families read the text columns as sequences of
+word embeddings (`TextVectorization` then `Embedding`, the vocabulary a SavedModel asset) and the other columns
+beside their output. Requests, predict, the MLflow schema and the monitor are the table's.
 
 On the edge the texts are vectorised outside the TFLite graph: `TextVectorization`'s string ops are not TFLite
 builtins, and TFLite's Select TF ops lack the n-grams (measured in docs/benchmarks.md). The TFLite model takes each
-text column's vector (TF-IDF, or word ids) and `text_vectorization.json` beside it describes how to compute it
+text column's vector (its terms, or word ids) and `text_vectorization.json` beside it describes how to compute it
 (`pipeline.core.tokens.vectorise`)."""
 
 from __future__ import annotations
@@ -61,7 +61,7 @@ class TextModel(TableModel):
         return True, ""  # the text columns are vectorised outside the TFLite graph (`edge_model`)
 
     def edge_model(self, model, spec):
-        """The model from each text column's vectoriser output on (the TF-IDF vector, or the word ids), its other
+        """The model from each text column's vectoriser output on (the terms' vector, or the word ids), its other
         inputs as they are; an RNN unrolled over the fixed sequence, as TFLite's builtin ops need. Cut from a copy:
         a Functional model built on `model`'s own tensors would add nodes to its layers, and it could not be saved."""
         import keras
