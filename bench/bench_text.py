@@ -327,8 +327,8 @@ def main() -> None:
                 metrics = json.loads((folder / "reports" / "evaluate" / "metrics.json").read_text())
                 row = {
                     "set": name,
-                    "seed (split)": seed,
                     "family": family,
+                    "seed (split)": seed,
                     "test examples": metrics["num_examples"],
                     "accuracy": round(metrics["accuracy"], 4),
                     "tf-idf + logistic regression": round(baseline, 4),
