@@ -232,6 +232,29 @@ def test_every_family_forecasts_the_horizon_in_the_series_units(prepared, family
     assert np.abs(outputs - naive).mean() < 0.2 * np.abs(naive).mean()
 
 
+def test_a_column_named_value_builds_with_the_autoregressive_base(prepared):
+    """`value` is a series' commonest column name; its layers once clashed with the autoregression's own
+    (`base_last_value` twice: a generated hourly series failed in the train stage)."""
+    from pipeline.core.forecasts import AUTOREGRESSION
+    from pipeline.ml.hyperparameters import defaults_from_config
+    from pipeline.ml.models import build_model
+
+    _, spec = prepared
+    series = spec.series
+    fitted = {
+        "coefficients": np.zeros((series.window * len(spec.features), series.horizon)).tolist(),
+        "intercept": np.zeros(series.horizon).tolist(),
+    }
+    features = [dataclasses.replace(spec.features[0], column="value", name="value"), *spec.features[1:]]
+    spec = dataclasses.replace(
+        spec, features=features, series=dataclasses.replace(series, base=AUTOREGRESSION, autoregression=fitted)
+    )
+    model = build_model({**defaults_from_config(config_from_dict({})), "family": "mlp", "hidden_units": [4]}, spec)
+    windows = np.arange(2 * series.window, dtype="float32").reshape(2, series.window)
+    outputs = np.asarray(model({"value": windows, "price": np.full_like(windows, 5.0)}))
+    assert outputs.shape == (2, series.horizon)
+
+
 def test_the_lookback_crops_what_the_network_reads_not_the_naive_forecast(prepared):
     from pipeline.core.search_space import validate_entry
     from pipeline.ml.hyperparameters import defaults_from_config

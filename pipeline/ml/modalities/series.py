@@ -123,7 +123,8 @@ class SeriesModel(ModelModality):
         layer.set_weights(
             [np.asarray(fitted["coefficients"], dtype=np.float32), np.asarray(fitted["intercept"], dtype=np.float32)]
         )
-        target_last = keras.layers.Flatten(name="base_last_value")(
+        # not base_last_<x>: a column named `value`, the commonest name of a series, has `base_last_value` above
+        target_last = keras.layers.Flatten(name="target_last_value")(
             keras.layers.Cropping1D((window - 1, 0), name="base_target_last")(
                 keras.layers.Reshape((window, 1), name="base_target_steps")(inputs[spec.features[0].name])
             )
