@@ -91,12 +91,22 @@ def test_the_best_trial_is_the_earliest_of_equal_scores_whatever_the_dictionary_
     assert best_trial(losses).trial_id == "0001"
 
 
+def in_memory(features, labels):
+    """`datasets(batch_size)` as `make_tuner` calls it: the same tiny examples for training and validation."""
+    import tensorflow as tf
+
+    def datasets(batch_size):
+        examples = tf.data.Dataset.from_tensor_slices((features, labels)).batch(16)
+        return examples, examples
+
+    return datasets
+
+
 def test_the_search_stops_once_a_trial_has_the_best_possible_score(config, tmp_path, monkeypatch):
     """A later trial can at most tie a perfect validation accuracy, and ties go to the earliest trial:
     the search starts no more trials (penguins reached 1.0 in its first trials, then ran 20 more)."""
     import keras
     import numpy as np
-    import tensorflow as tf
 
     from pipeline.ml.tuning import best_possible_score, make_tuner
 
@@ -105,9 +115,7 @@ def test_the_search_stops_once_a_trial_has_the_best_possible_score(config, tmp_p
     features = np.array([[0.0], [1.0]] * 32, dtype="float32")
     labels = np.array([0, 1] * 32)
 
-    def datasets(batch_size):
-        examples = tf.data.Dataset.from_tensor_slices((features, labels)).batch(16)
-        return examples, examples
+    datasets = in_memory(features, labels)
 
     def build(hp):
         inputs = keras.Input((1,))
@@ -146,7 +154,6 @@ def test_the_first_trial_is_the_defaults_and_times_the_auto_budget(algorithm, co
 
     import keras
     import numpy as np
-    import tensorflow as tf
 
     from pipeline.ml.tuning import Budget, make_tuner
 
@@ -155,9 +162,7 @@ def test_the_first_trial_is_the_defaults_and_times_the_auto_budget(algorithm, co
     features = np.linspace(0.0, 1.0, 64, dtype="float32").reshape(-1, 1)
     labels = (features[:, 0] > 0.5).astype("int64")
 
-    def datasets(batch_size):
-        examples = tf.data.Dataset.from_tensor_slices((features, labels)).batch(16)
-        return examples, examples
+    datasets = in_memory(features, labels)
 
     def build(hp):
         inputs = keras.Input((1,))
