@@ -17,7 +17,17 @@ import pandas as pd
 
 from pipeline.core.errors import DataError
 
-RESERVED = {"label", "self"}  # the label's own key; `self` cannot be a signature argument
+# The model's own layers with fixed names (pipeline/ml/models.py and pipeline/ml/modalities): an input named the
+# same cannot be built ("The name ... is used 2 times in the model"; a table column named `features` failed).
+MODEL_LAYER_NAMES = frozenset(
+    {
+        "autoregression", "autoregression_forecast", "base_changes", "base_target_last", "base_target_steps",
+        "base_window", "features", "flatten", "forecast", "lookback", "naive_forecast", "normalize",
+        "other_features", "pool", "position_embedding", "predictions", "target_last_value", "target_steps",
+        "token_projection", "window", "words",
+    }
+)  # fmt: skip
+RESERVED = {"label", "self", *MODEL_LAYER_NAMES}  # the label's own key; `self` cannot be a signature argument
 
 
 def input_name(column: str) -> str:

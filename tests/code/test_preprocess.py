@@ -244,3 +244,23 @@ def test_non_ascii_categories_come_back_from_the_shards_as_the_same_text(tmp_pat
     assert set(families["features"]["tests"]["city"]["shares"]["reference"]) == set(cities) - {""}
     batch = model_modality("table").request_batch([{"city": "Zürich", "size": 3.0}], spec)
     assert batch["city"].tolist() == [["Zürich"]]
+
+
+def test_columns_named_like_the_models_own_layers_get_keys_that_build():
+    """A column named `features` or `predictions` once failed to build ("The name ... is used 2 times")."""
+    import dataclasses
+
+    from pipeline.core.config import Config
+    from pipeline.data.columns import MODEL_LAYER_NAMES
+    from pipeline.data.modalities.table import feature_specs, typed_features
+    from pipeline.ml.hyperparameters import defaults_from_config
+    from pipeline.ml.models import build_model
+    from tests.specs import make_spec
+
+    table = pd.DataFrame({name: [1.0, 2.0, 3.0, 5.0] for name in sorted(MODEL_LAYER_NAMES)})
+    specs = feature_specs(table, [])
+    assert {spec.name for spec in specs} == {f"{name}_" for name in MODEL_LAYER_NAMES}
+    specs = table_statistics(typed_features(table, specs), specs)
+    spec = make_spec({"kind": "table", "classes": ["no", "yes"], "features": [dataclasses.asdict(s) for s in specs]})
+    model = build_model({**defaults_from_config(Config()), "family": "mlp"}, spec)
+    assert set(model.input) == {spec.name for spec in specs}
