@@ -18,25 +18,36 @@ import pandas as pd
 from pipeline.core.errors import DataError
 
 # The model's own layers with fixed names (pipeline/ml/models.py and pipeline/ml/modalities): an input named the
-# same cannot be built ("The name ... is used 2 times in the model"; a table column named `features` failed).
+# same cannot be built ("The name ... is used 2 times in the model"; a table column named `features` failed). A key
+# named so ends with _ (as a keyword's does).
 MODEL_LAYER_NAMES = frozenset(
     {
-        "autoregression", "autoregression_forecast", "base_changes", "base_target_last", "base_target_steps",
-        "base_window", "features", "flatten", "forecast", "lookback", "naive_forecast", "normalize",
-        "other_features", "pool", "position_embedding", "predictions", "target_last_value", "target_steps",
-        "token_projection", "window", "words",
+        "augmentation", "autoregression", "base_changes", "base_target_last",
+        "base_target_steps", "base_window", "bidirectional_gru", "bidirectional_lstm", "features", "flatten",
+        "forecast", "gru", "lookback", "lstm", "naive_forecast", "normalize", "other_features", "pool",
+        "position_embedding", "predictions", "rows_as_sequence", "target_last_value", "target_steps",
+        "target_units", "token_projection", "window", "words",
     }
 )  # fmt: skip
+# ...and the names of the layers built per input or per position (`normalize_<key>`, `hidden_<n>_dense`; Keras'
+# own `not_equal` for a text mask): a key named so starts with f_ (a column `x_` and a column `normalize_x` would
+# otherwise meet at `normalize_x_`). `tests/code/test_models.py` builds every family and checks no layer is
+# named as a key can be.
+MODEL_LAYER_PATTERN = re.compile(
+    r"(?:impute|normalize|lookup|terms|words|embed|window|autoregression)_.+"
+    r"|(?:hidden|conv|block|step)_[0-9]+(?:_.*)?|not_equal(?:_[0-9]+)?"
+)
 RESERVED = {"label", "self", *MODEL_LAYER_NAMES}  # the label's own key; `self` cannot be a signature argument
 
 
 def input_name(column: str) -> str:
-    """A key for `column`: ASCII lower case, [a-z0-9_], not starting with a digit, not a Python keyword."""
+    """A key for `column`: ASCII lower case, [a-z0-9_], not starting with a digit, not a Python keyword, not the
+    name of one of the model's own layers."""
     text = unicodedata.normalize("NFKD", str(column)).encode("ascii", "ignore").decode()
     name = re.sub(r"[^0-9a-z_]+", "_", text.strip().lower()).strip("_")
     if not name:  # nothing ASCII in it ("λ", "数量", "   "): a key derived from the name itself, stable
         name = f"column_{hashlib.sha256(str(column).encode()).hexdigest()[:8]}"
-    if name[0].isdigit():
+    if name[0].isdigit() or MODEL_LAYER_PATTERN.fullmatch(name):
         name = f"f_{name}"
     if keyword.iskeyword(name) or keyword.issoftkeyword(name) or name in RESERVED:
         name = f"{name}_"

@@ -125,12 +125,14 @@ def _transformer_body(sequence, hyperparameters: Mapping[str, Any]):
             dropout=hyperparameters["dropout"],
             name=f"block_{index}_attention",
         )(sequence, sequence)
-        sequence = keras.layers.LayerNormalization(name=f"block_{index}_norm_1")(sequence + attended)
+        residual = keras.layers.Add(name=f"block_{index}_residual_1")([sequence, attended])
+        sequence = keras.layers.LayerNormalization(name=f"block_{index}_norm_1")(residual)
         feed_forward = keras.layers.Dense(
             width * 2, activation=hyperparameters["activation"], name=f"block_{index}_ff_1"
         )(sequence)
         feed_forward = keras.layers.Dense(width, name=f"block_{index}_ff_2")(feed_forward)
-        sequence = keras.layers.LayerNormalization(name=f"block_{index}_norm_2")(sequence + feed_forward)
+        residual = keras.layers.Add(name=f"block_{index}_residual_2")([sequence, feed_forward])
+        sequence = keras.layers.LayerNormalization(name=f"block_{index}_norm_2")(residual)
     return keras.layers.GlobalAveragePooling1D(name="pool")(sequence)
 
 

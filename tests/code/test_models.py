@@ -148,3 +148,52 @@ def test_a_float32_transformer_loads_while_a_mixed_precision_policy_is_global(tm
     finally:
         keras.mixed_precision.set_global_policy("float32")
     np.testing.assert_allclose(np.asarray(reloaded(images)), np.asarray(model(images)), atol=1e-6)
+
+
+def every_model_of_every_kind():
+    """Each family on each kind of data, with every optional layer (batch norm, augmentation, a bidirectional GRU,
+    the lookback and the autoregressive base), on columns named after layers of the model (`normalize_size` beside
+    `size`, `features`, `hidden_0_dense`)."""
+    from pipeline.core.forecasts import AUTOREGRESSION
+    from pipeline.data.columns import input_name
+
+    def column(name, **fields):
+        return {"column": name, "name": input_name(name), **fields}
+
+    numbers = {"type": "numeric", "mean": 0.0, "variance": 1.0, "median": 0.0}
+    table = [column(name, **numbers) for name in ("size", "normalize_size", "features", "hidden_0_dense")]
+    text = [*table, column("review", type="text", terms=["good"], idf=[1.0], vocabulary=["good"], words_p95=4)]
+    series = {"time_column": "t", "window": 4, "horizon": 2, "seasonal_period": 1, "frequency": "steps"}
+    autoregression = {"coefficients": np.zeros((4 * len(table), 2)).tolist(), "intercept": [0.0, 0.0]}
+    series_specs = [
+        make_spec(
+            {"kind": "series", "task": "forecast", "classes": None, "features": table, "series": {**series, **base},
+             "label_statistics": {"mean": 0.0, "variance": 1.0}}
+        )
+        for base in ({"base": "last_value"}, {"base": AUTOREGRESSION, "autoregression": autoregression})
+    ]  # fmt: skip
+    all_layers = {
+        **HYPERPARAMETERS, "batch_norm": True, "augment_flip": "horizontal", "rnn_cell": "gru",
+        "rnn_bidirectional": True, "series_lookback": 2, "text_sequence_length": 4, "text_embedding_dim": 4,
+    }  # fmt: skip
+    specs = [
+        IMAGE_SPEC,
+        make_spec({"kind": "table", "classes": ["a", "b"], "features": table}),
+        make_spec({"kind": "text", "classes": ["no", "yes"], "features": text}),
+        *series_specs,
+    ]
+    for spec in specs:
+        for family in ("mlp",) if spec.kind == "table" else ("mlp", "cnn", "rnn", "transformer"):
+            yield build_model({**all_layers, "family": family}, spec)
+
+
+def test_no_layer_of_any_model_is_named_as_an_input_can_be():
+    """Keras refuses a model whose input and layer share a name: a column named `features` or `normalize_x`
+    beside `x` failed to build. Every layer's name is one that no column's key can be."""
+    from pipeline.data.columns import input_name
+
+    for model in every_model_of_every_kind():
+        inputs = {tensor.name for tensor in model.inputs}
+        for operation in model.operations:
+            if operation.name not in inputs:
+                assert input_name(operation.name) != operation.name, (model.name, operation.name)

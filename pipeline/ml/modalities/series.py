@@ -64,11 +64,11 @@ class SeriesModel(ModelModality):
 
         window, steps = spec.series.window, []
         for feature in spec.features:
-            values = keras.layers.Reshape((window, 1), name=f"steps_{feature.name}")(inputs[feature.name])
-            last = keras.layers.Cropping1D((window - 1, 0), name=f"last_{feature.name}")(values)
-            relative = keras.layers.Subtract(name=f"relative_{feature.name}")([values, last])
+            values = keras.layers.Reshape((window, 1), name=f"window_steps_{feature.name}")(inputs[feature.name])
+            last = keras.layers.Cropping1D((window - 1, 0), name=f"window_last_{feature.name}")(values)
+            relative = keras.layers.Subtract(name=f"window_relative_{feature.name}")([values, last])
             steps.append(
-                keras.layers.Rescaling(1.0 / max(feature.variance, 1e-12) ** 0.5, name=f"scaled_{feature.name}")(
+                keras.layers.Rescaling(1.0 / max(feature.variance, 1e-12) ** 0.5, name=f"window_scaled_{feature.name}")(
                     relative
                 )
             )
@@ -112,9 +112,11 @@ class SeriesModel(ModelModality):
         window, fitted = spec.series.window, spec.series.autoregression
         relative = []
         for feature in spec.features:
-            values = keras.layers.Reshape((window, 1), name=f"base_steps_{feature.name}")(inputs[feature.name])
-            last = keras.layers.Cropping1D((window - 1, 0), name=f"base_last_{feature.name}")(values)
-            relative.append(keras.layers.Subtract(name=f"base_relative_{feature.name}")([values, last]))
+            values = keras.layers.Reshape((window, 1), name=f"autoregression_steps_{feature.name}")(
+                inputs[feature.name]
+            )
+            last = keras.layers.Cropping1D((window - 1, 0), name=f"autoregression_last_{feature.name}")(values)
+            relative.append(keras.layers.Subtract(name=f"autoregression_relative_{feature.name}")([values, last]))
         # window-major (each step's columns side by side), as relative_windows flattens (N, window, columns)
         stacked = keras.layers.Concatenate(name="base_window")(relative) if len(relative) > 1 else relative[0]
         flat = keras.layers.Flatten(name="base_changes")(stacked)
@@ -123,7 +125,7 @@ class SeriesModel(ModelModality):
         layer.set_weights(
             [np.asarray(fitted["coefficients"], dtype=np.float32), np.asarray(fitted["intercept"], dtype=np.float32)]
         )
-        # not base_last_<x>: a column named `value`, the commonest name of a series, has `base_last_value` above
+        # not autoregression_last_<x>: a column named `value`, the commonest name of a series, has that above
         target_last = keras.layers.Flatten(name="target_last_value")(
             keras.layers.Cropping1D((window - 1, 0), name="base_target_last")(
                 keras.layers.Reshape((window, 1), name="base_target_steps")(inputs[spec.features[0].name])
