@@ -224,7 +224,7 @@ class PreprocessConfig:
 class ModelConfig:
     name: str = "auto"
     family: Union[Literal["auto"], Family] = "auto"
-    hidden_units: list[int] = dataclasses.field(default_factory=lambda: [128])
+    hidden_units: Union[list[int], Literal["auto"]] = "auto"
     filters: list[int] = dataclasses.field(default_factory=lambda: [32, 64])
     kernel_size: int = 3
     rnn_cell: RnnCell = "lstm"
@@ -268,7 +268,7 @@ class ModelConfig:
             if getattr(self, name) < 0:
                 fail(f"{section}.{name}", getattr(self, name), "a non-negative regularisation factor")
         for name in ("hidden_units", "filters"):
-            if any(width < 1 for width in getattr(self, name)):
+            if getattr(self, name) != "auto" and any(width < 1 for width in getattr(self, name)):
                 fail(f"{section}.{name}", getattr(self, name), "a list of positive layer widths")
         for name in (
             "kernel_size", "rnn_units", "num_heads", "key_dim", "transformer_blocks",
@@ -283,7 +283,7 @@ class ModelConfig:
 @dataclasses.dataclass(frozen=True)
 class TrainConfig:
     optimizer: Optimizer = "adam"
-    learning_rate: float = 0.001
+    learning_rate: Union[float, Literal["auto"]] = "auto"
     momentum: float = 0.9
     batch_size: int = 64
     epochs: int = 30
@@ -296,7 +296,7 @@ class TrainConfig:
     def _validate(self, section: str) -> None:
         if self.cache_limit_mb < 0:
             fail(f"{section}.cache_limit_mb", self.cache_limit_mb, "0 (never cache) or a size in MiB")
-        if not 0.0 < self.learning_rate <= 10.0:
+        if self.learning_rate != "auto" and not 0.0 < self.learning_rate <= 10.0:
             fail(f"{section}.learning_rate", self.learning_rate, "a positive number (typically 1e-4 to 1e-1)")
         if not 0.0 <= self.momentum < 1.0:
             fail(f"{section}.momentum", self.momentum, "a value in [0, 1)")
@@ -599,6 +599,23 @@ class Config:
         if self.model.family != "auto":
             return self.model.family
         return self.data.kind_facts.default_family
+
+    @property
+    def model_defaults(self) -> kinds.Defaults:
+        """What `auto` means for the hidden layers and the learning rate: the kind's for its MLP."""
+        return self.data.kind_facts.mlp_defaults if self.model_family == "mlp" else kinds.Defaults()
+
+    @property
+    def hidden_units(self) -> list[int]:
+        if self.model.hidden_units != "auto":
+            return list(self.model.hidden_units)
+        return list(self.model_defaults.hidden_units)
+
+    @property
+    def learning_rate(self) -> float:
+        if self.train.learning_rate != "auto":
+            return self.train.learning_rate
+        return self.model_defaults.learning_rate
 
     @property
     def model_name(self) -> str:

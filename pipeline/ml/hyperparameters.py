@@ -37,6 +37,7 @@ def defaults_from_config(config: Config) -> dict[str, Any]:
     values = {key: getattr(config.model, key) for key in MODEL_KEYS}
     values["family"] = config.model_family
     values.update({key: getattr(config.train, key) for key in TRAIN_KEYS})
+    values["hidden_units"], values["learning_rate"] = config.hidden_units, config.learning_rate  # auto's values
     return values
 
 

@@ -86,9 +86,23 @@ def test_tracking_uri_environment_variable_wins(monkeypatch):
     assert load_config(ROOT / "params.yaml").tracking.resolved_uri == "http://127.0.0.1:5000"
 
 
+def test_auto_hidden_layers_and_learning_rate_follow_the_kind_and_family():
+    from pipeline.ml.hyperparameters import defaults_from_config
+
+    def chosen(overrides):
+        values = defaults_from_config(config_from_dict(merged(default_params(), overrides)))
+        return values["family"], values["hidden_units"], values["learning_rate"]
+
+    text = {"data": {"source": "rotten_tomatoes"}}
+    assert chosen({}) == ("cnn", [128], 0.001)
+    assert chosen(text) == ("mlp", [], 0.01)  # a linear model over the n-grams
+    assert chosen({**text, "model": {"family": "rnn"}}) == ("rnn", [128], 0.001)
+    assert chosen({**text, "model": {"hidden_units": [64]}, "train": {"learning_rate": 0.002}}) == ("mlp", [64], 0.002)
+
+
 def test_flat_params_for_mlflow():
     flat = load_config(ROOT / "params.yaml").to_flat_dict()
-    assert flat["train.learning_rate"] == 0.001
+    assert flat["train.learning_rate"] == "auto"
     assert flat["model.filters"] == [32, 64]
 
 
