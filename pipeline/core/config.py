@@ -245,7 +245,7 @@ class ModelConfig:
     augment_contrast: float = 0.0
     text_max_tokens: Union[int, Literal["auto"]] = "auto"
     text_ngrams: int = 2
-    text_weighting: TextWeighting = "presence"
+    text_weighting: TextWeighting = "auto"
     text_sequence_length: Union[int, Literal["auto"]] = "auto"
     text_embedding_dim: int = 64
     series_lookback: Union[int, Literal["auto"]] = "auto"

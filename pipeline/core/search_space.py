@@ -17,7 +17,7 @@ RnnCell = Literal["lstm", "gru"]
 Optimizer = Literal["sgd", "adam", "rmsprop"]
 AugmentFlip = Literal["none", "horizontal", "vertical", "horizontal_and_vertical"]
 Family = Literal["mlp", "cnn", "rnn", "transformer"]
-TextWeighting = Literal["presence", "tf_idf"]
+TextWeighting = Literal["auto", "presence", "tf_idf", "log_tf_idf"]
 
 TUNABLE = {
     "num_layers": "int",

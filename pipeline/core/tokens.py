@@ -34,21 +34,24 @@ def terms(text: str, ngrams: int) -> list[str]:
 def vectorise(texts: list[str], vectoriser: dict):
     """Texts as the model's `TextVectorization` layer outputs them, from its description (the export stage's
     `models/edge/text_vectorization.json`, what an app computes before the TFLite model): for `multi_hot`, 1 for
-    each vocabulary term in the text (for any unknown term at `unknown_index`), else 0; for `tf_idf`, each
-    vocabulary term's count times its idf, every unknown term counted at `unknown_index`; for `int`, each word's
+    each vocabulary term in the text (for any unknown term at `unknown_index`), else 0; for `count`, each term's
+    count, every unknown term counted at `unknown_index` (a `log_tf_idf` model weights them in its TFLite graph);
+    for `tf_idf`, those counts times each term's idf; for `int`, each word's
     index (`unknown_index` if unknown), cut or padded with 0 to `sequence_length`."""
     import numpy as np
 
     vocabulary = vectoriser["vocabulary"]
     index = {term: position for position, term in enumerate(vocabulary)}
     unknown = vectoriser["unknown_index"]
-    if vectoriser["output_mode"] in ("tf_idf", "multi_hot"):
+    if vectoriser["output_mode"] in ("tf_idf", "multi_hot", "count"):
         counts = np.zeros((len(texts), len(vocabulary)), dtype=np.float32)
         for row, text in enumerate(texts):
             for term in terms(text, vectoriser["ngrams"]):
                 counts[row, index.get(term, unknown)] += 1
         if vectoriser["output_mode"] == "multi_hot":
             return (counts > 0).astype(np.float32)
+        if vectoriser["output_mode"] == "count":
+            return counts
         return counts * np.asarray(vectoriser["idf"], dtype=np.float32)
     length = vectoriser["sequence_length"]
     ids = np.zeros((len(texts), length), dtype=np.int64)

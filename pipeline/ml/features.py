@@ -119,24 +119,35 @@ def most_common(values: list, hyperparameters) -> list:
     return values if setting == "auto" else values[: int(setting)]
 
 
-# `model.text_weighting` -> TextVectorization's output_mode
-TERM_WEIGHTS = {"presence": "multi_hot", "tf_idf": "tf_idf"}
+# `model.text_weighting` -> TextVectorization's output_mode (log_tf_idf: the counts, then `LogTfIdf`)
+TERM_WEIGHTS = {"presence": "multi_hot", "tf_idf": "tf_idf", "log_tf_idf": "count"}
+
+
+def term_weighting(hyperparameters) -> str:
+    """`text_weighting`, or for `auto` what measured best for the model's depth (docs/benchmarks.md): log_tf_idf
+    for a linear model (no hidden layer), presence under hidden layers."""
+    setting = hyperparameters.get("text_weighting", "auto")
+    if setting != "auto":
+        return setting
+    return "presence" if hyperparameters.get("hidden_units") else "log_tf_idf"
 
 
 def text_layers(feature, raw, hyperparameters):
     """Free text as a bag of n-grams over the training split's words (and word pairs with `text_ngrams: 2`) in at
     least two training texts, or the `text_max_tokens` of them in most texts: each term present or not
-    (`text_weighting: presence`), or counted and weighted by its inverse document frequency (`tf_idf`). The
-    vocabulary is a SavedModel asset."""
+    (`text_weighting: presence`), counted and weighted by its inverse document frequency (`tf_idf`), or its
+    count's logarithm so weighted and the text's vector scaled to unit length (`log_tf_idf`). The vocabulary is a
+    SavedModel asset."""
     ngrams = int(hyperparameters.get("text_ngrams", 2))
     kept = most_common(
         [position for position, term in enumerate(feature.terms or []) if term.count(" ") < ngrams], hyperparameters
     )
     terms = [feature.terms[position] for position in kept] or ["<none>"]
-    output_mode = TERM_WEIGHTS[hyperparameters.get("text_weighting", "presence")]
-    weights = {"idf_weights": [feature.idf[position] for position in kept] or [1.0]} if output_mode == "tf_idf" else {}
+    weighting = term_weighting(hyperparameters)
+    idf = [feature.idf[position] for position in kept] or [1.0]
+    weights = {"idf_weights": idf} if weighting == "tf_idf" else {}
     vectorizer = keras.layers.TextVectorization(
-        output_mode=output_mode,
+        output_mode=TERM_WEIGHTS[weighting],
         ngrams=ngrams if ngrams > 1 else None,
         vocabulary=terms,
         name=text_layer_names(feature.name)["terms"],
@@ -144,7 +155,30 @@ def text_layers(feature, raw, hyperparameters):
     )
     # Keras declares (batch, 1, terms) for a (batch, 1) input and computes (batch, terms): one shape for both
     flat = keras.layers.Reshape((vectorizer.vocabulary_size(),), name=text_layer_names(feature.name)["terms_flat"])
-    return flat(vectorizer(raw))
+    vector = flat(vectorizer(raw))
+    if weighting == "log_tf_idf":  # the unknown terms' count comes first: weighted 0, as scikit-learn ignores them
+        return LogTfIdf([0.0, *idf], name=f"terms_{feature.name}_weighted")(vector)
+    return vector
+
+
+@keras.saving.register_keras_serializable(package="pipeline")
+class LogTfIdf(keras.layers.Layer):
+    """Term counts as log(1 + count) times each term's idf, the vector scaled to unit length (as scikit-learn's
+    `TfidfVectorizer(sublinear_tf=True)`, which takes 1 + log(count), and TextVectorization's idf); a text without
+    known terms stays 0. Builtin TFLite ops only (the edge model holds this layer; the app computes the counts)."""
+
+    def __init__(self, idf: list[float], **kwargs):
+        super().__init__(**kwargs)
+        self.idf = [float(weight) for weight in idf]
+
+    def call(self, counts):
+        counts = keras.ops.cast(counts, self.compute_dtype)  # TextVectorization counts in int64
+        weighted = keras.ops.log(1.0 + counts) * keras.ops.convert_to_tensor(self.idf, dtype=counts.dtype)
+        length = keras.ops.sqrt(keras.ops.sum(weighted * weighted, axis=-1, keepdims=True))
+        return weighted / keras.ops.maximum(length, 1e-12)
+
+    def get_config(self):
+        return {**super().get_config(), "idf": self.idf}
 
 
 def sequence_length(feature, hyperparameters) -> int:

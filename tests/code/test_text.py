@@ -118,7 +118,10 @@ def test_the_search_varies_only_what_the_family_reads():
 
 @pytest.mark.parametrize(
     ("family", "weighting"),
-    [("mlp", "presence"), ("mlp", "tf_idf"), ("cnn", "presence"), ("rnn", "presence"), ("transformer", "presence")],
+    [
+        ("mlp", "presence"), ("mlp", "tf_idf"), ("mlp", "log_tf_idf"), ("cnn", "presence"), ("rnn", "presence"),
+        ("transformer", "presence"),
+    ],  # fmt: skip
 )
 def test_every_family_reads_raw_strings_beside_other_columns_and_runs_in_tflite_from_vectorised_text(
     family, weighting, tmp_path
@@ -180,6 +183,22 @@ def test_every_family_reads_raw_strings_beside_other_columns_and_runs_in_tflite_
     on_the_edge = tflite_predict(convert_tflite(tmp_path / "edge", quantize=False), [vectorised])
     np.testing.assert_allclose(on_the_edge, expected, atol=1e-5)
     model.save(tmp_path / "model.keras")  # the model itself is untouched: the export stage saves it after
+
+
+def test_log_tf_idf_is_the_baselines_weighting_and_auto_chooses_it_for_a_linear_model():
+    """log(1 + count) times idf, scaled to unit length (scikit-learn's TfidfVectorizer(sublinear_tf=True) takes
+    1 + log(count), the rest alike); a text without known terms stays 0."""
+    from pipeline.ml.features import LogTfIdf, term_weighting
+
+    counts = np.array([[0, 2, 1, 0], [0, 0, 0, 0], [3, 1, 0, 5]], dtype="int64")  # TextVectorization's dtype
+    idf = [0.0, 1.5, 0.7, 2.0]  # the unknown terms' count first, weighted 0
+    weighted = np.log1p(counts) * idf
+    expected = weighted / np.maximum(np.linalg.norm(weighted, axis=1, keepdims=True), 1e-12)
+    np.testing.assert_allclose(np.asarray(LogTfIdf(idf)(counts)), expected, atol=1e-6)
+    assert not np.asarray(LogTfIdf(idf)(counts))[1].any()
+    assert term_weighting({"text_weighting": "auto", "hidden_units": []}) == "log_tf_idf"
+    assert term_weighting({"text_weighting": "auto", "hidden_units": [128]}) == "presence"
+    assert term_weighting({"text_weighting": "tf_idf", "hidden_units": []}) == "tf_idf"
 
 
 def test_a_folder_of_texts_becomes_a_table_and_a_file_that_is_not_utf8_is_named_with_its_line(tmp_path):
