@@ -119,7 +119,11 @@ def test_the_search_varies_only_what_the_family_reads():
 @pytest.mark.parametrize(
     ("family", "weighting"),
     [
-        ("mlp", "presence"), ("mlp", "tf_idf"), ("mlp", "log_tf_idf"), ("cnn", "presence"), ("rnn", "presence"),
+        ("mlp", "presence"),
+        ("mlp", "tf_idf"),
+        ("mlp", "log_tf_idf"),
+        ("cnn", "presence"),
+        ("rnn", "presence"),
         ("transformer", "presence"),
     ],  # fmt: skip
 )
