@@ -168,7 +168,8 @@ class LogTfIdf(keras.layers.Layer):
     known terms stays 0. Builtin TFLite ops only (the edge model holds this layer; the app computes the counts)."""
 
     def __init__(self, idf: list[float], **kwargs):
-        super().__init__(**kwargs)
+        # float32 under a mixed precision policy too: 1e-12 is 0 in float16, and an empty text's vector 0 / 0
+        super().__init__(**{"dtype": "float32", **kwargs})
         self.idf = [float(weight) for weight in idf]
 
     def call(self, counts):
