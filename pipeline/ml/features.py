@@ -107,10 +107,15 @@ def categorical_layers(feature, raw, hyperparameters):
 
 
 def text_layer_names(name: str) -> dict[str, str]:
-    """The names of a text column's layers: its bag-of-n-grams vectoriser and that vector flattened (the MLP), or
-    its word ids (the sequence families); the edge model reads the text from their outputs
-    (`ModelModality.edge_model`)."""
-    return {"terms": f"terms_{name}", "terms_flat": f"terms_{name}_flat", "words": f"words_{name}"}
+    """The names of a text column's layers: its bag-of-n-grams vectoriser, that vector flattened (the MLP) and
+    weighted (`log_tf_idf`), or its word ids (the sequence families); the edge model reads the text from the
+    vectoriser's (flattened) output (`ModelModality.edge_model`)."""
+    return {
+        "terms": f"terms_{name}",
+        "terms_flat": f"terms_{name}_flat",
+        "terms_weighted": f"terms_{name}_weighted",
+        "words": f"words_{name}",
+    }
 
 
 def most_common(values: list, hyperparameters) -> list:
@@ -157,7 +162,7 @@ def text_layers(feature, raw, hyperparameters):
     flat = keras.layers.Reshape((vectorizer.vocabulary_size(),), name=text_layer_names(feature.name)["terms_flat"])
     vector = flat(vectorizer(raw))
     if weighting == "log_tf_idf":  # the unknown terms' count comes first: weighted 0, as scikit-learn ignores them
-        return LogTfIdf([0.0, *idf], name=f"terms_{feature.name}_weighted")(vector)
+        return LogTfIdf([0.0, *idf], name=text_layer_names(feature.name)["terms_weighted"])(vector)
     return vector
 
 
