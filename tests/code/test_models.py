@@ -185,6 +185,7 @@ def every_model_of_every_kind():
     for spec in specs:
         for family in ("mlp",) if spec.kind == "table" else ("mlp", "cnn", "rnn", "transformer"):
             yield build_model({**all_layers, "family": family}, spec)
+    yield build_model({**all_layers, "family": "mlp", "hidden_units": []}, specs[2])  # text's linear log TF-IDF
 
 
 def test_no_layer_of_any_model_is_named_as_an_input_can_be():
