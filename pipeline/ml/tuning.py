@@ -31,11 +31,12 @@ TRIAL_TAG = "pipeline.trial_id"
 def declare(hp, name: str, entry: dict, default: Any = None) -> Any:
     """Declares one search-space entry on a Keras Tuner `HyperParameters` and returns its value. A choice also
     holds the default (the search's first trial is the defaults: text's linear MLP has 0 layers, the space 1 or 2)
-    where it is a value of the same type (not `auto` among numbers)."""
+    where it is a value of the same type (not `auto` among numbers), in order among numbers (Bayesian search
+    treats a numeric choice as ordered)."""
     if "choice" in entry:
         values = list(entry["choice"])
         if default is not None and default not in values and all(type(value) is type(default) for value in values):
-            values = [default, *values]
+            values = sorted([*values, default]) if isinstance(default, (int, float)) else [default, *values]
         return hp.Choice(name, values, default=default if default in values else None)
     low, high = entry["min"], entry["max"]
     sampling = "log" if entry.get("log") else "linear"

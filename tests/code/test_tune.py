@@ -23,13 +23,16 @@ def test_entries_become_keras_tuner_hyperparameters_with_the_defaults():
     assert declare(hp, "learning_rate", {"min": 1e-4, "max": 1e-2, "log": True}, 1e-3) == pytest.approx(1e-3)
     assert declare(hp, "dropout", {"min": 0.0, "max": 0.5, "step": 0.1}, 0.9) == 0.0  # out of range: range start
     assert declare(hp, "num_layers", {"choice": [1, 2]}, 0) == 0  # text's linear MLP: the defaults come first
+    assert declare(hp, "batch_size", {"choice": [32, 128]}, 64) == 64  # in order: Bayesian search reads it so
+    assert declare(hp, "activation", {"choice": ["relu", "gelu"]}, "tanh") == "tanh"
     assert declare(hp, "series_lookback", {"choice": [8, 16]}, "auto") == 8  # auto is no value of the choice
     kinds = {item.name: type(item).__name__ for item in hp.space}
     assert kinds == {
         "optimizer": "Choice", "units": "Int", "learning_rate": "Float", "dropout": "Float", "num_layers": "Choice",
-        "series_lookback": "Choice",
+        "batch_size": "Choice", "activation": "Choice", "series_lookback": "Choice",
     }  # fmt: skip
-    assert hp.space[4].values == [0, 1, 2] and hp.space[5].values == [8, 16]
+    assert hp.space[4].values == [0, 1, 2] and hp.space[5].values == [32, 64, 128]
+    assert hp.space[6].values == ["tanh", "relu", "gelu"] and hp.space[7].values == [8, 16]
     assert hp.space[2].sampling == "log"
 
 
