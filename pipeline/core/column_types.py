@@ -274,14 +274,10 @@ class Text(Categorical):
     max_vocabulary = 10_000
     """Words kept from the training split (the sequence models' vocabulary); `model.text_max_tokens` can take
     fewer, the most frequent."""
-    max_terms = 50_000
-    """Terms (words and word pairs) kept for the bag of n-grams, those in most training texts first."""
-    min_term_texts = 2
-    """A term in fewer training texts is not kept: seen once, it teaches a model little it can use on new text.
-    Measured on Rotten Tomatoes' reviews and plots (9,700 training snippets; docs/benchmarks.md): the 10,000
-    terms in most texts, test accuracy 0.768, against all 36,049 in two or more texts, 0.778 (TF-IDF, mean of
-    three seeds)."""
-    kept_per_part = 50_000
+    max_terms = 200_000
+    """Terms (words and word pairs) kept for the bag of n-grams, those in most training texts first (ties by the
+    term): every term of Rotten Tomatoes' 9,700 training reviews and plots (162,019) fits."""
+    kept_per_part = 200_000
     """Terms a part of the training split hands on to the merge (the rarest are dropped first)."""
 
     def matches(self, dtype) -> bool:
@@ -350,8 +346,8 @@ class Text(Categorical):
         }
 
     def merge_statistics(self, pieces: list[dict], column: str) -> dict:
-        """The most frequent words (ties by the word), the terms in most texts with their idf (ties by the term),
-        those in at least `min_term_texts` texts."""
+        """The most frequent words (ties by the word), the terms in most texts with their idf (ties by the term)
+        and how many of them are in two texts or more."""
         from collections import Counter
 
         from pipeline.core.errors import DataError
@@ -365,13 +361,13 @@ class Text(Categorical):
         if not texts:
             raise DataError(f"text column {column!r} has no texts in the training split.")
         ranked_words = sorted(words, key=lambda word: (-words[word], word))[: self.max_vocabulary]
-        shared = [term for term in documents if documents[term] >= self.min_term_texts]
-        ranked_terms = sorted(shared, key=lambda term: (-documents[term], term))[: self.max_terms]
+        ranked_terms = sorted(documents, key=lambda term: (-documents[term], term))[: self.max_terms]
         sizes = np.repeat(np.array(list(lengths), dtype=np.int64), list(lengths.values()))
         return {
             "vocabulary": ranked_words,
             "terms": ranked_terms,
             "idf": [round(math.log(1 + texts / (1 + documents[term])), 6) for term in ranked_terms],
+            "shared_terms": sum(documents[term] > 1 for term in ranked_terms),
             "words_mean": float(sizes.mean()),
             "words_p95": int(np.percentile(sizes, 95, method="higher")),
         }

@@ -52,6 +52,8 @@ class FeatureSpec:
     """Text: the training split's words and word pairs, in most texts first (the bag-of-n-grams vocabulary)."""
     idf: Optional[list[float]] = None
     """Text: each term's inverse document frequency on the training split, log(1 + texts / (1 + texts with it))."""
+    shared_terms: Optional[int] = None
+    """Text: how many of `terms`, the first, are in at least two training texts (the rest are in one)."""
     words_mean: Optional[float] = None
     """Text: the training split's mean number of words in a text."""
     words_p95: Optional[int] = None

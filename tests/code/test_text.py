@@ -56,13 +56,36 @@ def test_the_training_splits_words_are_ranked_and_weighted_and_parts_merge_as_on
     parts = TEXT.merge_statistics([TEXT.partial_statistics(values[:2]), TEXT.partial_statistics(values[2:])], "r")
     assert whole == parts
     assert whole["vocabulary"] == ["good", "film", "bad"]  # by count (4, 3, 2), then by the word
-    assert whole["terms"] == ["film", "good", "bad", "good film"]  # in most texts (3, 3, 2, 2), then by term
-    # in one text only ("film good", "bad film", "bad good"): not kept
+    # in most texts (3, 3, 2, 2, then 1, 1, 1), then by term; the first four are in two texts or more
+    assert whole["terms"] == ["film", "good", "bad", "good film", "bad film", "bad good", "film good"]
+    assert whole["shared_terms"] == 4
     idf = dict(zip(whole["terms"], whole["idf"], strict=True))
     assert idf["good"] < idf["bad"]  # in three of the four texts against two
     assert whole["words_mean"] == pytest.approx(2.25) and whole["words_p95"] == 3
     with pytest.raises(Exception, match="no texts in the training split"):
         TEXT.merge_statistics([TEXT.partial_statistics(pd.Series(["", ""]))], "review")
+
+
+def test_a_linear_model_knows_every_training_term_and_hidden_layers_those_in_two_texts_or_more():
+    import keras
+
+    from pipeline.ml.features import text_layer_names, text_layers
+
+    values = pd.Series(["good film good", "bad film", "good", "bad good film", ""])
+    spec = dataclasses.replace(
+        feature_specs(pd.DataFrame({"review": values}), ["review"])[0],
+        **TEXT.merge_statistics([TEXT.partial_statistics(values)], "review"),
+    )
+
+    def vocabulary(**hyperparameters):
+        raw = keras.Input(shape=(1,), dtype="string")
+        model = keras.Model(raw, text_layers(spec, raw, hyperparameters))
+        return model.get_layer(text_layer_names(spec.name)["terms"]).get_vocabulary()[1:]  # after [UNK]
+
+    assert vocabulary(hidden_units=[]) == spec.terms  # all seven, as TF-IDF + logistic regression
+    assert vocabulary(hidden_units=[8]) == ["film", "good", "bad", "good film"]
+    assert vocabulary(hidden_units=[], text_max_tokens=2) == ["film", "good"]
+    assert vocabulary(hidden_units=[], text_ngrams=1) == ["film", "good", "bad"]
 
 
 def test_a_request_text_is_a_string_within_the_trained_length():
