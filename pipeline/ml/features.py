@@ -168,6 +168,9 @@ def text_layers(feature, raw, hyperparameters):
         output_mode=TERM_WEIGHTS[weighting],
         ngrams=ngrams if ngrams > 1 else None,
         vocabulary=terms,
+        # A text holds tens of the vocabulary's terms: the layers after a sparse vector touch only those. Keras
+        # 3.15's sparse tf_idf fails (GatherNd on the idf weights' rank), so that weighting stays dense.
+        sparse=weighting != "tf_idf",
         name=text_layer_names(feature.name)["terms"],
         **weights,
     )
@@ -183,7 +186,8 @@ def text_layers(feature, raw, hyperparameters):
 class LogTfIdf(keras.layers.Layer):
     """Term counts as log(1 + count) times each term's idf, the vector scaled to unit length (as scikit-learn's
     `TfidfVectorizer(sublinear_tf=True)`, which takes 1 + log(count), and TextVectorization's idf); a text without
-    known terms stays 0. Builtin TFLite ops only (the edge model holds this layer; the app computes the counts)."""
+    known terms stays 0. Sparse counts (the vectoriser's, in training and serving) stay sparse; dense ones (the
+    edge model's, which the app computes) use builtin TFLite ops only."""
 
     def __init__(self, idf: list[float], **kwargs):
         # float32 under a mixed precision policy too: 1e-12 is 0 in float16, and an empty text's vector 0 / 0
@@ -191,6 +195,12 @@ class LogTfIdf(keras.layers.Layer):
         self.idf = [float(weight) for weight in idf]
 
     def call(self, counts):
+        if isinstance(counts, tf.SparseTensor):
+            rows, terms = counts.indices[:, 0], counts.indices[:, -1]
+            weighted = tf.math.log1p(tf.cast(counts.values, self.compute_dtype)) * tf.gather(self.idf, terms)
+            squares = tf.math.unsorted_segment_sum(weighted * weighted, rows, counts.dense_shape[0])
+            length = tf.gather(tf.sqrt(squares), rows)
+            return tf.SparseTensor(counts.indices, weighted / tf.maximum(length, 1e-12), counts.dense_shape)
         counts = keras.ops.cast(counts, self.compute_dtype)  # TextVectorization counts in int64
         weighted = keras.ops.log(1.0 + counts) * keras.ops.convert_to_tensor(self.idf, dtype=counts.dtype)
         length = keras.ops.sqrt(keras.ops.sum(weighted * weighted, axis=-1, keepdims=True))

@@ -224,13 +224,20 @@ def test_log_tf_idf_is_the_baselines_weighting_and_auto_chooses_it_for_a_linear_
     np.testing.assert_allclose(np.asarray(LogTfIdf(idf)(counts)), expected, atol=1e-6)
     assert not np.asarray(LogTfIdf(idf)(counts))[1].any()
     import keras
+    import tensorflow as tf
+
+    sparse = LogTfIdf(idf)(tf.sparse.from_dense(counts))  # the vectoriser's counts in training and serving
+    assert isinstance(sparse, tf.SparseTensor)
+    np.testing.assert_allclose(tf.sparse.to_dense(sparse).numpy(), expected, atol=1e-6)
 
     keras.mixed_precision.set_global_policy("mixed_float16")  # train.mixed_precision: an empty text was 0 / 0, NaN
     try:
         half = np.asarray(LogTfIdf(idf)(counts))
+        sparse_half = tf.sparse.to_dense(LogTfIdf(idf)(tf.sparse.from_dense(counts))).numpy()
     finally:
         keras.mixed_precision.set_global_policy("float32")
     np.testing.assert_allclose(half, expected, atol=1e-6)
+    np.testing.assert_allclose(sparse_half, expected, atol=1e-6)
     assert term_weighting({"text_weighting": "auto", "hidden_units": []}) == "log_tf_idf"
     assert term_weighting({"text_weighting": "auto", "hidden_units": [128]}) == "presence"
     assert term_weighting({"text_weighting": "tf_idf", "hidden_units": []}) == "tf_idf"
