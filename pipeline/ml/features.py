@@ -174,12 +174,43 @@ def text_layers(feature, raw, hyperparameters):
         name=text_layer_names(feature.name)["terms"],
         **weights,
     )
-    # Keras declares (batch, 1, terms) for a (batch, 1) input and computes (batch, terms): one shape for both
-    flat = keras.layers.Reshape((vectorizer.vocabulary_size(),), name=text_layer_names(feature.name)["terms_flat"])
+    flat = TermVector(vectorizer.vocabulary_size(), name=text_layer_names(feature.name)["terms_flat"])
     vector = flat(vectorizer(raw))
     if weighting == "log_tf_idf":  # the unknown terms' count comes first: weighted 0, as scikit-learn ignores them
         return LogTfIdf([0.0, *idf], name=text_layer_names(feature.name)["terms_weighted"])(vector)
     return vector
+
+
+@keras.saving.register_keras_serializable(package="pipeline")
+class TermVector(keras.layers.Layer):
+    """A text's bag of n-grams as (batch, terms). Keras declares (batch, 1, terms) for a (batch, 1) input and
+    computes (batch, terms): one shape for both. A sparse vector stays sparse, except on a GPU under op
+    determinism (`base.deterministic`), where TensorFlow has no deterministic sparse-times-dense product
+    (SparseTensorDenseMatmulOp raises): there it is made dense, when the graph is traced, so a model saved on one
+    machine runs on the other."""
+
+    def __init__(self, terms: int, **kwargs):
+        super().__init__(**kwargs)
+        self.terms = int(terms)
+
+    def call(self, vector):
+        if isinstance(vector, tf.SparseTensor):
+            vector = tf.sparse.reshape(vector, (-1, self.terms))
+            return tf.sparse.to_dense(vector) if sparse_product_raises() else vector
+        return keras.ops.reshape(vector, (-1, self.terms))
+
+    def compute_output_shape(self, input_shape):
+        return (input_shape[0], self.terms)
+
+    def get_config(self):
+        return {**super().get_config(), "terms": self.terms}
+
+
+def sparse_product_raises() -> bool:
+    """Whether a sparse-times-dense product would raise here: op determinism on, and a GPU to run it."""
+    from tensorflow.python.framework.config import is_op_determinism_enabled  # where Keras' trainer reads it
+
+    return is_op_determinism_enabled() and bool(tf.config.list_logical_devices("GPU"))
 
 
 @keras.saving.register_keras_serializable(package="pipeline")

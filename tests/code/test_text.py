@@ -88,6 +88,33 @@ def test_a_linear_model_knows_every_training_term_and_hidden_layers_those_in_two
     assert vocabulary(hidden_units=[], text_ngrams=1) == ["film", "good", "bad"]
 
 
+def test_the_terms_vector_stays_sparse_unless_a_gpu_runs_under_op_determinism(monkeypatch):
+    """TensorFlow has no deterministic GPU kernel for a sparse-times-dense product (SparseTensorDenseMatmulOp
+    raises): there the vector is made dense. This machine has no GPU: its device list is the one stand-in."""
+    import tensorflow as tf
+    from tensorflow.python.framework.config import disable_op_determinism, is_op_determinism_enabled
+
+    from pipeline.ml.features import TermVector
+
+    counts = tf.sparse.from_dense(tf.constant([[0, 2, 0], [1, 0, 0]], dtype=tf.int64))
+    layer = TermVector(3)
+    assert isinstance(layer(counts), tf.SparseTensor)
+    assert layer(tf.reshape(tf.sparse.to_dense(counts), (2, 1, 3))).shape == (2, 3)  # Keras' declared shape
+    listed = tf.config.list_logical_devices
+    monkeypatch.setattr(
+        tf.config, "list_logical_devices", lambda kind=None: ["GPU:0"] if kind == "GPU" else listed(kind)
+    )
+    assert isinstance(layer(counts), tf.SparseTensor)  # a GPU, no determinism: the sparse product is allowed
+    assert not is_op_determinism_enabled()
+    tf.config.experimental.enable_op_determinism()
+    try:
+        dense = layer(counts)
+    finally:
+        disable_op_determinism()
+    assert not isinstance(dense, tf.SparseTensor)
+    np.testing.assert_array_equal(dense.numpy(), [[0, 2, 0], [1, 0, 0]])
+
+
 def test_a_request_text_is_a_string_within_the_trained_length():
     assert TEXT.request_value("fine", "instances[0].review", {"max_length": 10}, False) == "fine"
     assert TEXT.request_value(None, "instances[0].review", {}, True) == ""
