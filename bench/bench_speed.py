@@ -31,6 +31,8 @@ rotten review or plot summary): the pipeline's default text model (words and wor
 count) times idf scaled to unit length, as many terms as the pipeline keeps; no hidden layer, Adam 0.01, batch 64)
 against two hand-written Keras scripts of it: the `TextVectorization` layer inside the model (as the pipeline
 exports it: raw strings in), and the keras-io way, the texts vectorised once in `tf.data` and cached (sparse).
+The three programs run in turn, `--repeats` times (default 3): an epoch here moves by up to 2x from one run to the
+next, for all three alike.
 
 `--series STEPS`: the same for a generated hourly series of STEPS steps (daily and weekly cycles, a trend, noise):
 the pipeline's default series MLP (the window as the spec sets it, normalised, dense 128, the next `horizon` values
@@ -448,23 +450,33 @@ def epoch_comparison(history: list[dict], metrics: dict, reference: dict, digits
     }
 
 
-def text_rows(epochs: int, scratch: Path) -> list[dict]:
-    """The text model's epoch in the pipeline (its train stage's clock) and in the two hand-written scripts."""
+def text_rows(epochs: int, scratch: Path, repeats: int) -> list[dict]:
+    """The text model's epoch in the pipeline (its train stage's clock) and in the two hand-written scripts, each
+    run `repeats` times in turn (an epoch here moves by 2x from one run to the next, for all three alike); each
+    epoch is the median of every run's epochs after its first."""
     from bench_text import write_set
 
     data = write_set("reviews_or_plot", scratch)
     text, label = data["text_columns"][0], data["label"]
     project, _ = project_without_search(scratch / "pipeline-text", data, epochs)
     (feature,) = json.loads((project / "data" / "prepared" / "spec.json").read_text())["features"]
-    references = {}
-    for where in ("model", "tf.data"):
-        command = [sys.executable, "-c", TEXT_REFERENCE, data["path"], text, label, str(epochs), where]
-        completed = subprocess.run(command + [str(len(feature["terms"]))], capture_output=True, text=True, check=True)
-        references[where] = json.loads(completed.stdout.strip().splitlines()[-1])
-    history = json.loads((project / "reports" / "train" / "epoch_times.json").read_text())
-    metrics = json.loads((project / "reports" / "evaluate" / "metrics.json").read_text())
+    references, history = {"model": [], "tf.data": []}, []
+    for repeat in range(repeats):
+        if repeat:  # the first run is project_without_search's
+            train = [sys.executable, "-m", "pipeline", "run", "train"]
+            subprocess.run(train, cwd=project, check=True, capture_output=True)
+        history.append(json.loads((project / "reports" / "train" / "epoch_times.json").read_text()))
+        for where, runs in references.items():
+            command = [sys.executable, "-c", TEXT_REFERENCE, data["path"], text, label, str(epochs), where]
+            command.append(str(len(feature["terms"])))
+            completed = subprocess.run(command, capture_output=True, text=True, check=True)
+            runs.append(json.loads(completed.stdout.strip().splitlines()[-1]))
+    metrics = json.loads((project / "reports" / "evaluate" / "metrics.json").read_text())  # the first run's model
+    pooled = pooled_epochs([[row["epoch_seconds"] for row in run] for run in history])
+    history = [{"epoch_seconds": seconds} for seconds in pooled]
     rows = []
-    for where, reference in references.items():
+    for where, runs in references.items():
+        reference = {**runs[0], "epoch_seconds": pooled_epochs([run["epoch_seconds"] for run in runs])}
         rows.append(
             {
                 "text": f"13,905 snippets; reference vectorises in the {where}",
@@ -527,6 +539,12 @@ def later_median(values: list[float]) -> float:
     return statistics.median(values[1:] if len(values) > 1 else values)
 
 
+def pooled_epochs(runs: list[list[float]]) -> list[float]:
+    """Several runs' epoch times as one run's for `later_median`: the first run's first epoch, then every run's
+    later epochs."""
+    return [runs[0][0], *(seconds for run in runs for seconds in run[1:])]
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--images", type=int, default=8000)
@@ -535,6 +553,7 @@ def main() -> None:
     parser.add_argument("--folder", type=Path, default=Path(tempfile.gettempdir()) / "bench_speed_images")
     parser.add_argument("--smoke", action="store_true", help="400 images at 32 pixels, 2 epochs")
     parser.add_argument("--text", action="store_true", help="the text epochs only")
+    parser.add_argument("--repeats", type=int, default=3, help="--text: runs of each program, in turn")
     parser.add_argument("--search", action="store_true", help="the default search against the defaults alone")
     parser.add_argument("--table", type=int, metavar="ROWS", help="the table epoch only, on a table of ROWS rows")
     parser.add_argument("--series", type=int, metavar="STEPS", help="the series epoch only, on STEPS hourly steps")
@@ -549,7 +568,7 @@ def main() -> None:
         return
     if args.text:
         with tempfile.TemporaryDirectory() as scratch:
-            text_rows(args.epochs, Path(scratch))
+            text_rows(args.epochs, Path(scratch), args.repeats)
         return
     if args.search:
         folder = make_image_folder(args.folder, args.images)
