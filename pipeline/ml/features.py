@@ -206,6 +206,17 @@ class TermVector(keras.layers.Layer):
         return {**super().get_config(), "terms": self.terms}
 
 
+@keras.saving.register_keras_serializable(package="pipeline")
+class Dropout(keras.layers.Dropout):
+    """`keras.layers.Dropout` that also takes a sparse vector (a linear text model's terms, the base of a fine-tuned
+    one): its stored values are dropped and scaled as the dense vector's would be; a zero stays zero either way."""
+
+    def call(self, inputs, training=False):
+        if not isinstance(inputs, tf.SparseTensor):
+            return super().call(inputs, training=training)
+        return tf.SparseTensor(inputs.indices, super().call(inputs.values, training=training), inputs.dense_shape)
+
+
 def sparse_product_raises() -> bool:
     """Whether a sparse-times-dense product would raise here: op determinism on, and a GPU to run it."""
     from tensorflow.python.framework.config import is_op_determinism_enabled  # where Keras' trainer reads it

@@ -58,7 +58,7 @@ def build_transfer_model(settings: FinetuneConfig, target_spec, source=None, wei
     (finetune.base=trained); otherwise the keras.applications backbone `settings.base`."""
     import keras
 
-    from pipeline.ml.features import build_inputs
+    from pipeline.ml.features import Dropout, build_inputs
     from pipeline.ml.models import feature_extractor, output_layer
 
     inputs = build_inputs(target_spec)
@@ -70,7 +70,7 @@ def build_transfer_model(settings: FinetuneConfig, target_spec, source=None, wei
         base = build_backbone(settings.base, size, weights)
         features = base(backbone_inputs(inputs, target_spec, size, settings.base), training=False)
     if settings.head_dropout:
-        features = keras.layers.Dropout(settings.head_dropout, name="head_dropout")(features)
+        features = Dropout(settings.head_dropout, name="head_dropout")(features)  # a linear text base: sparse
     from pipeline.ml.modalities import model_modality
 
     outputs = model_modality(target_spec.kind).outputs(output_layer(features, target_spec), inputs, target_spec)

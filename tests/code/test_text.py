@@ -239,6 +239,39 @@ def test_every_family_reads_raw_strings_beside_other_columns_and_runs_in_tflite_
     model.save(tmp_path / "model.keras")  # the model itself is untouched: the export stage saves it after
 
 
+def test_a_linear_text_model_fine_tunes_a_new_head_over_its_sparse_terms_and_reloads(tmp_path):
+    """The base of a fine-tuned linear text model ends in the sparse weighted terms: the head's dropout takes them
+    (Keras' own Dropout raised on a SparseTensor)."""
+    import keras
+    import tensorflow as tf
+
+    from pipeline.core.config import Config, FinetuneConfig
+    from pipeline.ml import transfer
+    from pipeline.ml.hyperparameters import defaults_from_config
+    from pipeline.ml.models import build_model, compile_for_task, load_trained_model
+
+    table = pd.DataFrame({"text": ["a good film", "a bad film", "good fun", "bad acting", "Zürich 😀", ""] * 4})
+    specs = feature_specs(table, ["text"])
+    features = [dataclasses.asdict(spec) for spec in table_statistics(typed_features(table, specs), specs)]
+    source = build_model(
+        {**defaults_from_config(Config()), "family": "mlp", "hidden_units": []},  # text's default: linear
+        make_spec({"kind": "text", "classes": ["no", "yes"], "features": features}),
+    )
+    target = make_spec({"kind": "text", "classes": ["x", "y", "z"], "features": features})
+    settings = FinetuneConfig()
+    assert settings.head_dropout > 0
+    model, base = transfer.build_transfer_model(settings, target, source=source)
+    assert isinstance(base({"text": tf.constant([["a good film"]])}), tf.SparseTensor)
+    transfer.freeze(base)
+    compile_for_task(model, target, keras.optimizers.Adam(0.01))
+    texts = tf.constant(table[["text"]].to_numpy().astype(str))
+    labels = np.arange(len(table)) % 3
+    model.fit({"text": texts}, labels, epochs=2, batch_size=8, verbose=0)  # training: the dropout runs
+    model.save(tmp_path / "finetuned.keras")
+    reloaded = load_trained_model(tmp_path / "finetuned.keras")
+    np.testing.assert_allclose(reloaded({"text": texts}).numpy(), model({"text": texts}).numpy(), atol=1e-6)
+
+
 def test_log_tf_idf_is_the_baselines_weighting_and_auto_chooses_it_for_a_linear_model():
     """log(1 + count) times idf, scaled to unit length (scikit-learn's TfidfVectorizer(sublinear_tf=True) takes
     1 + log(count), the rest alike); a text without known terms stays 0."""
