@@ -167,18 +167,19 @@ def test_the_search_varies_only_what_the_family_reads():
 
 
 @pytest.mark.parametrize(
-    ("family", "weighting"),
+    ("family", "weighting", "hidden_units"),
     [
-        ("mlp", "presence"),
-        ("mlp", "tf_idf"),
-        ("mlp", "log_tf_idf"),
-        ("cnn", "presence"),
-        ("rnn", "presence"),
-        ("transformer", "presence"),
+        ("mlp", "presence", [4]),
+        ("mlp", "tf_idf", [4]),
+        ("mlp", "log_tf_idf", [4]),
+        ("mlp", "log_tf_idf", []),  # text's default: a linear model, its sparse terms joined to dense columns
+        ("cnn", "presence", [4]),
+        ("rnn", "presence", [4]),
+        ("transformer", "presence", [4]),
     ],  # fmt: skip
 )
 def test_every_family_reads_raw_strings_beside_other_columns_and_runs_in_tflite_from_vectorised_text(
-    family, weighting, tmp_path
+    family, weighting, hidden_units, tmp_path
 ):
     import tensorflow as tf
 
@@ -210,7 +211,7 @@ def test_every_family_reads_raw_strings_beside_other_columns_and_runs_in_tflite_
         "num_heads": 1,
         "key_dim": 4,
         "transformer_blocks": 1,
-        "hidden_units": [4],
+        "hidden_units": hidden_units,
     }
     model = build_model(hyperparameters, spec)
     shops = tf.constant([["north"], ["west"]])
