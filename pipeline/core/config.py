@@ -602,8 +602,8 @@ class Config:
 
     @property
     def model_defaults(self) -> kinds.Defaults:
-        """What `auto` means for the hidden layers and the learning rate: the kind's for its MLP."""
-        return self.data.kind_facts.mlp_defaults if self.model_family == "mlp" else kinds.Defaults()
+        """What `auto` means for the hidden layers and the learning rate: the kind's for the model's family."""
+        return self.data.kind_facts.defaults(self.model_family)
 
     @property
     def hidden_units(self) -> list[int]:

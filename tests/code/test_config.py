@@ -97,6 +97,8 @@ def test_auto_hidden_layers_and_learning_rate_follow_the_kind_and_family():
     assert chosen({}) == ("cnn", [128], 0.001)
     assert chosen(text) == ("mlp", [], 0.01)  # a linear model over the n-grams
     assert chosen({**text, "model": {"family": "rnn"}}) == ("rnn", [128], 0.001)
+    assert chosen({**text, "model": {"family": "transformer"}}) == ("transformer", [128], 0.0001)
+    assert chosen({"model": {"family": "transformer"}}) == ("transformer", [128], 0.001)  # images keep theirs
     assert chosen({**text, "model": {"hidden_units": [64]}, "train": {"learning_rate": 0.002}}) == ("mlp", [64], 0.002)
 
 
