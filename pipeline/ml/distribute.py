@@ -212,3 +212,29 @@ def log_runtime(effective: dict[str, Any]) -> None:
             mlflow.log_param(f"runtime.{name}", value)
         except mlflow.exceptions.MlflowException:  # an earlier stage logged another value
             mlflow.set_tag(f"runtime.{name}.{'.'.join(stages) or 'stage'}", str(value))
+
+
+def build_from_one_replica(model) -> None:
+    """Keras 3.15's `fit` and `evaluate` under a distribution strategy build the model's loss and metrics from the
+    first batch averaged across the replicas (`strategy.reduce("MEAN", ...)` of every input), which fails for a
+    string input: a text, or a table's category ("Value for attr 'T' of string is not in the list of allowed
+    values", AddN; keras-team/keras#21172, still so in Keras 3.16). Only the batch's shapes and dtypes are read, so
+    `model` builds from the first replica's part of it instead."""
+    import tensorflow as tf
+
+    keras_build = model._maybe_symbolic_build
+
+    def first_replica(value):
+        if isinstance(value, tf.distribute.DistributedValues):
+            return model.distribute_strategy.experimental_local_results(value)[0]
+        return value
+
+    def build(iterator=None, data_batch=None):
+        if iterator is not None and model._distribute_strategy is not None:  # Keras' own condition
+            for _, _, batches in iterator:  # fit and evaluate reset the iterator afterwards
+                data_batch = tf.nest.map_structure(first_replica, next(batches))
+                break
+            iterator = None
+        return keras_build(iterator=iterator, data_batch=data_batch)
+
+    model._maybe_symbolic_build = build

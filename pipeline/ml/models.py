@@ -297,8 +297,11 @@ def output_layer(features, spec: DataSpec):
 def compile_for_task(
     model: keras.Model, spec: DataSpec, optimizer: keras.optimizers.Optimizer, jit_compile: bool = False
 ) -> keras.Model:
+    from pipeline.ml.distribute import build_from_one_replica
+
     _, _, loss, metrics = head_for_task(spec)
     model.compile(optimizer=optimizer, loss=loss, metrics=metrics, jit_compile=jit_compile)
+    build_from_one_replica(model)  # a string input (text, a category) under MirroredStrategy
     return model
 
 

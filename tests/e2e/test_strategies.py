@@ -66,3 +66,24 @@ def test_the_whole_pipeline_runs_under_the_strategy_and_precision(tmp_path, vari
     assert model.get_layer("conv_0").dtype_policy.name == f"mixed_{compute_dtype}"
     assert model.get_layer("predictions").dtype_policy.name == "float32"
     assert json.loads((project / "reports/evaluate/metrics.json").read_text())["accuracy"] > 0.5
+
+
+def test_the_default_text_model_trains_on_two_replicas_in_bfloat16_and_serves_in_float32(tmp_path):
+    """Text's linear MLP keeps its terms sparse through training and serving: MirroredStrategy over two logical
+    CPUs with mixed_bfloat16, through the export's parity checks (SavedModel and TFLite) and the gate."""
+    settings = {
+        "data": {"source": "rotten_tomatoes"},
+        "model": {"hidden_units": "auto"},  # the default: a linear model over the sparse terms, not the tiny [32]
+        "base": {"strategy": "mirrored", "logical_cpus": 2},
+        "train": {"mixed_precision": "mixed_bfloat16", "epochs": 3},
+        "tune": {"enabled": False},
+        "gate": {"thresholds": {"accuracy": 0.6}},  # a tiny budget's model: not held to the baselines
+    }
+    project = make_dvc_project(tmp_path, settings)
+    completed = run(["dvc", "repro", "gate"], project, timeout=900)
+    assert "[gate]" in completed.stdout, completed.stdout[-3000:]
+    export = json.loads((project / "reports/export/export.json").read_text())
+    assert export["compute_dtype"] == "bfloat16"
+    assert export["max_abs_difference"] < 1e-5  # LogTfIdf and the output layer compute in float32 under any policy
+    assert export["tflite"]["float"]["max_abs_difference"] < 1e-5
+    assert json.loads((project / "reports/evaluate/metrics.json").read_text())["accuracy"] > 0.6

@@ -21,7 +21,7 @@ pytestmark = pytest.mark.e2e
 
 TEXT = {
     "data": {"source": "rotten_tomatoes"},
-    "model": {"text_max_tokens": 5000, "dropout": 0.3},
+    "model": {"hidden_units": "auto"},  # text's default: a linear model over every training term (not the tiny [32])
     "gate": {"thresholds": {"accuracy": 0.6}},  # a tiny budget's model: not held to the baselines (thresholds: auto)
 }
 REVIEW = "A gripping, beautifully acted film; the ending is a triumph."
