@@ -222,7 +222,9 @@ def build_from_one_replica(model) -> None:
     `model` builds from the first replica's part of it instead."""
     import tensorflow as tf
 
-    keras_build = model._maybe_symbolic_build
+    keras_build = getattr(model, "_maybe_symbolic_build", None)
+    if keras_build is None:  # another Keras: nothing to mend
+        return
 
     def first_replica(value):
         if isinstance(value, tf.distribute.DistributedValues):

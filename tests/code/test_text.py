@@ -98,21 +98,23 @@ def test_the_terms_vector_stays_sparse_unless_a_gpu_runs_under_op_determinism(mo
 
     counts = tf.sparse.from_dense(tf.constant([[0, 2, 0], [1, 0, 0]], dtype=tf.int64))
     layer = TermVector(3)
-    assert isinstance(layer(counts), tf.SparseTensor)
-    assert layer(tf.reshape(tf.sparse.to_dense(counts), (2, 1, 3))).shape == (2, 3)  # Keras' declared shape
     listed = tf.config.list_logical_devices
-    monkeypatch.setattr(
-        tf.config, "list_logical_devices", lambda kind=None: ["GPU:0"] if kind == "GPU" else listed(kind)
-    )
-    assert isinstance(layer(counts), tf.SparseTensor)  # a GPU, no determinism: the sparse product is allowed
-    assert not is_op_determinism_enabled()
-    tf.config.experimental.enable_op_determinism()
+    # an earlier test in this process may have turned op determinism on (a stage's setup does): set, then restore
+    was_deterministic = is_op_determinism_enabled()
     try:
+        tf.config.experimental.enable_op_determinism()
+        assert isinstance(layer(counts), tf.SparseTensor)  # no GPU: the CPU's sparse product is deterministic
+        monkeypatch.setattr(
+            tf.config, "list_logical_devices", lambda kind=None: ["GPU:0"] if kind == "GPU" else listed(kind)
+        )
         dense = layer(counts)
-    finally:
         disable_op_determinism()
+        assert isinstance(layer(counts), tf.SparseTensor)  # a GPU, no determinism: the sparse product is allowed
+    finally:
+        (tf.config.experimental.enable_op_determinism if was_deterministic else disable_op_determinism)()
     assert not isinstance(dense, tf.SparseTensor)
     np.testing.assert_array_equal(dense.numpy(), [[0, 2, 0], [1, 0, 0]])
+    assert layer(tf.reshape(tf.sparse.to_dense(counts), (2, 1, 3))).shape == (2, 3)  # Keras' declared shape
 
 
 def test_a_request_text_is_a_string_within_the_trained_length():
