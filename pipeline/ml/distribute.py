@@ -222,9 +222,10 @@ def build_from_one_replica(model) -> None:
     `model` builds from the first replica's part of it instead."""
     import tensorflow as tf
 
-    keras_build = getattr(model, "_maybe_symbolic_build", None)
-    if keras_build is None:  # another Keras: nothing to mend
+    keras_method = getattr(type(model), "_maybe_symbolic_build", None)
+    if keras_method is None:  # another Keras: nothing to mend
         return
+    keras_build = keras_method.__get__(model)  # the class's own: a second compile replaces, never nests
 
     def first_replica(value):
         if isinstance(value, tf.distribute.DistributedValues):

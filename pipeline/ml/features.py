@@ -143,10 +143,9 @@ def known_terms(feature, hyperparameters) -> int:
     accuracy 0.7425 against 0.7304 with the terms in two texts or more); under hidden layers those in two training
     texts or more (a term seen once teaches them little they can use on new text, and each costs a row of
     `hidden_units` weights)."""
-    terms = feature.terms or []
     if hyperparameters.get("hidden_units") and feature.shared_terms is not None:
         return feature.shared_terms
-    return len(terms)
+    return len(feature.terms or [])
 
 
 def text_layers(feature, raw, hyperparameters):
