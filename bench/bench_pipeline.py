@@ -33,6 +33,7 @@ import time
 from pathlib import Path
 
 import yaml
+from ruamel.yaml import YAML
 
 ROOT = Path(__file__).resolve().parents[1]
 MEMORY_STAGES = ("ingest", "validate", "preprocess", "tune", "train", "evaluate", "export")
@@ -70,11 +71,13 @@ def make_project(parent: Path, source: str, overrides: dict | None = None) -> Pa
     shutil.copytree(ROOT / "expectations", project / "expectations")
     for name in ("dvc.yaml", ".gitignore", ".dvcignore"):
         shutil.copy(ROOT / name, project / name)
-    params = yaml.safe_load((ROOT / "params.yaml").read_text())
+    # Round trip: params.yaml keeps its comments, as in a user's clone (DVC parses the whole file for each stage).
+    round_trip = YAML()
+    params = round_trip.load(ROOT / "params.yaml")
     params["data"]["source"] = source
     for section, values in (overrides or {}).items():
         params[section].update(values)
-    (project / "params.yaml").write_text(yaml.safe_dump(params, sort_keys=False))
+    round_trip.dump(params, project / "params.yaml")
     for command in (
         ["git", "init", "-q"],
         ["git", "config", "user.email", "bench@localhost"],
