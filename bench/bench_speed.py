@@ -31,8 +31,9 @@ rotten review or plot summary): the pipeline's default text model (words and wor
 count) times idf scaled to unit length, as many terms as the pipeline keeps; no hidden layer, Adam 0.01, batch 64)
 against two hand-written Keras scripts of it: the `TextVectorization` layer inside the model (as the pipeline
 exports it: raw strings in), and the keras-io way, the texts vectorised once in `tf.data` and cached (sparse).
-The three programs run in turn, `--repeats` times (default 3): an epoch here moves by up to 2x from one run to the
-next, for all three alike.
+The three programs run in turn, `--repeats` times (default 5): an epoch here moves by up to 2x from one run to the
+next, for all three alike. Beside the ratio of the pooled medians it prints each turn's ratio, their median, and
+the ratio of the fastest epochs.
 
 `--series STEPS`: the same for a generated hourly series of STEPS steps (daily and weekly cycles, a trend, noise):
 the pipeline's default series MLP (the window as the spec sets it, normalised, dense 128, the next `horizon` values
@@ -472,19 +473,36 @@ def text_rows(epochs: int, scratch: Path, repeats: int) -> list[dict]:
             completed = subprocess.run(command, capture_output=True, text=True, check=True)
             runs.append(json.loads(completed.stdout.strip().splitlines()[-1]))
     metrics = json.loads((project / "reports" / "evaluate" / "metrics.json").read_text())  # the first run's model
-    pooled = pooled_epochs([[row["epoch_seconds"] for row in run] for run in history])
-    history = [{"epoch_seconds": seconds} for seconds in pooled]
+    pipeline_runs = [[row["epoch_seconds"] for row in run] for run in history]
+    history = [{"epoch_seconds": seconds} for seconds in pooled_epochs(pipeline_runs)]
     rows = []
     for where, runs in references.items():
-        reference = {**runs[0], "epoch_seconds": pooled_epochs([run["epoch_seconds"] for run in runs])}
+        reference_runs = [run["epoch_seconds"] for run in runs]
+        reference = {**runs[0], "epoch_seconds": pooled_epochs(reference_runs)}
         rows.append(
             {
                 "text": f"13,905 snippets; reference vectorises in the {where}",
                 **epoch_comparison(history, metrics, reference, 3),
+                **steadier_ratios(pipeline_runs, reference_runs),
             }
         )
         print(json.dumps(rows[-1]), flush=True)
     return rows
+
+
+def steadier_ratios(pipeline_runs: list[list[float]], reference_runs: list[list[float]]) -> dict:
+    """Two figures less moved by the machine than the pooled medians' ratio: the median of each turn's ratio (the
+    pipeline's run and the reference's right after it, each its later epochs' median: a slow spell of some
+    minutes slows both), and the ratio of the fastest later epochs (the least disturbed epoch of each)."""
+    pairs = zip(pipeline_runs, reference_runs, strict=True)
+    turns = [later_median(ours) / later_median(theirs) for ours, theirs in pairs]
+    fastest = [min(run[1:] or run) for run in pipeline_runs], [min(run[1:] or run) for run in reference_runs]
+    return {
+        "each turn's ratio": [round(ratio, 2) for ratio in turns],
+        "median turn ratio": round(statistics.median(turns), 2),
+        "fastest epoch (s), pipeline / reference": [round(min(fastest[0]), 3), round(min(fastest[1]), 3)],
+        "fastest epoch ratio": round(min(fastest[0]) / min(fastest[1]), 2),
+    }
 
 
 def run_reference(folder: Path, size: int, epochs: int, scratch: Path) -> dict:
@@ -553,7 +571,7 @@ def main() -> None:
     parser.add_argument("--folder", type=Path, default=Path(tempfile.gettempdir()) / "bench_speed_images")
     parser.add_argument("--smoke", action="store_true", help="400 images at 32 pixels, 2 epochs")
     parser.add_argument("--text", action="store_true", help="the text epochs only")
-    parser.add_argument("--repeats", type=int, default=3, help="--text: runs of each program, in turn")
+    parser.add_argument("--repeats", type=int, default=5, help="--text: runs of each program, in turn")
     parser.add_argument("--search", action="store_true", help="the default search against the defaults alone")
     parser.add_argument("--table", type=int, metavar="ROWS", help="the table epoch only, on a table of ROWS rows")
     parser.add_argument("--series", type=int, metavar="STEPS", help="the series epoch only, on STEPS hourly steps")

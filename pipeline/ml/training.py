@@ -11,6 +11,7 @@ import logging
 import os
 import shutil
 import sys
+import threading
 import time
 from collections.abc import Mapping
 from pathlib import Path
@@ -135,6 +136,11 @@ def training_backup(directory: Path, early_stopping, recorder):
     (kept for inspection), reported in one line, and the next older one is tried; with none left,
     training starts from the beginning.
 
+    The epoch's state is copied at its end and written to disk by a thread while the next epoch trains
+    (one write at a time, in epoch order): the training waits only for the copy. `wait()` returns once the
+    last backup is on disk and raises its write's error; the end of training waits, and so does `train_model`
+    when `fit` raises. A kill during a write loses that backup only: the run resumes from the one before.
+
     It must come after `early_stopping` and `recorder` in the callback list: their `on_train_begin`
     resets the state this one restores.
     """
@@ -148,6 +154,17 @@ def training_backup(directory: Path, early_stopping, recorder):
             super().__init__()
             self.state: dict | None = None
             self.best_weights = None
+            self.writer: threading.Thread | None = None
+            self.write_error: BaseException | None = None
+
+        def wait(self, raise_error: bool = True) -> None:
+            """Until the last backup is on disk; its write's error is raised here (or dropped)."""
+            if self.writer is not None:
+                self.writer.join()
+                self.writer = None
+            error, self.write_error = self.write_error, None
+            if error is not None and raise_error:
+                raise error
 
         def restore(self, model) -> int:
             """Loads the newest readable backup into `model` (built and compiled); returns the number of
@@ -198,19 +215,12 @@ def training_backup(directory: Path, early_stopping, recorder):
                 recorder.rows = self.state["history"]
 
         def on_epoch_end(self, epoch, logs=None):
-            directory.mkdir(parents=True, exist_ok=True)
-            final = directory / f"epoch-{epoch + 1:04d}"
-            staging = directory / f".{final.name}.partial-{os.getpid()}"
-            shutil.rmtree(staging, ignore_errors=True)
-            staging.mkdir()
-            arrays = {
-                f"{kind}_{index}": np.asarray(variable)
+            self.wait()  # the previous epoch's write
+            arrays = {  # copies: the next epoch changes the variables while this one is written
+                f"{kind}_{index}": np.asarray(variable).copy()
                 for kind, variables in _state_variables(self.model).items()
                 for index, variable in enumerate(variables)
             }
-            np.savez(staging / "variables.npz", **arrays)
-            if early_stopping.best_weights is not None:
-                np.savez(staging / "best_weights.npz", *early_stopping.best_weights)
             state = {
                 "epoch": epoch + 1,
                 "stopped": bool(self.model.stop_training),
@@ -219,13 +229,33 @@ def training_backup(directory: Path, early_stopping, recorder):
                 "best_epoch": early_stopping.best_epoch,
                 "history": recorder.rows,
             }
-            (staging / "state.json").write_text(json.dumps(state))
-            _sync_directory(staging)
-            shutil.rmtree(final, ignore_errors=True)
-            staging.rename(final)
-            for older in directory.glob("epoch-*"):
-                if older.name < final.name:
-                    shutil.rmtree(older, ignore_errors=True)
+            # EarlyStopping replaces its best weights (a new list of arrays), never changes them in place
+            written = (epoch + 1, arrays, early_stopping.best_weights, json.dumps(state))
+            self.writer = threading.Thread(target=self._write, args=written, name="training-backup", daemon=True)
+            self.writer.start()
+
+        def on_train_end(self, logs=None):
+            self.wait()
+
+        def _write(self, epoch: int, arrays: dict, best_weights, state: str) -> None:
+            try:
+                directory.mkdir(parents=True, exist_ok=True)
+                final = directory / f"epoch-{epoch:04d}"
+                staging = directory / f".{final.name}.partial-{os.getpid()}"
+                shutil.rmtree(staging, ignore_errors=True)
+                staging.mkdir()
+                np.savez(staging / "variables.npz", **arrays)
+                if best_weights is not None:
+                    np.savez(staging / "best_weights.npz", *best_weights)
+                (staging / "state.json").write_text(state)
+                _sync_directory(staging)
+                shutil.rmtree(final, ignore_errors=True)
+                staging.rename(final)
+                for older in directory.glob("epoch-*"):
+                    if older.name < final.name:
+                        shutil.rmtree(older, ignore_errors=True)
+            except BaseException as error:  # raised in the training thread, by wait()
+                self.write_error = error
 
     return TrainingBackup()
 
@@ -281,21 +311,25 @@ def train_model(
         steps_per_epoch = int(train_dataset.reduce(0, lambda count, _: count + 1))
     repeated = train_dataset.repeat().skip(initial_epoch * steps_per_epoch)
     started = time.perf_counter()
-    model.fit(
-        repeated,
-        validation_data=validation_dataset,
-        epochs=epochs,
-        initial_epoch=initial_epoch,
-        steps_per_epoch=steps_per_epoch,
-        callbacks=timed_callbacks(
-            clock,
-            [("early_stopping", stopping), ("history", recorder)]
-            + [("logging", callback) for callback in extra_callbacks or []]
-            + [("backup", backup)],
-        ),  # fmt: skip
-        shuffle=False,  # the dataset is shuffled already
-        verbose=1 if sys.stdout.isatty() else 2,
-    )
+    try:
+        model.fit(
+            repeated,
+            validation_data=validation_dataset,
+            epochs=epochs,
+            initial_epoch=initial_epoch,
+            steps_per_epoch=steps_per_epoch,
+            callbacks=timed_callbacks(
+                clock,
+                [("early_stopping", stopping), ("history", recorder)]
+                + [("logging", callback) for callback in extra_callbacks or []]
+                + [("backup", backup)],
+            ),  # fmt: skip
+            shuffle=False,  # the dataset is shuffled already
+            verbose=1 if sys.stdout.isatty() else 2,
+        )
+    except BaseException:
+        backup.wait(raise_error=False)  # the last finished epoch's backup, on disk for the next run
+        raise
     resumed_rows = len(backup.state["history"]) if backup.state else 0
     return recorder.rows, len(recorder.rows) - resumed_rows, time.perf_counter() - started
 

@@ -119,3 +119,10 @@ def test_an_unfinished_backup_folder_is_never_read(tmp_path, uninterrupted):
     model, _, epochs_run = fit(tmp_path)
     assert epochs_run == EPOCHS
     assert_same_weights(model, uninterrupted[0])
+
+
+def test_a_backup_that_cannot_be_written_fails_the_training(tmp_path):
+    """The backup is written beside the next epoch's training: its error still reaches the run."""
+    (tmp_path / BACKUP_DIR).write_text("a file where the backup folder goes")
+    with pytest.raises(FileExistsError):
+        fit(tmp_path)
