@@ -40,16 +40,24 @@ def make_dataset(
     shuffle: bool = False,
     seed: int | None = None,
     cache_limit_mb: float = 0,
+    transform=None,
 ) -> tf.data.Dataset:
-    """Streams a split from its shards: (shuffle) -> batch -> parse -> prefetch.
+    """Streams a split from its shards: (shuffle) -> batch -> parse (-> `transform` the features) -> prefetch.
 
-    A split whose shards are smaller than `cache_limit_mb` is parsed once and kept in memory
+    A split whose shards are smaller than `cache_limit_mb` is parsed (and transformed) once and kept in memory
     (then shuffled and batched every epoch); larger splits stream from disk every epoch.
     Parsing a whole batch of records in one op is much faster than example by example.
     """
     files = [str(Path(prepared_dir) / name) for name in spec.split(split).files]
     dataset = tf.data.TFRecordDataset(files, num_parallel_reads=tf.data.AUTOTUNE if len(files) > 1 else None)
     parse = _parse_batch(spec)
+    if transform is not None:
+        parse_only = parse
+
+        def parse(serialized):
+            features, label = parse_only(serialized)
+            return transform(features), label
+
     cached = sum(Path(file).stat().st_size for file in files) <= cache_limit_mb * 2**20
     if cached:
         dataset = dataset.batch(1024).map(parse, num_parallel_calls=tf.data.AUTOTUNE).unbatch().cache()

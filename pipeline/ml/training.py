@@ -334,6 +334,61 @@ def train_model(
     return recorder.rows, len(recorder.rows) - resumed_rows, time.perf_counter() - started
 
 
+# A fixed layer's output kept dense in memory for every example (TF-IDF, whose sparse form Keras lacks): at most
+# this many values an example, else the whole model trains on the raw inputs.
+DENSE_FIXED_OUTPUT_LIMIT = 4096
+
+
+class FixedLayersOutside:
+    """`model` trained from the outputs of its first layers that learn nothing and draw nothing at random (a text
+    column's vectoriser; `ModelModality.fixed_outputs`): `transform` computes them from a parsed batch, once, in
+    `tf.data` (`make_dataset`, before its cache); `head` is a copy of `model` from them on, compiled with
+    `model`'s optimizer, whose variables it builds in `model`'s order; `finish()` puts the trained weights back
+    in `model`, which is saved whole (raw inputs in) with its optimizer's state."""
+
+    def __init__(self, model, prefix, head, copy):
+        self.model, self.prefix, self.head, self.copy = model, prefix, head, copy
+
+    def transform(self, features: dict) -> dict:
+        return self.prefix(features, training=False)
+
+    def finish(self):
+        self.model.set_weights(self.copy.get_weights())
+        return self.model
+
+
+def fixed_layers_outside(model, spec) -> FixedLayersOutside | None:
+    """`model`'s fixed first layers split off (call in `model`'s strategy scope), or None when it has none, or one
+    of their outputs is dense and wider than `DENSE_FIXED_OUTPUT_LIMIT` values."""
+    import keras
+    import numpy as np
+    import tensorflow as tf
+
+    from pipeline.ml.modalities import model_modality
+    from pipeline.ml.models import compile_for_task
+
+    modality = model_modality(spec.kind)
+    if modality.fixed_outputs(model, spec) is None:
+        return None
+    copy = keras.models.clone_model(model)  # the layers' own copies: a model cut from `model` could not be saved
+    copy.set_weights(model.get_weights())
+    cut = modality.fixed_outputs(copy, spec)
+    prefix = keras.Model(copy.input, cut)
+    signature = {name: tf.TensorSpec(tensor.shape, tensor.dtype) for name, tensor in copy.input.items()}
+    traced = tf.function(lambda features: prefix(features, training=False)).get_concrete_function(signature)
+    inputs = {}
+    for name, tensor in cut.items():
+        sparse = isinstance(traced.structured_outputs[name], tf.SparseTensor)  # Keras' shapes do not say
+        if not sparse and int(np.prod(tensor.shape[1:])) > DENSE_FIXED_OUTPUT_LIMIT:
+            return None
+        inputs[name] = keras.Input(tensor.shape[1:], dtype=tensor.dtype, sparse=sparse, name=name)
+    inner = keras.Model(list(cut.values()), copy.outputs)
+    head = keras.Model(inputs, inner(list(inputs.values())), name=model.name)
+    compile_for_task(head, spec, model.optimizer, jit_compile=model.jit_compile)
+    model.optimizer.build(copy.trainable_variables)  # `model`'s order (a copy's), for the saved model's optimizer
+    return FixedLayersOutside(model, prefix, head, copy)
+
+
 def timed_callbacks(clock, named: list[tuple[str, Any]]) -> list:
     """The callbacks in order, each followed by `clock`'s mark of its name (none without a clock)."""
     if clock is None:

@@ -21,6 +21,7 @@ from pipeline.ml.training import (
     HISTORY_FILE,
     epoch_clock,
     epoch_logging_callback,
+    fixed_layers_outside,
     plot_learning_curves,
     summarise_history,
     train_model,
@@ -50,23 +51,34 @@ def run(config: Config) -> StageResult:
         tracking.log_hyperparameters(hyperparameters)
         tracking.log_datasets(config, spec, model_modality(spec.kind).mlflow_schema(spec))
     batch_size = int(hyperparameters["batch_size"]) * strategy.num_replicas_in_sync
+    with strategy.scope():
+        model = build_model(hyperparameters, spec, jit_compile=config.train.jit_compile)
+        fixed = fixed_layers_outside(model, spec)  # a text's vectoriser: run once, in tf.data
+    model.summary(print_fn=log.info)
     # splits that fit in train.cache_limit_mb are parsed once and kept in memory, as in the search (a resumed run
     # reads the same order: the shuffle is seeded and the cache holds the records, not their order)
     cache = config.train.cache_limit_mb
+    transform = fixed.transform if fixed else None
     train_dataset = make_dataset(
-        config.paths.prepared, spec, "train", batch_size, shuffle=True, seed=config.base.seed, cache_limit_mb=cache
+        config.paths.prepared,
+        spec,
+        "train",
+        batch_size,
+        shuffle=True,
+        seed=config.base.seed,
+        cache_limit_mb=cache,
+        transform=transform,
     )
-    validation_dataset = make_dataset(config.paths.prepared, spec, "validation", batch_size, cache_limit_mb=cache)
-    with strategy.scope():
-        model = build_model(hyperparameters, spec, jit_compile=config.train.jit_compile)
-    model.summary(print_fn=log.info)
+    validation_dataset = make_dataset(
+        config.paths.prepared, spec, "validation", batch_size, cache_limit_mb=cache, transform=transform
+    )
 
     work_dir = Path(config.paths.work) / "train" / training_key(hyperparameters, config, spec)
     if multiworker.cluster():
         work_dir = work_dir / multiworker.task_name()  # each worker keeps its own backup and checkpoint
     clock = epoch_clock()
     rows, epochs_this_run, fit_seconds = train_model(
-        model,
+        fixed.head if fixed else model,
         train_dataset,
         validation_dataset,
         epochs=config.train.epochs,
@@ -77,6 +89,8 @@ def run(config: Config) -> StageResult:
         steps_per_epoch=math.ceil(spec.split("train").num_examples / batch_size),
         clock=clock,
     )
+    if fixed:
+        fixed.finish()
     if not chief:
         shutil.rmtree(work_dir, ignore_errors=True)
         return StageResult(summary=f"{multiworker.task_name()} done ({len(rows)} epochs); the chief writes the outputs")

@@ -403,3 +403,69 @@ def test_a_new_mix_of_known_words_moves_the_frequent_words_alone():
     assert found["drifted"] == ["review (frequent words)"], found["tests"]
     moved = found["tests"]["review (frequent words)"]["moved"]
     assert moved["word0"]["reference"] > 0.5 > 0.05 > moved["word0"]["current"], moved
+
+
+@pytest.mark.parametrize(("family", "weighting"), [("mlp", "auto"), ("mlp", "tf_idf"), ("rnn", "auto")])
+def test_the_vectorisers_run_once_in_tf_data_and_training_from_their_output_ends_where_the_whole_model_does(
+    family, weighting, tmp_path, monkeypatch, recwarn
+):
+    """The train stage computes the texts' vectors once (`fixed_layers_outside`) and trains the layers after them:
+    the same weights, and the same optimizer state in the saved model, as the whole model trained on raw strings.
+    A dense vector wider than the limit (TF-IDF) is not kept: that model trains whole."""
+    import keras
+    import tensorflow as tf
+
+    from pipeline.core.config import Config
+    from pipeline.ml import training
+    from pipeline.ml.hyperparameters import defaults_from_config
+    from pipeline.ml.models import build_model, load_trained_model
+
+    generator = np.random.default_rng(0)
+    words = "good bad film great awful plot actor boring fun dull Zürich 😀".split()
+    table = pd.DataFrame(
+        {
+            "text": [" ".join(generator.choice(words, generator.integers(0, 8))) for _ in range(96)],
+            "stars": generator.normal(size=96).round(1),
+        }
+    )
+    labels = np.array(["good" in text for text in table["text"]], dtype="int64")
+    specs = feature_specs(table, ["text"])
+    features = [dataclasses.asdict(spec) for spec in table_statistics(typed_features(table, specs), specs)]
+    spec = make_spec({"kind": "text", "classes": ["no", "yes"], "features": features})
+    hyperparameters = {
+        **defaults_from_config(Config()),
+        **{"family": family, "text_weighting": weighting, "hidden_units": [], "dropout": 0.0, "learning_rate": 0.05},
+        **{"text_sequence_length": 6, "text_embedding_dim": 4, "rnn_units": 4},
+    }
+    raw = tf.data.Dataset.from_tensor_slices(
+        ({"text": table[["text"]].to_numpy().astype(str), "stars": table[["stars"]].to_numpy("float32")}, labels)
+    )
+
+    def fitted(work_dir, split: bool):
+        keras.utils.set_random_seed(3)
+        model = build_model(hyperparameters, spec)
+        fixed = training.fixed_layers_outside(model, spec) if split else None
+        data = raw.batch(32)
+        if fixed:  # as make_dataset does: on each parsed batch, before the cache
+            data = data.map(lambda features, label: (fixed.transform(features), label))
+        data = data.unbatch().cache().shuffle(96, seed=1).batch(16)
+        training.train_model(fixed.head if fixed else model, data, data.take(2), 3, 5, "val_loss", work_dir)
+        return fixed.finish() if fixed else model
+
+    monkeypatch.setattr(training, "DENSE_FIXED_OUTPUT_LIMIT", 16)  # the test's vocabulary is smaller than a user's
+    kept = training.fixed_layers_outside(build_model(hyperparameters, spec), spec)
+    assert (kept is None) == (weighting == "tf_idf")  # TF-IDF's vector is dense: the model trains whole
+    if kept is None:
+        return
+    vectors = kept.transform({"text": tf.constant([["good film"]]), "stars": tf.constant([[1.0]])})
+    assert isinstance(vectors["text"], tf.SparseTensor) == (family == "mlp")  # kept sparse: a text's few terms
+    whole = fitted(tmp_path / "whole", split=False)
+    split = fitted(tmp_path / "split", split=True)
+    for left, right in zip(whole.get_weights(), split.get_weights(), strict=True):
+        np.testing.assert_allclose(left, right, atol=1e-6)
+    split.save(tmp_path / "model.keras")
+    reloaded = load_trained_model(tmp_path / "model.keras")
+    assert not [warning for warning in recwarn if "Skipping variable loading" in str(warning.message)]
+    assert len(reloaded.optimizer.variables) == len(whole.optimizer.variables)
+    for left, right in zip(whole.optimizer.variables, reloaded.optimizer.variables, strict=True):
+        np.testing.assert_allclose(np.asarray(left), np.asarray(right), atol=1e-6)

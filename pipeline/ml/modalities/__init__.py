@@ -100,6 +100,12 @@ class ModelModality:
         written beside the TFLite files), or (None, {}) when the exported SavedModel converts as it is."""
         return None, {}
 
+    def fixed_outputs(self, model, spec) -> dict | None:
+        """{input name: the tensor of `model` after the layers that learn nothing and draw nothing at random}:
+        what those layers compute is the same every epoch, so the train stage computes it once, in `tf.data`
+        (`pipeline.ml.training.fixed_layers_outside`). None: the whole model trains on its raw inputs."""
+        return None
+
     def edge_inputs(self, batch: dict, spec, outside: dict) -> dict:
         """A batch of the model's raw inputs as the `edge_model` takes them (`outside`: its descriptions)."""
         return batch
