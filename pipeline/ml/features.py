@@ -181,7 +181,9 @@ def text_layers(feature, raw, hyperparameters):
         name=text_layer_names(feature.name)["terms"],
         **weights,
     )
-    flat = TermVector(vectorizer.vocabulary_size(), name=text_layer_names(feature.name)["terms_flat"])
+    flat = TermVector(
+        vectorizer.vocabulary_size(), sparse=weighting != "tf_idf", name=text_layer_names(feature.name)["terms_flat"]
+    )
     vector = flat(vectorizer(raw))
     if weighting == "log_tf_idf":  # the unknown terms' count comes first: weighted 0, as scikit-learn ignores them
         return LogTfIdf([0.0, *idf], name=text_layer_names(feature.name)["terms_weighted"])(vector)
@@ -194,11 +196,14 @@ class TermVector(keras.layers.Layer):
     computes (batch, terms): one shape for both. A sparse vector stays sparse, except on a GPU under op
     determinism (`base.deterministic`), where TensorFlow has no deterministic sparse-times-dense product
     (SparseTensorDenseMatmulOp raises): there it is made dense, when the graph is traced, so a model saved on one
-    machine runs on the other."""
+    machine runs on the other. `sparse`: whether the vectoriser's output is sparse, which Keras 3.15 does not
+    declare; declared here, so that a model taking this layer's output keeps it sparse (the train stage's,
+    `pipeline.ml.training.fixed_layers_outside`)."""
 
-    def __init__(self, terms: int, **kwargs):
+    def __init__(self, terms: int, sparse: bool = False, **kwargs):
         super().__init__(**kwargs)
         self.terms = int(terms)
+        self.sparse = bool(sparse)
 
     def call(self, vector):
         if isinstance(vector, tf.SparseTensor):
@@ -209,8 +214,12 @@ class TermVector(keras.layers.Layer):
     def compute_output_shape(self, input_shape):
         return (input_shape[0], self.terms)
 
+    def compute_output_spec(self, vector):
+        sparse = self.sparse and not sparse_product_raises()
+        return keras.KerasTensor((vector.shape[0], self.terms), dtype=vector.dtype, sparse=sparse)
+
     def get_config(self):
-        return {**super().get_config(), "terms": self.terms}
+        return {**super().get_config(), "terms": self.terms, "sparse": self.sparse}
 
 
 @keras.saving.register_keras_serializable(package="pipeline")
@@ -254,6 +263,9 @@ class LogTfIdf(keras.layers.Layer):
         weighted = keras.ops.log(1.0 + counts) * keras.ops.convert_to_tensor(self.idf, dtype=counts.dtype)
         length = keras.ops.sqrt(keras.ops.sum(weighted * weighted, axis=-1, keepdims=True))
         return weighted / keras.ops.maximum(length, 1e-12)
+
+    def compute_output_spec(self, counts):
+        return keras.KerasTensor(counts.shape, dtype=self.compute_dtype, sparse=counts.sparse)
 
     def get_config(self):
         return {**super().get_config(), "idf": self.idf}

@@ -362,7 +362,6 @@ def fixed_layers_outside(model, spec) -> FixedLayersOutside | None:
     of their outputs is dense and wider than `DENSE_FIXED_OUTPUT_LIMIT` values."""
     import keras
     import numpy as np
-    import tensorflow as tf
 
     from pipeline.ml.modalities import model_modality
     from pipeline.ml.models import compile_for_task
@@ -373,15 +372,13 @@ def fixed_layers_outside(model, spec) -> FixedLayersOutside | None:
     copy = keras.models.clone_model(model)  # the layers' own copies: a model cut from `model` could not be saved
     copy.set_weights(model.get_weights())
     cut = modality.fixed_outputs(copy, spec)
-    prefix = keras.Model(copy.input, cut)
-    signature = {name: tf.TensorSpec(tensor.shape, tensor.dtype) for name, tensor in copy.input.items()}
-    traced = tf.function(lambda features: prefix(features, training=False)).get_concrete_function(signature)
     inputs = {}
     for name, tensor in cut.items():
-        sparse = isinstance(traced.structured_outputs[name], tf.SparseTensor)  # Keras' shapes do not say
-        if not sparse and int(np.prod(tensor.shape[1:])) > DENSE_FIXED_OUTPUT_LIMIT:
+        # a model makes a sparse tensor dense where its input is declared dense (`TermVector` declares it)
+        if not tensor.sparse and int(np.prod(tensor.shape[1:])) > DENSE_FIXED_OUTPUT_LIMIT:
             return None
-        inputs[name] = keras.Input(tensor.shape[1:], dtype=tensor.dtype, sparse=sparse, name=name)
+        inputs[name] = keras.Input(tensor.shape[1:], dtype=tensor.dtype, sparse=tensor.sparse, name=name)
+    prefix = keras.Model(copy.input, cut)
     inner = keras.Model(list(cut.values()), copy.outputs)
     head = keras.Model(inputs, inner(list(inputs.values())), name=model.name)
     compile_for_task(head, spec, model.optimizer, jit_compile=model.jit_compile)
