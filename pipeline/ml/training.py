@@ -342,9 +342,9 @@ DENSE_FIXED_OUTPUT_LIMIT = 4096
 class FixedLayersOutside:
     """`model` trained from the outputs of its first layers that learn nothing and draw nothing at random (a text
     column's vectoriser; `ModelModality.fixed_outputs`): `transform` computes them from a parsed batch, once, in
-    `tf.data` (`make_dataset`, before its cache); `head` is a copy of `model` from them on, compiled with
-    `model`'s optimizer, whose variables it builds in `model`'s order; `finish()` puts the trained weights back
-    in `model`, which is saved whole (raw inputs in) with its optimizer's state."""
+    `tf.data` (`make_dataset`, before its cache); `head` is `model` (or a copy of it) from them on, compiled with
+    `model`'s optimizer, whose variables it builds in `model`'s order; `finish()` puts a copy's trained weights
+    back in `model`, which is saved whole (raw inputs in) with its optimizer's state."""
 
     def __init__(self, model, prefix, head, copy):
         self.model, self.prefix, self.head, self.copy = model, prefix, head, copy
@@ -353,13 +353,16 @@ class FixedLayersOutside:
         return self.prefix(features, training=False)
 
     def finish(self):
-        self.model.set_weights(self.copy.get_weights())
+        if self.copy is not self.model:
+            self.model.set_weights(self.copy.get_weights())
         return self.model
 
 
-def fixed_layers_outside(model, spec) -> FixedLayersOutside | None:
+def fixed_layers_outside(model, spec, keep_whole: bool = True) -> FixedLayersOutside | None:
     """`model`'s fixed first layers split off (call in `model`'s strategy scope), or None when it has none, or one
-    of their outputs is dense and wider than `DENSE_FIXED_OUTPUT_LIMIT` values."""
+    of their outputs is dense and wider than `DENSE_FIXED_OUTPUT_LIMIT` values. `keep_whole`: cut a copy, so that
+    `model` can still be saved whole (a model cut from its own tensors cannot be); the search, which never saves
+    it, cuts `model` itself (a copy of the text model's vocabulary costs 0.7 s)."""
     import keras
     import numpy as np
 
@@ -367,17 +370,21 @@ def fixed_layers_outside(model, spec) -> FixedLayersOutside | None:
     from pipeline.ml.models import compile_for_task
 
     modality = model_modality(spec.kind)
-    if modality.fixed_outputs(model, spec) is None:
+    cut = modality.fixed_outputs(model, spec)
+    # a model makes a sparse tensor dense where its input is declared dense (`TermVector` declares it)
+    if cut is None or any(
+        not tensor.sparse and int(np.prod(tensor.shape[1:])) > DENSE_FIXED_OUTPUT_LIMIT for tensor in cut.values()
+    ):
         return None
-    copy = keras.models.clone_model(model)  # the layers' own copies: a model cut from `model` could not be saved
-    copy.set_weights(model.get_weights())
-    cut = modality.fixed_outputs(copy, spec)
-    inputs = {}
-    for name, tensor in cut.items():
-        # a model makes a sparse tensor dense where its input is declared dense (`TermVector` declares it)
-        if not tensor.sparse and int(np.prod(tensor.shape[1:])) > DENSE_FIXED_OUTPUT_LIMIT:
-            return None
-        inputs[name] = keras.Input(tensor.shape[1:], dtype=tensor.dtype, sparse=tensor.sparse, name=name)
+    copy = model
+    if keep_whole:
+        copy = keras.models.clone_model(model)
+        copy.set_weights(model.get_weights())
+        cut = modality.fixed_outputs(copy, spec)
+    inputs = {
+        name: keras.Input(tensor.shape[1:], dtype=tensor.dtype, sparse=tensor.sparse, name=name)
+        for name, tensor in cut.items()
+    }
     prefix = keras.Model(copy.input, cut)
     inner = keras.Model(list(cut.values()), copy.outputs)
     head = keras.Model(inputs, inner(list(inputs.values())), name=model.name)

@@ -64,15 +64,23 @@ def default_for(name: str, defaults: dict[str, Any]) -> Any:
 
 
 def hypermodel_builder(space: dict, defaults: dict[str, Any], spec) -> Callable:
-    """The Keras Tuner hypermodel: `build(hp)` declares the space and builds the model."""
+    """The Keras Tuner hypermodel: `build(hp)` declares the space and builds the model, or the part of it after
+    its fixed layers (a text's vectoriser: `pipeline.ml.training.fixed_layers_outside`), whose inputs
+    `build.transform` (the last build's) computes in the trial's datasets, as the train stage does. The search
+    never saves a whole model: Hyperband's checkpoints hold the part it fits."""
     from pipeline.ml.models import build_model
+    from pipeline.ml.training import fixed_layers_outside
 
     names = hyperparameter_file.searched_names(space, defaults["family"])
 
     def build(hp):
         values = {name: declare(hp, name, space[name], default_for(name, defaults)) for name in names}
-        return build_model(hyperparameter_file.apply_search_values(defaults, values), spec)
+        model = build_model(hyperparameter_file.apply_search_values(defaults, values), spec)
+        fixed = fixed_layers_outside(model, spec, keep_whole=False)
+        build.transform = fixed.transform if fixed else None
+        return fixed.head if fixed else model
 
+    build.transform = None
     return build
 
 
@@ -125,7 +133,8 @@ def make_tuner(
     """A Keras Tuner of the configured algorithm that records every trial as a nested MLflow run, whose first
     trial is the defaults (the values `params.yaml` sets, where the space holds them), then the algorithm's.
 
-    `datasets(batch_size)` returns the (train, validation) datasets for a trial's batch size.
+    `datasets(batch_size, transform)` returns the (train, validation) datasets for a trial's batch size, made
+    after its model is built: `transform` is `hypermodel.transform` (see `hypermodel_builder`), or None.
     """
     import keras
     import keras_tuner
@@ -135,6 +144,17 @@ def make_tuner(
 
     mode = direction(settings.objective)
     objective = keras_tuner.Objective(settings.objective, direction=mode)
+
+    class TrialModel(keras_tuner.HyperModel):
+        """`hypermodel`, fitted on datasets made for the model it built (Keras Tuner's way to tune the data)."""
+
+        def build(self, hp):
+            return hypermodel(hp)
+
+        def fit(self, hp, model, *args, **kwargs):
+            batch_size = int(hp.values.get("batch_size", 0)) or None
+            train, validation = datasets(batch_size, getattr(hypermodel, "transform", None))
+            return model.fit(train, *args, validation_data=validation, **kwargs)
 
     class TrackedTrials:
         """Mixed into a Keras Tuner class: one nested MLflow run per trial, and the time budget."""
@@ -153,7 +173,6 @@ def make_tuner(
         def run_trial(self, trial, *args, **kwargs):
             collect_and_freeze()
             values = trial.hyperparameters.values
-            train, validation = datasets(int(values.get("batch_size", 0)) or None)
             callbacks = [
                 *kwargs.pop("callbacks", []),
                 keras.callbacks.EarlyStopping(
@@ -168,9 +187,7 @@ def make_tuner(
             started = time.perf_counter()
             try:
                 mlflow.log_params({name: value for name, value in values.items()})
-                results = super().run_trial(
-                    trial, train, *args, validation_data=validation, callbacks=callbacks, **kwargs
-                )
+                results = super().run_trial(trial, *args, callbacks=callbacks, **kwargs)
                 histories = results if isinstance(results, list) else [results]
                 pick = max if mode == "max" else min
                 scores = [pick(history.history[settings.objective]) for history in histories]
@@ -214,7 +231,7 @@ def make_tuner(
         }[settings.algorithm]
         arguments = dict(max_trials=settings.max_trials)
     tuner_class = type(f"Tracked{base.__name__}", (TrackedTrials, base), {})
-    tuner = tuner_class(hypermodel=hypermodel, **arguments, **common)
+    tuner = tuner_class(hypermodel=TrialModel(), **arguments, **common)
     if settings.algorithm != "grid":  # a grid tries every combination, the defaults' included, in its own order
         # a worker of a distributed search asks the chief's oracle through a client: the oracle is the chief's
         oracle = getattr(tuner.oracle, "_oracle", tuner.oracle)

@@ -86,14 +86,21 @@ def search(config: Config, spec, defaults: dict[str, Any]) -> tuple[dict[str, An
     if resumed:
         log.info("resuming the search in %s", directory)
 
-    def datasets(batch_size: int | None):
+    def datasets(batch_size: int | None, transform):
         batch = batch_size or int(defaults["batch_size"])
         cache = config.train.cache_limit_mb
         return (
             make_dataset(
-                config.paths.prepared, spec, "train", batch, shuffle=True, seed=config.base.seed, cache_limit_mb=cache
+                config.paths.prepared,
+                spec,
+                "train",
+                batch,
+                shuffle=True,
+                seed=config.base.seed,
+                cache_limit_mb=cache,
+                transform=transform,
             ),
-            make_dataset(config.paths.prepared, spec, "validation", batch, cache_limit_mb=cache),
+            make_dataset(config.paths.prepared, spec, "validation", batch, cache_limit_mb=cache, transform=transform),
         )
 
     budget = tuning.Budget(settings, config.train.epochs, directory)

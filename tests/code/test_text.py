@@ -405,6 +405,29 @@ def test_a_new_mix_of_known_words_moves_the_frequent_words_alone():
     assert moved["word0"]["reference"] > 0.5 > 0.05 > moved["word0"]["current"], moved
 
 
+def reviews_and_stars(count: int = 96):
+    """(the spec, a tf.data.Dataset of (features, label)) of `count` short texts beside a number: the label is
+    whether the text holds "good"."""
+    import tensorflow as tf
+
+    generator = np.random.default_rng(0)
+    words = "good bad film great awful plot actor boring fun dull Zürich 😀".split()
+    table = pd.DataFrame(
+        {
+            "text": [" ".join(generator.choice(words, generator.integers(0, 8))) for _ in range(count)],
+            "stars": generator.normal(size=count).round(1),
+        }
+    )
+    labels = np.array(["good" in text for text in table["text"]], dtype="int64")
+    specs = feature_specs(table, ["text"])
+    features = [dataclasses.asdict(spec) for spec in table_statistics(typed_features(table, specs), specs)]
+    spec = make_spec({"kind": "text", "classes": ["no", "yes"], "features": features})
+    raw = tf.data.Dataset.from_tensor_slices(
+        ({"text": table[["text"]].to_numpy().astype(str), "stars": table[["stars"]].to_numpy("float32")}, labels)
+    )
+    return spec, raw
+
+
 @pytest.mark.parametrize(("family", "weighting"), [("mlp", "auto"), ("mlp", "tf_idf"), ("rnn", "auto")])
 def test_the_vectorisers_run_once_in_tf_data_and_training_from_their_output_ends_where_the_whole_model_does(
     family, weighting, tmp_path, monkeypatch, recwarn
@@ -420,26 +443,12 @@ def test_the_vectorisers_run_once_in_tf_data_and_training_from_their_output_ends
     from pipeline.ml.hyperparameters import defaults_from_config
     from pipeline.ml.models import build_model, load_trained_model
 
-    generator = np.random.default_rng(0)
-    words = "good bad film great awful plot actor boring fun dull Zürich 😀".split()
-    table = pd.DataFrame(
-        {
-            "text": [" ".join(generator.choice(words, generator.integers(0, 8))) for _ in range(96)],
-            "stars": generator.normal(size=96).round(1),
-        }
-    )
-    labels = np.array(["good" in text for text in table["text"]], dtype="int64")
-    specs = feature_specs(table, ["text"])
-    features = [dataclasses.asdict(spec) for spec in table_statistics(typed_features(table, specs), specs)]
-    spec = make_spec({"kind": "text", "classes": ["no", "yes"], "features": features})
+    spec, raw = reviews_and_stars()
     hyperparameters = {
         **defaults_from_config(Config()),
         **{"family": family, "text_weighting": weighting, "hidden_units": [], "dropout": 0.0, "learning_rate": 0.05},
         **{"text_sequence_length": 6, "text_embedding_dim": 4, "rnn_units": 4},
     }
-    raw = tf.data.Dataset.from_tensor_slices(
-        ({"text": table[["text"]].to_numpy().astype(str), "stars": table[["stars"]].to_numpy("float32")}, labels)
-    )
 
     def fitted(work_dir, split: bool):
         keras.utils.set_random_seed(3)
@@ -472,3 +481,38 @@ def test_the_vectorisers_run_once_in_tf_data_and_training_from_their_output_ends
     assert len(reloaded.optimizer.variables) == len(whole.optimizer.variables)
     for left, right in zip(whole.optimizer.variables, reloaded.optimizer.variables, strict=True):
         np.testing.assert_allclose(np.asarray(left), np.asarray(right), atol=1e-6)
+
+
+def test_a_text_search_fits_each_trial_on_its_own_models_vectors_and_hyperband_continues_them(tmp_path, monkeypatch):
+    """The search fits each trial's model from its fixed layers' outputs, as the train stage does: a trial with
+    hidden layers knows fewer terms and weighs them otherwise (`known_terms`, `term_weighting`), so each trial's
+    datasets are made for the model it built. Hyperband continues a trial from its checkpoint: the part fitted."""
+    import tensorflow as tf
+
+    from pipeline.core.config import Config
+    from pipeline.ml.hyperparameters import defaults_from_config
+    from pipeline.ml.tuning import hypermodel_builder, make_tuner
+
+    monkeypatch.chdir(tmp_path)
+    monkeypatch.setenv("MLFLOW_TRACKING_URI", f"sqlite:///{tmp_path / 'mlflow.db'}")
+    spec, raw = reviews_and_stars()
+    defaults = {**defaults_from_config(Config()), "family": "mlp", "hidden_units": [], "learning_rate": 0.05}
+    space = {"num_layers": {"choice": [0, 1]}, "units": {"choice": [4]}, "batch_size": {"choice": [16, 32]}}
+    vectors = []
+
+    def datasets(batch_size, transform):
+        data = raw.batch(32).map(lambda features, label: (transform(features), label))
+        vectors.append(data.element_spec[0]["text"])
+        data = data.unbatch().cache().batch(batch_size or 16)
+        return data, data
+
+    settings = dataclasses.replace(
+        Config().tune, algorithm="hyperband", max_epochs=3, hyperband_factor=3, objective="val_loss"
+    )
+    tuner = make_tuner(settings, hypermodel_builder(space, defaults, spec), datasets, tmp_path / "search", 1, None)
+    tuner.search(epochs=settings.max_epochs, verbose=0)
+    trials = list(tuner.oracle.trials.values())
+    assert trials and all(trial.status == "COMPLETED" for trial in trials)
+    assert any("tuner/trial_id" in trial.hyperparameters.values for trial in trials)  # continued from a checkpoint
+    assert {trial.hyperparameters.values["num_layers"] for trial in trials} == {0, 1}
+    assert all(isinstance(vector, tf.SparseTensorSpec) for vector in vectors)  # the terms, vectorised once, sparse

@@ -101,10 +101,12 @@ def test_the_best_trial_is_the_earliest_of_equal_scores_whatever_the_dictionary_
 
 
 def in_memory(features, labels):
-    """`datasets(batch_size)` as `make_tuner` calls it: the same tiny examples for training and validation."""
+    """`datasets(batch_size, transform)` as `make_tuner` calls it: the same tiny examples for training and
+    validation (the tests' models have no fixed layers: no transform)."""
     import tensorflow as tf
 
-    def datasets(batch_size):
+    def datasets(batch_size, transform):
+        assert transform is None
         examples = tf.data.Dataset.from_tensor_slices((features, labels)).batch(16)
         return examples, examples
 
