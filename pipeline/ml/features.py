@@ -11,6 +11,7 @@ from pathlib import Path
 import keras
 import tensorflow as tf
 
+from pipeline.core.config import Config
 from pipeline.core.spec import DataSpec
 from pipeline.ml.modalities import model_modality
 
@@ -71,6 +72,20 @@ def make_dataset(
     options.deterministic = True
     options.experimental_distribute.auto_shard_policy = tf.data.experimental.AutoShardPolicy.DATA
     return dataset.with_options(options).prefetch(tf.data.AUTOTUNE)
+
+
+def training_datasets(config: Config, spec: DataSpec, batch_size: int, transform=None) -> tuple:
+    """(train, validation) as the train stage and the search read them: the training split shuffled with the run's
+    seed, each split parsed (and transformed) once and kept in memory up to `train.cache_limit_mb` (a resumed run
+    reads the same order: the shuffle is seeded and the cache holds the records, not their order)."""
+    prepared, cache = config.paths.prepared, config.train.cache_limit_mb
+    seed = config.base.seed
+    return (
+        make_dataset(
+            prepared, spec, "train", batch_size, shuffle=True, seed=seed, cache_limit_mb=cache, transform=transform
+        ),
+        make_dataset(prepared, spec, "validation", batch_size, cache_limit_mb=cache, transform=transform),
+    )
 
 
 @keras.saving.register_keras_serializable(package="pipeline")

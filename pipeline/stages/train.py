@@ -40,7 +40,7 @@ def run(config: Config) -> StageResult:
     from pipeline.core.spec import load as load_spec
     from pipeline.ml import hyperparameters as hyperparameter_file
     from pipeline.ml import multiworker
-    from pipeline.ml.features import make_dataset
+    from pipeline.ml.features import training_datasets
     from pipeline.ml.modalities import model_modality
     from pipeline.ml.models import build_model
 
@@ -55,23 +55,7 @@ def run(config: Config) -> StageResult:
         model = build_model(hyperparameters, spec, jit_compile=config.train.jit_compile)
         fixed = fixed_layers_outside(model, spec)  # a text's vectoriser: run once, in tf.data
     model.summary(print_fn=log.info)
-    # splits that fit in train.cache_limit_mb are parsed once and kept in memory, as in the search (a resumed run
-    # reads the same order: the shuffle is seeded and the cache holds the records, not their order)
-    cache = config.train.cache_limit_mb
-    transform = fixed.transform if fixed else None
-    train_dataset = make_dataset(
-        config.paths.prepared,
-        spec,
-        "train",
-        batch_size,
-        shuffle=True,
-        seed=config.base.seed,
-        cache_limit_mb=cache,
-        transform=transform,
-    )
-    validation_dataset = make_dataset(
-        config.paths.prepared, spec, "validation", batch_size, cache_limit_mb=cache, transform=transform
-    )
+    train_dataset, validation_dataset = training_datasets(config, spec, batch_size, fixed.transform if fixed else None)
 
     work_dir = Path(config.paths.work) / "train" / training_key(hyperparameters, config, spec)
     if multiworker.cluster():

@@ -77,7 +77,7 @@ def search(config: Config, spec, defaults: dict[str, Any]) -> tuple[dict[str, An
     """Runs (or resumes) the search; returns (best hyperparameters, summary, trial rows)."""
     import mlflow
 
-    from pipeline.ml.features import make_dataset
+    from pipeline.ml.features import training_datasets
 
     settings = config.tune
     key = search_key(settings, defaults, spec.fingerprint, config.base.seed)
@@ -87,21 +87,7 @@ def search(config: Config, spec, defaults: dict[str, Any]) -> tuple[dict[str, An
         log.info("resuming the search in %s", directory)
 
     def datasets(batch_size: int | None, transform):
-        batch = batch_size or int(defaults["batch_size"])
-        cache = config.train.cache_limit_mb
-        return (
-            make_dataset(
-                config.paths.prepared,
-                spec,
-                "train",
-                batch,
-                shuffle=True,
-                seed=config.base.seed,
-                cache_limit_mb=cache,
-                transform=transform,
-            ),
-            make_dataset(config.paths.prepared, spec, "validation", batch, cache_limit_mb=cache, transform=transform),
-        )
+        return training_datasets(config, spec, batch_size or int(defaults["batch_size"]), transform)
 
     budget = tuning.Budget(settings, config.train.epochs, directory)
     tuner = tuning.open_tuner(
