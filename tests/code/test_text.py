@@ -433,8 +433,9 @@ def test_the_vectorisers_run_once_in_tf_data_and_training_from_their_output_ends
     family, weighting, tmp_path, monkeypatch, recwarn
 ):
     """The train stage computes the texts' vectors once (`fixed_layers_outside`) and trains the layers after them:
-    the same weights, and the same optimizer state in the saved model, as the whole model trained on raw strings.
-    A dense vector wider than the limit (TF-IDF) is not kept: that model trains whole."""
+    the same weights, and the same optimizer state in the saved model, as the whole model trained on raw strings,
+    with op determinism on or off. A dense vector wider than the limit (TF-IDF) is not kept: that model trains
+    whole."""
     import keras
     import tensorflow as tf
 
@@ -457,8 +458,9 @@ def test_the_vectorisers_run_once_in_tf_data_and_training_from_their_output_ends
         data = raw.batch(32)
         if fixed:  # as make_dataset does: on each parsed batch, before the cache
             data = data.map(lambda features, label: (fixed.transform(features), label))
-        data = data.unbatch().cache().shuffle(96, seed=1).batch(16)
-        training.train_model(fixed.head if fixed else model, data, data.take(2), 3, 5, "val_loss", work_dir)
+        data = data.unbatch().cache()
+        train, validation = data.shuffle(96, seed=1).batch(16), data.take(32).batch(16)  # as the train stage's
+        training.train_model(fixed.head if fixed else model, train, validation, 3, 5, "val_loss", work_dir)
         return fixed.finish() if fixed else model
 
     monkeypatch.setattr(training, "DENSE_FIXED_OUTPUT_LIMIT", 16)  # the test's vocabulary is smaller than a user's
