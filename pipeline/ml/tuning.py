@@ -232,11 +232,38 @@ def make_tuner(
         arguments = dict(max_trials=settings.max_trials)
     tuner_class = type(f"Tracked{base.__name__}", (TrackedTrials, base), {})
     tuner = tuner_class(hypermodel=TrialModel(), **arguments, **common)
+    if not is_worker():  # the oracle itself, reloaded from `directory` (a worker holds only a client of it)
+        settled = settle_reloaded_trials(getattr(tuner.oracle, "_oracle", tuner.oracle))
+        if settled:
+            log.warning("a search killed between Keras Tuner's writes: %s", "; ".join(settled))
     if settings.algorithm != "grid":  # a grid tries every combination, the defaults' included, in its own order
         # a worker of a distributed search asks the chief's oracle through a client: the oracle is the chief's
         oracle = getattr(tuner.oracle, "_oracle", tuner.oracle)
         oracle._random_values = defaults_first(oracle)
     return tuner
+
+
+def settle_reloaded_trials(oracle) -> list[str]:
+    """Repairs what a search killed between two of Keras Tuner's writes reloads; returns what was repaired.
+
+    The oracle writes a trial's file, then its own state (which trials run, which wait for a retry), and a
+    reload reads every trial file but takes the running ones from that state. So a kill in between:
+    - in `create_trial`: the new trial reloads RUNNING, but no process runs it and nothing queues it; it
+      counts towards `max_trials` and never completes (a resumed search of 4 trials ended with 3). It is
+      queued for a retry, which runs it with its values;
+    - in `end_trial`, which writes its state before it forgets the trial it ends: a COMPLETED trial reloads
+      as running, and the reload queues it for a retry, which would train it again. It stays completed."""
+    repaired = []
+    queue = oracle._retry_queue
+    for trial_id in list(queue):
+        if oracle.trials[trial_id].status == "COMPLETED":
+            queue.remove(trial_id)
+            repaired.append(f"trial {trial_id} had completed: not run again")
+    for trial_id, trial in oracle.trials.items():
+        if trial.status == "RUNNING" and trial_id not in queue:
+            queue.append(trial_id)
+            repaired.append(f"trial {trial_id} was started but not recorded: run again")
+    return repaired
 
 
 def defaults_first(oracle) -> Callable:
