@@ -274,7 +274,7 @@ def describe(config: Config, key: str) -> str:
     how = f"`dvc exp run` experiment `{experiment}`" if experiment else "`dvc repro`"
     return (
         f"{how} of {config.data.source} data with a {config.model_family} model"
-        f" (`{config.tracking.experiment}`, run key `{key}`). Every stage logs here: params, holdout"
+        f" (`{config.tracking.experiment}`, run key `{key}`). Every stage that runs logs here: params, holdout"
         " metrics, learning curves, the datasets, the model and its registered version with the gate's decision."
     )
 

@@ -40,16 +40,15 @@ SKIPPED_FILE = "SKIPPED.txt"
 
 
 def prepare_target(config: Config) -> StageResult:
-    from pipeline.data import engine, ingestion, preparation, validation
-
     target = config.target_config()
     root = Path(config.paths.finetune_data)
-    if not config.finetune_skip_reason:
-        target = fitted_to_base(config, target)
     if config.finetune_skip_reason:
         for directory in (root, Path(target.paths.reports)):  # the stage's outputs, each saying why it is empty
             replace_directory_with_note(directory, f"Skipped: {config.finetune_skip_reason}.\n")
         return StageResult(summary=f"skipped: {config.finetune_skip_reason} -> {root}")
+    from pipeline.data import engine, ingestion, preparation, validation
+
+    target = fitted_to_base(config, target)
     for directory in (root, Path(target.paths.reports)):
         (directory / SKIPPED_FILE).unlink(missing_ok=True)
     ingestion.snapshot(target)
@@ -273,9 +272,14 @@ def run(config: Config) -> StageResult:
     )
 
 
+def fine_tunes(config: Config) -> bool:
+    """Whether the stages of transfer learning run (and so open the pipeline's MLflow run), or skip."""
+    return not config.finetune_skip_reason
+
+
 def main(params_file: str = "params.yaml") -> None:
-    run_stage("finetune", params_file, run)
+    run_stage("finetune", params_file, run, track=fine_tunes)
 
 
 def prepare_target_main(params_file: str = "params.yaml") -> None:
-    run_stage("prepare_target", params_file, prepare_target)
+    run_stage("prepare_target", params_file, prepare_target, track=fine_tunes)

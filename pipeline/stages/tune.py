@@ -218,4 +218,4 @@ def launch_distributed(params_file: str, workers: int, host: str = "127.0.0.1", 
 
 
 def main(params_file: str = "params.yaml") -> None:
-    run_stage("tune", params_file, run)
+    run_stage("tune", params_file, run, track=lambda config: config.tune.enabled)  # off: writes the defaults

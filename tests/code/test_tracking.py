@@ -233,3 +233,25 @@ def test_a_store_killed_while_being_created_is_never_left_half_built(config, wor
         process.wait()
         tracking.configure(config)  # the next stage opens (or creates) the store
         assert mlflow.get_experiment_by_name(config.tracking.experiment) is not None, f"killed at {delay:.2f} s"
+
+
+def test_stages_their_settings_skip_write_their_outputs_without_mlflow(workdir):
+    """The search off and fine-tuning off: each stage still writes its declared outputs, in a process that never
+    imports MLflow (its import and run lookup were 2-4 s of each such stage, which writes a few files)."""
+    import subprocess
+    import sys
+
+    for stage in ("tune", "prepare_target", "finetune"):
+        script = (
+            "import sys\n"
+            "from pipeline.cli import main\n"
+            f"sys.argv = ['pipeline', 'run', '{stage}']\n"
+            "main()\n"
+            "assert 'mlflow' not in sys.modules, 'imported MLflow'\n"
+        )
+        completed = subprocess.run([sys.executable, "-c", script], capture_output=True, text=True, cwd=workdir)
+        assert completed.returncode == 0, completed.stderr[-2000:]
+        assert "skipped" in completed.stdout or "search disabled" in completed.stdout
+    assert (workdir / "models" / "hyperparameters.json").is_file()
+    assert (workdir / "reports" / "finetune" / "transfer.json").is_file()
+    assert not (workdir / "mlflow.db").exists()
