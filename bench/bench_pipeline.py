@@ -137,9 +137,13 @@ def stage_times(wall: float, lines: list[tuple[float, str]]) -> dict[str, dict[s
     return stages
 
 
-def timed_repro(project: Path, imports: bool = False) -> tuple[float, dict[str, dict[str, float]]]:
+def timed_repro(
+    project: Path, imports: bool = False, only: str | None = None
+) -> tuple[float, dict[str, dict[str, float]]]:
+    """`dvc repro` timed stage by stage; `imports`: forced, each stage's imports timed too; `only`: that stage."""
     environment = {**ENVIRONMENT, **({"PYTHONPROFILEIMPORTTIME": "1"} if imports else {})}
     command = ["dvc", "repro", "--force"] if imports else ["dvc", "repro"]
+    command += ["--single-item", only] if only else []
     wall, lines = timestamped_lines(command, project, environment)
     return wall, stage_times(wall, lines)
 
@@ -340,11 +344,16 @@ def main() -> None:
         args.sources, args.no_tfx, args.imports, args.memory, args.throughput = ["digits"], True, True, True, True
         overrides, memory_stages = SMOKE, ("ingest",)
         args.epochs, args.repeats, args.rounds = 2, 1, 1
+    imported_stage = "preprocess" if args.smoke else None  # smoke: the import timing of one stage, not a second run
     with tempfile.TemporaryDirectory(prefix="bench-pipeline-") as scratch:
         parent = Path(args.keep) if args.keep else Path(scratch)
         parent.mkdir(parents=True, exist_ok=True)
-        tensorflow_import = bare_import_seconds("tensorflow")
-        print(f"bare `import tensorflow` in a fresh process: {tensorflow_import:.2f} s (median of 3)", flush=True)
+        import_repeats = 1 if args.smoke else 3
+        tensorflow_import = bare_import_seconds("tensorflow", import_repeats)
+        print(
+            f"bare `import tensorflow` in a fresh process: {tensorflow_import:.2f} s (median of {import_repeats})",
+            flush=True,
+        )
         tfx = None
         if not args.no_tfx:
             tfx = run_tfx(tfx_python(Path(args.tfx)), parent)
@@ -358,7 +367,7 @@ def main() -> None:
             rows.append((source, wall, noop, accuracy))
             print_stage_table(source, wall, stages, accuracy)
             if args.imports:
-                forced_wall, forced = timed_repro(project, imports=True)
+                forced_wall, forced = timed_repro(project, imports=True, only=imported_stage)
                 print(f"\n| stage ({source}, forced rerun) | wall (s) | imports (s) | imports / bare TF import |")
                 print("|---|---|---|---|")
                 for stage, times in forced.items():

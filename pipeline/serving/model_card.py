@@ -123,7 +123,7 @@ def build_card(
     metric_names: list[str],
     intended_use: str,
     limitations: str,
-    example_request: Optional[list],
+    example_request: Optional[dict],
     slices: Optional[dict] = None,
     slice_metric: str = "",
 ) -> str:
@@ -166,13 +166,23 @@ def build_card(
         "```",
         f"HTTP (`pipeline serve`, TF Serving's REST API): `POST /v1/models/{name}:predict`",
     ]
-    if example_request is not None:
-        body = json.dumps({"instances": example_request})
-        if len(body) <= 600:
-            lines += ["```json", body, "```"]
-        else:
-            lines.append(f'with `{{"instances": [...]}}`: one example is {len(body)} characters of JSON.')
+    if example_request is not None and "body" in example_request:
+        lines += ["```json", example_request["body"], "```"]
+    elif example_request is not None:
+        lines.append(
+            f'with `{{"instances": [...]}}`: one example is {example_request["characters"]} characters of JSON.'
+        )
     return "\n".join(lines) + "\n"
+
+
+SHOWN_REQUEST_CHARACTERS = 600
+
+
+def example_request(instances: list) -> dict:
+    """A request of one example as the card shows it: `{"body": its JSON}`, or `{"characters": its length}` where
+    it is too long to read (an image). The export stage writes it, which has the test split and the model at hand."""
+    body = json.dumps({"instances": instances})
+    return {"body": body} if len(body) <= SHOWN_REQUEST_CHARACTERS else {"characters": len(body)}
 
 
 def default_intended_use(spec, source: str) -> str:

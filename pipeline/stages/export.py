@@ -88,8 +88,9 @@ def run(config: Config) -> StageResult:
     setup_tensorflow(config)
     from pipeline.core.spec import load as load_spec
     from pipeline.ml.features import make_dataset
+    from pipeline.ml.modalities import model_modality
     from pipeline.ml.models import float32_copy, load_trained_model
-    from pipeline.serving import checks
+    from pipeline.serving import checks, model_card
 
     spec = load_spec(config.paths.prepared)
     model = load_trained_model(config.paths.model)
@@ -137,6 +138,9 @@ def run(config: Config) -> StageResult:
         write_json_atomic(edge_dir / "tflite.json", edge)  # also says why nothing was converted
     published = target / config.model_name / str(version)
     example_inputs = {name: np.asarray(values)[:2] for name, values in batches[0].items()}
+    first_example = model_modality(spec.kind).request_instances(
+        {name: values[:1] for name, values in example_inputs.items()}, spec
+    )
     with tempfile.TemporaryDirectory() as scratch:  # the float32 model that was exported, as the Keras artifact
         keras_file = Path(scratch) / Path(config.paths.model).name
         serving_model.save(keras_file)
@@ -158,6 +162,8 @@ def run(config: Config) -> StageResult:
         "infra_validation": infra,
         "tflite": edge,
         "warmup_requests": str(published / checks.WARMUP_FILE),
+        "parameters": model.count_params(),  # for the model card, which the gate writes without TensorFlow
+        "example_request": model_card.example_request(first_example),
     }
     report_path = write_json_atomic(Path(config.paths.reports) / "export" / "export.json", report)
     edge_summary = ""

@@ -87,9 +87,11 @@ def decide(
 def evaluate_registered(model_uri: str, config: Config, spec) -> tuple[dict | None, list[dict]]:
     """Holdout metrics of a registered model on the current test split, and per slice; (None, []) if it cannot
     read it."""
+    from pipeline.ml.distribute import setup_tensorflow
     from pipeline.ml.evaluation import holdout_metrics
     from pipeline.serving.loading import load_registered_keras
 
+    setup_tensorflow(config)  # the only part of the gate that needs TensorFlow
     model = load_registered_keras(model_uri)
     settings = config.evaluate
     try:  # one pass over the test split: the overall metrics and each slice's
@@ -172,42 +174,35 @@ def gate(config: Config, force_reason: str | None = None) -> dict:
     result["baselines"] = measured
     result["behaviour"] = checks
     shown = {**candidate, **baselines.headline_scores(measured)}  # the baselines' scores beside the model's
-    write_card(config, client, name, version, shown, champion, champion_version, result, reports)
+    write_card(config, client, export_report, shown, champion, champion_version, result, reports)
     write_json_atomic(reports / "decision.json", result)
     headline = {"blessed": result["blessed"], "candidate": result["candidate"], "champion": result["champion"]}
     write_json_atomic(reports / "metrics.json", headline)  # the DVC metrics: the decision, compared across runs
     return result
 
 
-def write_card(config: Config, client, name, version, candidate, champion, champion_version, result, reports) -> None:
+def write_card(config: Config, client, export_report, candidate, champion, champion_version, result, reports) -> None:
     """The version's model card: `reports/gate/model_card.md` and `.html`, artifacts of the version's run, and the
-    version's description in the registry (which the MLflow UI renders)."""
-    import numpy as np
-
+    version's description in the registry (which the MLflow UI renders). The model's size and an example request
+    come from the export's report."""
     from pipeline.core.outputs import write_text_atomic
     from pipeline.core.spec import load as load_spec
     from pipeline.ml import hyperparameters as hyperparameter_file
-    from pipeline.ml.features import make_dataset
-    from pipeline.ml.modalities import model_modality
-    from pipeline.ml.models import load_trained_model
     from pipeline.serving import model_card
 
+    name, version = result["model"], result["candidate_version"]
     spec = load_spec(config.paths.prepared)
     source = config.data.source if config.data.source in BUILTIN_SOURCES else config.data.path
     task = spec.task_type
     names = [task.headline_metric] + sorted(task.metric_names - {task.headline_metric, "loss"})
     names += sorted(key for key in candidate if key.endswith(f"_{task.headline_metric}"))  # baselines' scores
-    inputs, _ = next(iter(make_dataset(config.paths.prepared, spec, "test", 1)))
-    example = model_modality(spec.kind).request_instances(
-        {key: np.asarray(value) for key, value in inputs.items()}, spec
-    )
     card = model_card.build_card(
         name=name,
         version=version,
         spec=spec,
         source=source,
         hyperparameters=hyperparameter_file.load(config.paths.hyperparameters),
-        parameters=load_trained_model(config.paths.model).count_params(),
+        parameters=export_report["parameters"],
         candidate=candidate,
         champion=champion,
         champion_version=champion_version,
@@ -219,7 +214,7 @@ def write_card(config: Config, client, name, version, candidate, champion, champ
         limitations=model_card.default_limitations(spec, bool(result["slices"]["candidate"]))
         if config.card.limitations == "auto"
         else config.card.limitations,
-        example_request=example,
+        example_request=export_report["example_request"],
         slices=result["slices"],
         slice_metric=config.gate.metric,
     )
@@ -240,9 +235,6 @@ def _summary(result: dict) -> str:
 
 
 def run(config: Config) -> StageResult:
-    from pipeline.ml.distribute import setup_tensorflow
-
-    setup_tensorflow(config)
     result = gate(config)
     return StageResult(
         summary=_summary(result),
@@ -261,9 +253,6 @@ def force(params_file: str, reason: str) -> int:
         return 2
 
     def body(config: Config) -> StageResult:
-        from pipeline.ml.distribute import setup_tensorflow
-
-        setup_tensorflow(config)
         result = gate(config, force_reason=reason.strip())
         return StageResult(summary=_summary(result), metrics={"gate_forced": 1.0})
 

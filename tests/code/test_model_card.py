@@ -35,7 +35,7 @@ def card(spec=PENGUINS, champion=None, **overrides) -> str:
         metric_names=["accuracy", "f1", "roc_auc"],
         intended_use=model_card.default_intended_use(spec, "penguins"),
         limitations=model_card.default_limitations(spec),
-        example_request=[{"island": "Dream", "bill_length_mm": 39.1}],
+        example_request=model_card.example_request([{"island": "Dream", "bill_length_mm": 39.1}]),
     )
     return model_card.build_card(**{**arguments, **overrides})
 
@@ -81,7 +81,7 @@ def test_every_kind_of_data_is_described():
     images = make_spec({"kind": "image", "classes": ["0", "1", "2"], "splits": SPLITS,
                         "image": {"height": 8, "width": 8, "channels": 1}})  # fmt: skip
     long_request = [[[0.0] * 8] * 8]
-    text = card(images, example_request=long_request * 10)
+    text = card(images, example_request=model_card.example_request(long_request * 10))
     assert "8x8 images, 1 channel(s)" in text and "one example is" in text  # a long request is described
 
 

@@ -28,7 +28,7 @@ COVERED = {
     "mlflow server": SERVER_TEST,
     "MLFLOW_TRACKING_URI=http://127.0.0.1:5000 dvc repro": SERVER_TEST,
     "dvc exp run -S tune.enabled=false -S train.learning_rate": (
-        "tests/e2e/test_gate.py::test_first_blessed_worse_refused_better_promoted_and_a_forced_override"
+        "tests/e2e/test_gate.py::test_first_blessed_worse_refused_a_forced_override_then_better_promoted"
     ),
     "dvc exp run -S data.source=penguins": (
         "tests/e2e/test_repro.py::test_an_experiment_variant_on_penguins_appears_beside_the_first_run"
@@ -64,7 +64,7 @@ COVERED = {
     "KERASTUNER_TUNER_ID=chief": "tests/e2e/test_tune.py::test_a_chief_and_two_workers_share_one_search",
     "KERASTUNER_TUNER_ID=tuner0": "tests/e2e/test_tune.py::test_a_chief_and_two_workers_share_one_search",
     "pipeline gate --force-bless": (
-        "tests/e2e/test_gate.py::test_first_blessed_worse_refused_better_promoted_and_a_forced_override"
+        "tests/e2e/test_gate.py::test_first_blessed_worse_refused_a_forced_override_then_better_promoted"
     ),
     "pipeline monitor --data": "tests/e2e/test_feedback_loop.py::test_drift_feedback_retrain_gate_and_push",
     "pipeline feedback add": "tests/e2e/test_feedback_loop.py::test_drift_feedback_retrain_gate_and_push",
