@@ -23,7 +23,7 @@ from pipeline.core.config import Config, GateConfig
 from pipeline.core.kinds import BUILTIN_SOURCES
 from pipeline.core.metrics import higher_is_better
 from pipeline.core.outputs import write_json_atomic
-from pipeline.core.runner import StageResult, run_stage
+from pipeline.core.runner import StageError, StageResult, run_stage
 from pipeline.ml import baselines, behaviour, slices
 
 log = logging.getLogger(__name__)
@@ -118,13 +118,27 @@ def record(client, name: str, version: int, decision: dict, forced_reason: str |
         client.set_registered_model_alias(name, CHAMPION, str(version))
 
 
+def read_export_report(path: Path) -> dict:
+    """The export's report, which names the candidate and holds what the model card shows of it."""
+    if not path.is_file():
+        raise StageError(f"{path} is missing: the gate judges the last export's candidate; run `dvc repro` first")
+    report = json.loads(path.read_text())
+    missing = [key for key in ("registered_model", "parameters", "example_request") if key not in report]
+    if missing:
+        raise StageError(
+            f"{path} lacks {', '.join(missing)}: an earlier version of the pipeline wrote it;"
+            " run `dvc repro` (its export stage writes them) before `pipeline gate`"
+        )
+    return report
+
+
 def gate(config: Config, force_reason: str | None = None) -> dict:
     """Runs the gate for the candidate of the last export; returns the decision (also written to disk)."""
     import mlflow
 
     from pipeline.core.spec import load as load_spec
 
-    export_report = json.loads((Path(config.paths.reports) / "export" / "export.json").read_text())
+    export_report = read_export_report(Path(config.paths.reports) / "export" / "export.json")
     registered = export_report["registered_model"]
     name, version = registered["name"], int(registered["version"])
     candidate = json.loads((Path(config.paths.reports) / "evaluate" / "metrics.json").read_text())

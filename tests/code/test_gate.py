@@ -36,3 +36,22 @@ def test_force_bless_without_a_reason_is_refused(tmp_path):
     )
     assert completed.returncode == 2
     assert 'needs --reason "why"' in completed.stderr and "Traceback" not in completed.stderr
+
+
+def test_an_export_report_of_an_earlier_version_is_named_with_the_fix(workdir):
+    """`pipeline gate --force-bless` right after pulling a version whose card reads the export's report: one line
+    that says to rerun the pipeline, not a KeyError."""
+    import json
+    import subprocess
+    import sys
+
+    command = [sys.executable, "-m", "pipeline", "gate", "--force-bless", "--reason", "rollback"]
+    missing = subprocess.run(command, cwd=workdir, capture_output=True, text=True)
+    assert missing.returncode == 2 and "export.json is missing" in missing.stderr
+    report = workdir / "reports" / "export" / "export.json"
+    report.parent.mkdir(parents=True)
+    report.write_text(json.dumps({"registered_model": {"name": "digits", "version": 1, "alias": "candidate"}}))
+    older = subprocess.run(command, cwd=workdir, capture_output=True, text=True)
+    assert older.returncode == 2 and "Traceback" not in older.stderr
+    assert "lacks parameters, example_request: an earlier version of the pipeline wrote it" in older.stderr
+    assert "run `dvc repro`" in older.stderr
