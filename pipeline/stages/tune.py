@@ -218,4 +218,9 @@ def launch_distributed(params_file: str, workers: int, host: str = "127.0.0.1", 
 
 
 def main(params_file: str = "params.yaml") -> None:
-    run_stage("tune", params_file, run, track=lambda config: config.tune.enabled)  # off: writes the defaults
+    run_stage("tune", params_file, run, track=searches)
+
+
+def searches(config: Config) -> bool:
+    """Whether the stage searches (and so opens the pipeline's MLflow run), or only writes the defaults."""
+    return config.tune.enabled

@@ -242,35 +242,32 @@ def test_a_search_killed_between_keras_tuners_two_writes_finishes_every_trial_on
         )
         return model
 
-    if instant.startswith("new trial"):
-        save_trial = oracle_module.Oracle._save_trial
-
-        def write_then_die(oracle, trial):
-            save_trial(oracle, trial)
-            if trial.trial_id == "1" and trial.status == "RUNNING":
-                raise Killed
-
-        monkeypatch.setattr(oracle_module.Oracle, "_save_trial", write_then_die)
-        trained_before_kill = 1
-    else:
-        on_trial_end = oracle_module.Display.on_trial_end  # end_trial: after its writes, before it forgets the trial
-
-        def end_then_die(display, trial):
-            on_trial_end(display, trial)
-            if trial.trial_id == "1":
-                raise Killed
-
-        monkeypatch.setattr(oracle_module.Display, "on_trial_end", end_then_die)
-        trained_before_kill = 2
-
     settings = dataclasses.replace(config.tune, algorithm="random", max_trials=3, max_epochs=1, objective="val_loss")
-    tuner = make_tuner(settings, build, datasets, tmp_path / "search", seed=1, budget=None)
-    with pytest.raises(Killed):
-        tuner.search(epochs=1, verbose=0)
+    with monkeypatch.context() as killing:
+        if instant.startswith("new trial"):
+            save_trial = oracle_module.Oracle._save_trial
+
+            def write_then_die(oracle, trial):
+                save_trial(oracle, trial)
+                if trial.trial_id == "1" and trial.status == "RUNNING":
+                    raise Killed
+
+            killing.setattr(oracle_module.Oracle, "_save_trial", write_then_die)
+            trained_before_kill = 1
+        else:
+            on_trial_end = oracle_module.Display.on_trial_end  # end_trial: after its writes, before it forgets it
+
+            def end_then_die(display, trial):
+                on_trial_end(display, trial)
+                if trial.trial_id == "1":
+                    raise Killed
+
+            killing.setattr(oracle_module.Display, "on_trial_end", end_then_die)
+            trained_before_kill = 2
+        tuner = make_tuner(settings, build, datasets, tmp_path / "search", seed=1, budget=None)
+        with pytest.raises(Killed):
+            tuner.search(epochs=1, verbose=0)
     mlflow.end_run()  # the process that held the trial's run is gone
-    monkeypatch.undo()
-    monkeypatch.chdir(tmp_path)
-    monkeypatch.setenv("MLFLOW_TRACKING_URI", f"sqlite:///{tmp_path / 'mlflow.db'}")
     assert len(trained) == trained_before_kill
 
     resumed = make_tuner(settings, build, datasets, tmp_path / "search", seed=1, budget=None)
