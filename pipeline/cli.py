@@ -68,7 +68,12 @@ def build_parser() -> argparse.ArgumentParser:
     train.add_argument("--workers", type=int, default=0, help="worker processes (0: one process)")
 
     serve = commands.add_parser("serve", help="serve an exported model over HTTP (TF Serving's REST API)")
-    serve.add_argument("--model", required=True, help="a SavedModel version folder, a model folder or models/serving")
+    serve.add_argument(
+        "--model",
+        required=True,
+        help="a SavedModel version folder, a model folder or models/serving; `-` reads it from standard input once"
+        " TensorFlow is imported",
+    )
     serve.add_argument("--params", default="params.yaml", help="the params file for the serve defaults")
     serve.add_argument("--host", help="the address to listen on (default: serve.host)")
     serve.add_argument("--port", type=int, help="the port (default: serve.port)")

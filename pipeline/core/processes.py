@@ -99,14 +99,32 @@ def background_server(
     Raises:
         StageError: the server exited while starting, or did not answer within `timeout` seconds.
     """
-    # The server's output goes to a file, read back through `process.stdout`: a pipe that nobody reads
-    # while the server starts fills up at 64 KiB and stops it (PYTHONPROFILEIMPORTTIME=1 writes 300 KiB).
+    with started_process(command, cwd, environment) as process:
+        if meanwhile is not None:
+            meanwhile()
+        wait_until_healthy(process, base, timeout)
+        yield process
+
+
+@contextlib.contextmanager
+def started_process(
+    command: list[str],
+    cwd: str | Path | None = None,
+    environment: dict | None = None,
+    stdin: int | None = None,
+) -> Iterator[subprocess.Popen]:
+    """Starts `command` in its own process group, killed with its parent (`die_with_parent`); its output is
+    readable through `process.stdout`. Stopped (SIGTERM to its group, SIGKILL after 30 s) on leaving the block.
+    `stdin=subprocess.PIPE` gives the caller `process.stdin` to write to."""
+    # The output goes to a file, read back through `process.stdout`: a pipe that nobody reads while a
+    # server starts fills up at 64 KiB and stops it (PYTHONPROFILEIMPORTTIME=1 writes 300 KiB).
     handle, output = tempfile.mkstemp(prefix="server-", suffix=".log")
     try:
         with open(handle, "w") as writer:
             process = subprocess.Popen(
                 command,
                 cwd=cwd,
+                stdin=stdin,
                 stdout=writer,
                 stderr=subprocess.STDOUT,
                 text=True,
@@ -119,19 +137,6 @@ def background_server(
         raise
     process.stdout = open(output)  # noqa: SIM115 - closed in `finally`
     try:
-        if meanwhile is not None:
-            meanwhile()
-        deadline = time.monotonic() + timeout
-        while True:
-            if process.poll() is not None:
-                raise StageError(f"the server exited while starting:\n{process.stdout.read()[-3000:]}")
-            try:
-                with urllib.request.urlopen(f"{base}/health", timeout=2):
-                    break
-            except OSError:
-                if time.monotonic() > deadline:
-                    raise StageError(f"the server did not answer {base}/health within {timeout:.0f} s") from None
-                time.sleep(0.5)
         yield process
     finally:
         if process.poll() is None:
@@ -141,5 +146,27 @@ def background_server(
         except subprocess.TimeoutExpired:
             os.killpg(process.pid, signal.SIGKILL)
             process.wait()
+        if process.stdin is not None:
+            with contextlib.suppress(OSError):  # a broken pipe: the process is gone, which is the point
+                process.stdin.close()
         process.stdout.close()
         os.unlink(output)
+
+
+def wait_until_healthy(process: subprocess.Popen, base: str, timeout: float) -> None:
+    """Returns once `<base>/health` answers.
+
+    Raises:
+        StageError: `process` exited first, or `timeout` seconds passed.
+    """
+    deadline = time.monotonic() + timeout
+    while True:
+        if process.poll() is not None:
+            raise StageError(f"the server exited while starting:\n{process.stdout.read()[-3000:]}")
+        try:
+            with urllib.request.urlopen(f"{base}/health", timeout=2):
+                return
+        except OSError:
+            if time.monotonic() > deadline:
+                raise StageError(f"the server did not answer {base}/health within {timeout:.0f} s") from None
+            time.sleep(0.2)

@@ -13,10 +13,12 @@ columns, types, ranges, categories, image shape) before the model sees it: a bad
 import json
 import logging
 import re
+import sys
 from typing import Any
 
 import numpy as np
 
+from pipeline.core.errors import StageError
 from pipeline.ml.modalities import RequestError, model_modality  # each kind's request checks raise it
 from pipeline.serving.loading import ServedModel, load_served_model
 from pipeline.serving.saved_model import SIGNATURE
@@ -175,8 +177,16 @@ def create_app(model: ServedModel, max_batch_size: int = 256, max_body_bytes: in
 
 
 def main(model: str, host: str, port: int, max_batch_size: int, max_body_bytes: int) -> int:
+    """Serves `model`; `-` reads its path from standard input, once this process has imported TensorFlow: a
+    server started before the model is written (the export's infra validation) is ready that much sooner."""
     import uvicorn
 
+    if model == "-":
+        import tensorflow  # noqa: F401 - the slow part of the start, done while the model is being written
+
+        model = sys.stdin.readline().strip()
+        if not model:
+            raise StageError("--model -: standard input closed before it named a model folder.")
     served = load_served_model(model)
     print(f"serving {served.name} v{served.version} from {served.source} on http://{host}:{port}", flush=True)
     uvicorn.run(create_app(served, max_batch_size, max_body_bytes), host=host, port=port, log_level="warning")

@@ -6,20 +6,22 @@
   SavedModel, answers warm-up requests, and must agree with the in-process predictions.
 """
 
+import contextlib
 import json
 import logging
+import subprocess
 import sys
 import time
 import urllib.error
 import urllib.request
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
 from pathlib import Path
 
 import numpy as np
 
 from pipeline.core.errors import StageError
 from pipeline.core.metrics import predicted_classes
-from pipeline.core.processes import background_server, free_port
+from pipeline.core.processes import free_port, started_process, wait_until_healthy
 from pipeline.ml.modalities import model_modality
 
 log = logging.getLogger(__name__)
@@ -163,67 +165,75 @@ def request_body(batch: dict, spec) -> bytes:
     return json.dumps({"instances": model_modality(spec.kind).request_instances(batch, spec)}).encode()
 
 
-def infra_validate(
-    version_dir: Path,
-    model_name: str,
-    spec,
-    batches: list,
-    expected: np.ndarray,
-    tolerance: float,
-    timeout: float = 180.0,
-    meanwhile: Callable[[], object] | None = None,
-) -> dict:
-    """Starts `pipeline serve` on the staged SavedModel and checks its answers to real test examples;
-    `meanwhile()` runs while the server starts (`seconds_to_ready` then counts it too).
+class InfraValidation:
+    """`pipeline serve --model -`, started before the model is written (`infra_validation_server`), and the
+    check of its answers once it is (`validate`)."""
 
-    Raises:
-        StageError: if the server does not come up, refuses a request, or disagrees with the model.
-    """
-    port = free_port()
-    base = f"http://127.0.0.1:{port}"
-    started = time.monotonic()
-    command = [sys.executable, "-m", "pipeline", "serve", "--model", str(version_dir), "--port", str(port)]
-    failed_meanwhile = []
+    def __init__(self, process: subprocess.Popen, base: str, timeout: float):
+        self.process, self.base, self.timeout = process, base, timeout
 
-    def run_meanwhile() -> None:
+    def validate(
+        self,
+        version_dir: Path,
+        model_name: str,
+        spec,
+        batches: list,
+        expected: np.ndarray,
+        tolerance: float,
+        meanwhile: Callable[[], object] | None = None,
+    ) -> dict:
+        """Names the staged SavedModel to the server and checks its answers to real test examples; `meanwhile()`
+        runs while the server loads the model (`seconds_to_ready` then counts it too).
+
+        Raises:
+            StageError: if the server does not come up, refuses a request, or disagrees with the model.
+        """
+        sent = time.monotonic()
+        with contextlib.suppress(OSError):  # it exited: `wait_until_healthy` says why
+            self.process.stdin.write(f"{Path(version_dir).resolve()}\n")
+            self.process.stdin.close()
+        if meanwhile is not None:
+            meanwhile()  # its own errors are not infra validation's: they pass through unchanged
         try:
-            meanwhile()
-        except Exception:
-            failed_meanwhile.append(True)  # its own error, not one of infra validation's
-            raise
+            wait_until_healthy(self.process, self.base, self.timeout)
+        except StageError as error:
+            raise StageError(f"infra validation: {error}") from None
+        ready_seconds = time.monotonic() - sent
+        served = np.concatenate([self._answer(batch, model_name, spec) for batch in batches])
+        difference = float(np.max(np.abs(served - expected)))
+        if not difference <= tolerance:
+            raise StageError(
+                f"infra validation: the served answers differ from the model's by {difference:.3g} (> {tolerance:g});"
+                " the export was not published."
+            )
+        return {
+            "servable": True,
+            "requests": len(batches),
+            "examples": int(len(served)),
+            "max_abs_difference": difference,
+            "seconds_to_ready": round(ready_seconds, 1),
+        }
 
-    try:
-        with background_server(command, base, timeout, meanwhile=run_meanwhile if meanwhile else None):
-            ready_seconds = time.monotonic() - started
-            answers = []
-            for batch in batches:
-                request = urllib.request.Request(
-                    f"{base}/v1/models/{model_name}:predict",
-                    data=request_body(batch, spec),
-                    headers={"Content-Type": "application/json"},
-                )
-                try:
-                    with urllib.request.urlopen(request, timeout=60) as response:
-                        answers.append(np.asarray(json.loads(response.read())["predictions"], dtype=np.float64))
-                except urllib.error.HTTPError as error:
-                    raise StageError(
-                        f"infra validation: the server refused a test example: {error.read()[:500]!r}"
-                    ) from None
-    except StageError as error:
-        if failed_meanwhile or str(error).startswith("infra validation"):
-            raise
-        raise StageError(f"infra validation: {error}") from None
-    served = np.concatenate(answers)
-    difference = float(np.max(np.abs(served - expected)))
-    if not difference <= tolerance:
-        raise StageError(
-            f"infra validation: the served answers differ from the model's by {difference:.3g} (> {tolerance:g});"
-            " the export was not published."
+    def _answer(self, batch: dict, model_name: str, spec) -> np.ndarray:
+        request = urllib.request.Request(
+            f"{self.base}/v1/models/{model_name}:predict",
+            data=request_body(batch, spec),
+            headers={"Content-Type": "application/json"},
         )
-    return {
-        "servable": True,
-        "requests": len(batches),
-        "examples": int(len(served)),
-        "max_abs_difference": difference,
-        "seconds_to_ready": round(ready_seconds, 1),
-    }
+        try:
+            with urllib.request.urlopen(request, timeout=60) as response:
+                return np.asarray(json.loads(response.read())["predictions"], dtype=np.float64)
+        except urllib.error.HTTPError as error:
+            raise StageError(f"infra validation: the server refused a test example: {error.read()[:500]!r}") from None
+
+
+@contextlib.contextmanager
+def infra_validation_server(timeout: float = 180.0) -> Iterator[InfraValidation]:
+    """Starts the real HTTP API, `pipeline serve --model -`, before the model exists: it imports TensorFlow
+    (seconds) while the stage exports the model, then waits on its standard input for the SavedModel to
+    serve. Yields what names that model and checks the answers (`InfraValidation.validate`), as TFX's
+    InfraValidator does; the server is stopped on leaving the block."""
+    port = free_port()
+    command = [sys.executable, "-m", "pipeline", "serve", "--model", "-", "--port", str(port)]
+    with started_process(command, stdin=subprocess.PIPE) as process:
+        yield InfraValidation(process, f"http://127.0.0.1:{port}", timeout)

@@ -9,6 +9,7 @@ clients such as `pipeline predict`. After writing, the SavedModel is reloaded wi
 
 from __future__ import annotations
 
+import contextlib
 import logging
 import tempfile
 import time
@@ -85,57 +86,63 @@ def _version(package: str) -> str:
 
 
 def run(config: Config) -> StageResult:
-    setup_tensorflow(config)
-    from pipeline.core.spec import load as load_spec
-    from pipeline.ml.features import make_dataset
-    from pipeline.ml.modalities import model_modality
-    from pipeline.ml.models import float32_copy, load_trained_model
     from pipeline.serving import checks, model_card
 
-    spec = load_spec(config.paths.prepared)
-    model = load_trained_model(config.paths.model)
-    serving_model = float32_copy(model)  # what is exported; parity is judged against `model` itself
-    version = resolve_version(config.export.version)
     settings = config.export
-    tolerance = parity_tolerance(model, settings.tolerance)
-    if tolerance != settings.tolerance:
-        log.info(
-            "parity tolerance %g: the model computes in %s (export.tolerance %g is for float32)",
-            tolerance,
-            compute_dtype(model),
-            settings.tolerance,
-        )
-    target, edge_target = Path(config.paths.serving), Path(config.paths.edge)
-    target.parent.mkdir(parents=True, exist_ok=True)
-    test_split = list(make_dataset(config.paths.prepared, spec, "test", 256))
-    batches = [inputs for inputs, _ in test_split]
-    labels = np.concatenate([np.asarray(batch_labels) for _, batch_labels in test_split])
-    expected = np.concatenate([np.asarray(model(inputs, training=False)) for inputs in batches])
-    warmup = [
-        inputs for inputs, _ in make_dataset(config.paths.prepared, spec, "test", settings.warmup_examples).take(2)
-    ]
-    with staged_directory(target) as staging, staged_directory(edge_target) as edge_dir:
-        version_dir = staging / config.model_name / str(version)
-        export_saved_model(serving_model, spec, version_dir)
-        difference = check_parity(model, version_dir, test_split, tolerance)
-        description = signature_description(version_dir)
-        checks.write_warmup_requests(version_dir, config.model_name, warmup)
-        edge = {"skipped": "export.tflite is false"}
+    # The infra-validation server starts first: it imports TensorFlow while this process does and exports.
+    server = checks.infra_validation_server() if settings.infra_validation else contextlib.nullcontext()
+    with server as infra_server:
+        setup_tensorflow(config)
+        from pipeline.core.spec import load as load_spec
+        from pipeline.ml.features import make_dataset
+        from pipeline.ml.modalities import model_modality
+        from pipeline.ml.models import float32_copy, load_trained_model
 
-        def convert_for_edge() -> None:
-            if settings.tflite:
-                edge.clear()
-                edge.update(checks.export_tflite(version_dir, edge_dir, spec, batches, labels, expected, serving_model))
-
-        infra = {"servable": None, "skipped": "export.infra_validation is false"}
-        if settings.infra_validation:  # the TFLite conversions run while the server starts (seconds)
-            warmup_expected = np.concatenate([np.asarray(model(inputs, training=False)) for inputs in warmup])
-            infra = checks.infra_validate(
-                version_dir, config.model_name, spec, warmup, warmup_expected, tolerance, meanwhile=convert_for_edge
+        spec = load_spec(config.paths.prepared)
+        model = load_trained_model(config.paths.model)
+        serving_model = float32_copy(model)  # what is exported; parity is judged against `model` itself
+        version = resolve_version(settings.version)
+        tolerance = parity_tolerance(model, settings.tolerance)
+        if tolerance != settings.tolerance:
+            log.info(
+                "parity tolerance %g: the model computes in %s (export.tolerance %g is for float32)",
+                tolerance,
+                compute_dtype(model),
+                settings.tolerance,
             )
-        else:
-            convert_for_edge()
-        write_json_atomic(edge_dir / "tflite.json", edge)  # also says why nothing was converted
+        target, edge_target = Path(config.paths.serving), Path(config.paths.edge)
+        target.parent.mkdir(parents=True, exist_ok=True)
+        test_split = list(make_dataset(config.paths.prepared, spec, "test", 256))
+        batches = [inputs for inputs, _ in test_split]
+        labels = np.concatenate([np.asarray(batch_labels) for _, batch_labels in test_split])
+        expected = np.concatenate([np.asarray(model(inputs, training=False)) for inputs in batches])
+        warmup = [
+            inputs for inputs, _ in make_dataset(config.paths.prepared, spec, "test", settings.warmup_examples).take(2)
+        ]
+        with staged_directory(target) as staging, staged_directory(edge_target) as edge_dir:
+            version_dir = staging / config.model_name / str(version)
+            export_saved_model(serving_model, spec, version_dir)
+            difference = check_parity(model, version_dir, test_split, tolerance)
+            description = signature_description(version_dir)
+            checks.write_warmup_requests(version_dir, config.model_name, warmup)
+            edge = {"skipped": "export.tflite is false"}
+
+            def convert_for_edge() -> None:
+                if settings.tflite:
+                    edge.clear()
+                    edge.update(
+                        checks.export_tflite(version_dir, edge_dir, spec, batches, labels, expected, serving_model)
+                    )
+
+            infra = {"servable": None, "skipped": "export.infra_validation is false"}
+            if infra_server is not None:  # the TFLite conversions run while the server loads the model
+                warmup_expected = np.concatenate([np.asarray(model(inputs, training=False)) for inputs in warmup])
+                infra = infra_server.validate(
+                    version_dir, config.model_name, spec, warmup, warmup_expected, tolerance, meanwhile=convert_for_edge
+                )
+            else:
+                convert_for_edge()
+            write_json_atomic(edge_dir / "tflite.json", edge)  # also says why nothing was converted
     published = target / config.model_name / str(version)
     example_inputs = {name: np.asarray(values)[:2] for name, values in batches[0].items()}
     first_example = model_modality(spec.kind).request_instances(

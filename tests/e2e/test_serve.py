@@ -195,3 +195,40 @@ def test_the_export_was_infra_validated_and_carries_warmup_requests_and_tflite(s
     assert entry[1] == b"image"
     tensor = tf.make_ndarray(tf.make_tensor_proto(0).FromString(entry[2]))
     assert tensor.shape == (16, 8, 8, 1) and tensor.max() <= 255
+
+
+def test_infra_validation_names_answers_that_disagree_and_a_folder_that_is_no_model(server, tmp_path):
+    """The export's infra validation starts `pipeline serve --model -` before the model exists, then names it:
+    wrong answers and a server that cannot load what it was given stop the export, and the server is stopped
+    on leaving the block, whether it was named a model or not."""
+    _, directory = server
+    from pipeline.core.errors import StageError
+    from pipeline.core.spec import load as load_spec
+    from pipeline.ml.features import make_dataset
+    from pipeline.serving.checks import infra_validation_server
+
+    spec = load_spec(directory / "data/prepared")
+    batches = [next(iter(make_dataset(directory / "data/prepared", spec, "test", 4)))[0]]
+    (version_dir,) = (directory / "models/serving/digits").iterdir()
+    with infra_validation_server() as infra:
+        with pytest.raises(StageError, match="infra validation: the served answers differ from the model's by"):
+            infra.validate(version_dir, "digits", spec, batches, np.zeros((4, 10)), 1e-6)
+    with infra_validation_server() as not_a_model:
+        with pytest.raises(StageError, match="infra validation: the server exited while starting"):
+            not_a_model.validate(tmp_path, "digits", spec, batches, np.zeros((4, 10)), 1e-6)
+    with infra_validation_server() as never_named:  # the stage failed before its model was written
+        pass
+    assert infra.process.returncode is not None and never_named.process.returncode is not None  # stopped
+    assert not_a_model.process.returncode == 2  # `pipeline serve` on bad input
+
+
+def test_serve_told_to_read_its_model_from_standard_input_names_an_empty_one():
+    import subprocess
+    import sys
+
+    from tests.conftest import ROOT
+
+    command = [sys.executable, "-m", "pipeline", "serve", "--model", "-", "--port", "9"]
+    completed = subprocess.run(command, input="", capture_output=True, text=True, cwd=ROOT, timeout=300)
+    assert completed.returncode == 2, completed.stderr
+    assert "pipeline serve: error: --model -: standard input closed before it named a model folder" in completed.stderr
