@@ -13,6 +13,7 @@ columns, types, ranges, categories, image shape) before the model sees it: a bad
 import json
 import logging
 import re
+import socket
 import sys
 from typing import Any
 
@@ -176,11 +177,33 @@ def create_app(model: ServedModel, max_batch_size: int = 256, max_body_bytes: in
     return app
 
 
+def bound_socket(host: str, port: int) -> socket.socket:
+    """A TCP socket bound to `host:port`, not yet listening (a connection is refused, not left waiting, until
+    the server answers): taken before the slow start, so that a port in use is named at once and no other
+    process takes it meanwhile.
+
+    Raises:
+        StageError: the port is in use, or `host` is not an address of this machine.
+    """
+    family = socket.AF_INET6 if ":" in host else socket.AF_INET
+    listening = socket.socket(family, socket.SOCK_STREAM)
+    listening.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+    try:
+        listening.bind((host, port))
+    except OSError as error:
+        listening.close()
+        raise StageError(
+            f"cannot listen on {host}:{port}: {error.strerror}; choose another --port or --host."
+        ) from None
+    return listening
+
+
 def main(model: str, host: str, port: int, max_batch_size: int, max_body_bytes: int) -> int:
     """Serves `model`; `-` reads its path from standard input, once this process has imported TensorFlow: a
     server started before the model is written (the export's infra validation) is ready that much sooner."""
     import uvicorn
 
+    listening = bound_socket(host, port)
     if model == "-":
         import tensorflow  # noqa: F401 - the slow part of the start, done while the model is being written
 
@@ -188,6 +211,8 @@ def main(model: str, host: str, port: int, max_batch_size: int, max_body_bytes: 
         if not model:
             raise StageError("--model -: standard input closed before it named a model folder.")
     served = load_served_model(model)
-    print(f"serving {served.name} v{served.version} from {served.source} on http://{host}:{port}", flush=True)
-    uvicorn.run(create_app(served, max_batch_size, max_body_bytes), host=host, port=port, log_level="warning")
+    bound = listening.getsockname()[1]  # `--port 0`: the port the system chose
+    print(f"serving {served.name} v{served.version} from {served.source} on http://{host}:{bound}", flush=True)
+    settings = uvicorn.Config(create_app(served, max_batch_size, max_body_bytes), log_level="warning")
+    uvicorn.Server(settings).run(sockets=[listening])
     return 0

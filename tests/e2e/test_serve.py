@@ -226,9 +226,27 @@ def test_serve_told_to_read_its_model_from_standard_input_names_an_empty_one():
     import subprocess
     import sys
 
+    from pipeline.core.processes import free_port
     from tests.conftest import ROOT
 
-    command = [sys.executable, "-m", "pipeline", "serve", "--model", "-", "--port", "9"]
+    command = [sys.executable, "-m", "pipeline", "serve", "--model", "-", "--port", str(free_port())]
     completed = subprocess.run(command, input="", capture_output=True, text=True, cwd=ROOT, timeout=300)
     assert completed.returncode == 2, completed.stderr
     assert "pipeline serve: error: --model -: standard input closed before it named a model folder" in completed.stderr
+
+
+def test_serve_on_a_port_in_use_says_so_before_its_slow_start():
+    """The port is taken first, so a port in use is named at once, and no other process can take it while the
+    server imports TensorFlow and loads its model."""
+    import socket
+    import subprocess
+    import sys
+
+    from tests.conftest import ROOT
+
+    with socket.create_server(("127.0.0.1", 0)) as taken:
+        port = taken.getsockname()[1]
+        command = [sys.executable, "-m", "pipeline", "serve", "--model", "-", "--port", str(port)]
+        completed = subprocess.run(command, input="", capture_output=True, text=True, cwd=ROOT, timeout=300)
+    assert completed.returncode == 2, completed.stderr
+    assert f"pipeline serve: error: cannot listen on 127.0.0.1:{port}: Address already in use" in completed.stderr
