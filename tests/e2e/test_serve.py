@@ -4,13 +4,16 @@ from __future__ import annotations
 
 import json
 import socket
+import subprocess
+import sys
 import urllib.error
 import urllib.request
 
 import numpy as np
 import pytest
 
-from tests.conftest import serving, stage, write_params
+from pipeline.core.processes import free_port
+from tests.conftest import ROOT, serving, stage, write_params
 
 pytestmark = pytest.mark.e2e
 
@@ -41,8 +44,6 @@ def server(tmp_path_factory):
     """A tiny digits model exported by the pipeline's stages, served by `pipeline serve`."""
     directory = tmp_path_factory.mktemp("serve")
     import shutil
-
-    from tests.conftest import ROOT
 
     shutil.copytree(ROOT / "expectations", directory / "expectations")
     (directory / "data" / "user").mkdir(parents=True)
@@ -222,15 +223,14 @@ def test_infra_validation_names_answers_that_disagree_and_a_folder_that_is_no_mo
     assert not_a_model.process.returncode == 2  # `pipeline serve` on bad input
 
 
+def serve_with_nothing_on_standard_input(port: int) -> subprocess.CompletedProcess:
+    """`pipeline serve --model -` whose standard input closes before it names a model."""
+    command = [sys.executable, "-m", "pipeline", "serve", "--model", "-", "--port", str(port)]
+    return subprocess.run(command, input="", capture_output=True, text=True, cwd=ROOT, timeout=300)
+
+
 def test_serve_told_to_read_its_model_from_standard_input_names_an_empty_one():
-    import subprocess
-    import sys
-
-    from pipeline.core.processes import free_port
-    from tests.conftest import ROOT
-
-    command = [sys.executable, "-m", "pipeline", "serve", "--model", "-", "--port", str(free_port())]
-    completed = subprocess.run(command, input="", capture_output=True, text=True, cwd=ROOT, timeout=300)
+    completed = serve_with_nothing_on_standard_input(free_port())
     assert completed.returncode == 2, completed.stderr
     assert "pipeline serve: error: --model -: standard input closed before it named a model folder" in completed.stderr
 
@@ -238,15 +238,8 @@ def test_serve_told_to_read_its_model_from_standard_input_names_an_empty_one():
 def test_serve_on_a_port_in_use_says_so_before_its_slow_start():
     """The port is taken first, so a port in use is named at once, and no other process can take it while the
     server imports TensorFlow and loads its model."""
-    import socket
-    import subprocess
-    import sys
-
-    from tests.conftest import ROOT
-
     with socket.create_server(("127.0.0.1", 0)) as taken:
         port = taken.getsockname()[1]
-        command = [sys.executable, "-m", "pipeline", "serve", "--model", "-", "--port", str(port)]
-        completed = subprocess.run(command, input="", capture_output=True, text=True, cwd=ROOT, timeout=300)
+        completed = serve_with_nothing_on_standard_input(port)
     assert completed.returncode == 2, completed.stderr
     assert f"pipeline serve: error: cannot listen on 127.0.0.1:{port}: Address already in use" in completed.stderr
