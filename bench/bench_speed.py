@@ -38,7 +38,7 @@ the ratio of the fastest epochs.
 `--series STEPS`: the same for a generated hourly series of STEPS steps (daily and weekly cycles, a trend, noise):
 the pipeline's default series MLP (the window as the spec sets it, normalised, dense 128, the next `horizon` values
 added to its base forecast) against a hand-written Keras script of the same windows and layers
-(`sliding_window_view` into `tf.data`), the test MAE beside each.
+(`sliding_window_view` into `tf.data`), the test MAE beside each; both run in turn, `--repeats` times, as for text.
 
     python bench/bench_speed.py                       # 8,000 images at 32 and 96 pixels, 8 epochs
     python bench/bench_speed.py --smoke               # 400 images at 32 pixels, 2 epochs (CI)
@@ -355,22 +355,24 @@ def write_series(path: Path, steps: int, seed: int = 0) -> Path:
     return path
 
 
-def series_row(steps: int, epochs: int, scratch: Path) -> dict:
+def series_row(steps: int, epochs: int, scratch: Path, repeats: int) -> dict:
     """The default series MLP's epoch in the pipeline (its train stage's clock) and in a hand-written script of the
-    same windows and layers."""
+    same windows and layers, each run `repeats` times in turn (`in_turns`)."""
     path = write_series(scratch / "series.csv", steps)
     data = {"source": "csv", "path": str(path), "label": "value", "time_column": "time"}
     project, seconds = project_without_search(scratch / "pipeline-series", data, epochs)
     spec = json.loads((project / "data" / "prepared" / "spec.json").read_text())
     window, horizon = spec["series"]["window"], spec["series"]["horizon"]
     command = [sys.executable, "-c", SERIES_REFERENCE, str(path), str(epochs), str(window), str(horizon)]
-    completed = subprocess.run(command, capture_output=True, text=True, check=True)
-    reference = json.loads(completed.stdout.strip().splitlines()[-1])
-    history = json.loads((project / "reports" / "train" / "epoch_times.json").read_text())
-    metrics = json.loads((project / "reports" / "evaluate" / "metrics.json").read_text())
+    pipeline_runs, (runs,) = in_turns(project, repeats, [command])
+    metrics = json.loads((project / "reports" / "evaluate" / "metrics.json").read_text())  # the first run's model
+    reference_runs = [run["epoch_seconds"] for run in runs]
+    history = [{"epoch_seconds": seconds} for seconds in pooled_epochs(pipeline_runs)]
+    reference = {**runs[0], "epoch_seconds": pooled_epochs(reference_runs)}
     row = {
         "series": f"{steps:,} hourly steps, window {window}, horizon {horizon}",
         **epoch_comparison(history, metrics, reference, 3, metric="mae"),
+        **steadier_ratios(pipeline_runs, reference_runs),
         "stages (s)": seconds,
     }
     print(json.dumps(row), flush=True)
@@ -461,22 +463,14 @@ def text_rows(epochs: int, scratch: Path, repeats: int) -> list[dict]:
     text, label = data["text_columns"][0], data["label"]
     project, _ = project_without_search(scratch / "pipeline-text", data, epochs)
     (feature,) = json.loads((project / "data" / "prepared" / "spec.json").read_text())["features"]
-    references, history = {"model": [], "tf.data": []}, []
-    for repeat in range(repeats):
-        if repeat:  # the first run is project_without_search's
-            train = [sys.executable, "-m", "pipeline", "run", "train"]
-            subprocess.run(train, cwd=project, check=True, capture_output=True)
-        history.append(json.loads((project / "reports" / "train" / "epoch_times.json").read_text()))
-        for where, runs in references.items():
-            command = [sys.executable, "-c", TEXT_REFERENCE, data["path"], text, label, str(epochs), where]
-            command.append(str(len(feature["terms"])))
-            completed = subprocess.run(command, capture_output=True, text=True, check=True)
-            runs.append(json.loads(completed.stdout.strip().splitlines()[-1]))
+    wheres = ("model", "tf.data")
+    script = [sys.executable, "-c", TEXT_REFERENCE, data["path"], text, label, str(epochs)]
+    commands = [[*script, where, str(len(feature["terms"]))] for where in wheres]
+    pipeline_runs, outputs = in_turns(project, repeats, commands)
     metrics = json.loads((project / "reports" / "evaluate" / "metrics.json").read_text())  # the first run's model
-    pipeline_runs = [[row["epoch_seconds"] for row in run] for run in history]
     history = [{"epoch_seconds": seconds} for seconds in pooled_epochs(pipeline_runs)]
     rows = []
-    for where, runs in references.items():
+    for where, runs in zip(wheres, outputs, strict=True):
         reference_runs = [run["epoch_seconds"] for run in runs]
         reference = {**runs[0], "epoch_seconds": pooled_epochs(reference_runs)}
         rows.append(
@@ -488,6 +482,24 @@ def text_rows(epochs: int, scratch: Path, repeats: int) -> list[dict]:
         )
         print(json.dumps(rows[-1]), flush=True)
     return rows
+
+
+def in_turns(project: Path, repeats: int, references: list[list[str]]) -> tuple[list[list[float]], list[list[dict]]]:
+    """The project's train stage and each reference command, run `repeats` times in turn (the first train run is
+    the project's own, already done): a slow spell of some minutes on this machine moves every program run in it,
+    so each turn holds the pipeline's run and the references' right after it. Returns the train stage's epoch
+    seconds of each run, and each reference's JSON output (its last line) of each run."""
+    pipeline_runs, outputs = [], [[] for _ in references]
+    for repeat in range(repeats):
+        if repeat:
+            train = [sys.executable, "-m", "pipeline", "run", "train"]
+            subprocess.run(train, cwd=project, check=True, capture_output=True)
+        history = json.loads((project / "reports" / "train" / "epoch_times.json").read_text())
+        pipeline_runs.append([row["epoch_seconds"] for row in history])
+        for command, runs in zip(references, outputs, strict=True):
+            completed = subprocess.run(command, capture_output=True, text=True, check=True)
+            runs.append(json.loads(completed.stdout.strip().splitlines()[-1]))
+    return pipeline_runs, outputs
 
 
 def steadier_ratios(pipeline_runs: list[list[float]], reference_runs: list[list[float]]) -> dict:
@@ -571,14 +583,14 @@ def main() -> None:
     parser.add_argument("--folder", type=Path, default=Path(tempfile.gettempdir()) / "bench_speed_images")
     parser.add_argument("--smoke", action="store_true", help="400 images at 32 pixels, 2 epochs")
     parser.add_argument("--text", action="store_true", help="the text epochs only")
-    parser.add_argument("--repeats", type=int, default=5, help="--text: runs of each program, in turn")
+    parser.add_argument("--repeats", type=int, default=5, help="--text, --series: runs of each program, in turn")
     parser.add_argument("--search", action="store_true", help="the default search against the defaults alone")
     parser.add_argument("--table", type=int, metavar="ROWS", help="the table epoch only, on a table of ROWS rows")
     parser.add_argument("--series", type=int, metavar="STEPS", help="the series epoch only, on STEPS hourly steps")
     args = parser.parse_args()
     if args.series:
         with tempfile.TemporaryDirectory() as scratch:
-            series_row(args.series, args.epochs, Path(scratch))
+            series_row(args.series, args.epochs, Path(scratch), args.repeats)
         return
     if args.table:
         with tempfile.TemporaryDirectory() as scratch:

@@ -63,25 +63,27 @@ def default_for(name: str, defaults: dict[str, Any]) -> Any:
     return defaults.get(name)
 
 
-def hypermodel_builder(space: dict, defaults: dict[str, Any], spec) -> Callable:
-    """The Keras Tuner hypermodel: `build(hp)` declares the space and builds the model, or the part of it after
-    its fixed layers (a text's vectoriser: `pipeline.ml.training.fixed_layers_outside`), whose inputs
-    `build.transform` (the last build's) computes in the trial's datasets, as the train stage does. The search
-    never saves a whole model: Hyperband's checkpoints hold the part it fits."""
-    from pipeline.ml.models import build_model
-    from pipeline.ml.training import fixed_layers_outside
+class SearchModels:
+    """The Keras Tuner hypermodel: called with a trial's `hp`, it declares the space and builds the model, or the
+    part of it after its fixed layers (a text's vectoriser: `pipeline.ml.training.fixed_layers_outside`).
+    `transform` is what the last built model's fixed layers compute (None for a model without them): the trial's
+    datasets apply it, as the train stage does. The search never saves a whole model: Hyperband's checkpoints hold
+    the part it fits."""
 
-    names = hyperparameter_file.searched_names(space, defaults["family"])
+    def __init__(self, space: dict, defaults: dict[str, Any], spec):
+        self.space, self.defaults, self.spec = space, defaults, spec
+        self.names = hyperparameter_file.searched_names(space, defaults["family"])
+        self.transform: Callable | None = None
 
-    def build(hp):
-        values = {name: declare(hp, name, space[name], default_for(name, defaults)) for name in names}
-        model = build_model(hyperparameter_file.apply_search_values(defaults, values), spec)
-        fixed = fixed_layers_outside(model, spec, keep_whole=False)
-        build.transform = fixed.transform if fixed else None
+    def __call__(self, hp):
+        from pipeline.ml.models import build_model
+        from pipeline.ml.training import fixed_layers_outside
+
+        values = {name: declare(hp, name, self.space[name], default_for(name, self.defaults)) for name in self.names}
+        model = build_model(hyperparameter_file.apply_search_values(self.defaults, values), self.spec)
+        fixed = fixed_layers_outside(model, self.spec, keep_whole=False)
+        self.transform = fixed.transform if fixed else None
         return fixed.head if fixed else model
-
-    build.transform = None
-    return build
 
 
 class Budget:
@@ -134,7 +136,7 @@ def make_tuner(
     trial is the defaults (the values `params.yaml` sets, where the space holds them), then the algorithm's.
 
     `datasets(batch_size, transform)` returns the (train, validation) datasets for a trial's batch size, made
-    after its model is built: `transform` is `hypermodel.transform` (see `hypermodel_builder`), or None.
+    after its model is built: `transform` is `hypermodel.transform` (`SearchModels`), or None.
     """
     import keras
     import keras_tuner

@@ -93,7 +93,7 @@ def search(config: Config, spec, defaults: dict[str, Any]) -> tuple[dict[str, An
     tuner = tuning.open_tuner(
         lambda: tuning.make_tuner(
             settings,
-            tuning.hypermodel_builder(settings.space, defaults, spec),
+            tuning.SearchModels(settings.space, defaults, spec),
             datasets,
             directory,
             config.base.seed,

@@ -493,7 +493,7 @@ def test_a_text_search_fits_each_trial_on_its_own_models_vectors_and_hyperband_c
 
     from pipeline.core.config import Config
     from pipeline.ml.hyperparameters import defaults_from_config
-    from pipeline.ml.tuning import hypermodel_builder, make_tuner
+    from pipeline.ml.tuning import SearchModels, make_tuner
 
     monkeypatch.chdir(tmp_path)
     monkeypatch.setenv("MLFLOW_TRACKING_URI", f"sqlite:///{tmp_path / 'mlflow.db'}")
@@ -511,7 +511,7 @@ def test_a_text_search_fits_each_trial_on_its_own_models_vectors_and_hyperband_c
     settings = dataclasses.replace(
         Config().tune, algorithm="hyperband", max_epochs=3, hyperband_factor=3, objective="val_loss"
     )
-    tuner = make_tuner(settings, hypermodel_builder(space, defaults, spec), datasets, tmp_path / "search", 1, None)
+    tuner = make_tuner(settings, SearchModels(space, defaults, spec), datasets, tmp_path / "search", 1, None)
     tuner.search(epochs=settings.max_epochs, verbose=0)
     trials = list(tuner.oracle.trials.values())
     assert trials and all(trial.status == "COMPLETED" for trial in trials)

@@ -73,12 +73,11 @@ class TextModel(TableModel):
         cut = text_vectors(copy, spec, weighted=False)
         inputs = [keras.Input(tensor.shape[1:], dtype=tensor.dtype, name=name) for name, tensor in cut.items()]
         inner = keras.Model(list(cut.values()), copy.outputs)
-        layers = {layer.name: layer for layer in copy.layers}
         outside = {}
         for feature in spec.features:
             if feature.column_type.free_text:
                 names = text_layer_names(feature.name)
-                outside[feature.name] = vectoriser_description(layers.get(names["terms"]) or layers[names["words"]])
+                outside[feature.name] = vectoriser_description(first_layer(copy, [names["terms"], names["words"]]))
         return keras.Model(inputs, inner(inputs), name="edge"), outside
 
     def fixed_outputs(self, model, spec):
@@ -107,17 +106,21 @@ def text_vectors(model, spec, weighted: bool) -> dict:
     `LogTfIdf` when the model weighs it so), or its word ids; each other column's raw input."""
     from pipeline.ml.features import text_layer_names
 
-    layers = {layer.name: layer for layer in model.layers}
     tensors = {}
     for feature in spec.features:
         if not feature.column_type.free_text:
-            tensors[feature.name] = layers[feature.name].output
+            tensors[feature.name] = model.get_layer(feature.name).output
             continue
         names = text_layer_names(feature.name)
         steps = [names["terms_weighted"], names["terms_flat"]] if weighted else [names["terms_flat"]]
-        found = [layers[name] for name in steps if name in layers] or [layers[names["words"]]]
-        tensors[feature.name] = found[0].output
+        tensors[feature.name] = first_layer(model, [*steps, names["words"]]).output
     return tensors
+
+
+def first_layer(model, names: list[str]):
+    """The first of the layers `names` that `model` has: a text column's vectoriser is its terms' or its words'."""
+    layers = {layer.name: layer for layer in model.layers}
+    return next(layers[name] for name in names if name in layers)
 
 
 def vectoriser_description(layer) -> dict:
