@@ -223,3 +223,11 @@ def test_the_architecture_doc_describes_every_field_of_the_contract():
 
     document = (ROOT / "docs" / "architecture.md").read_text()
     assert not [field.name for field in dataclasses.fields(DataSpec) if f"`{field.name}`" not in document]
+
+
+def test_every_test_file_started_first_exists():
+    """A renamed file left in `SLOWEST_FIRST` would start last, with the other test process idle at the end."""
+    from tests.conftest import SLOWEST_FIRST
+
+    assert [name for name in SLOWEST_FIRST if not (ROOT / name).is_file()] == []
+    assert len(set(SLOWEST_FIRST)) == len(SLOWEST_FIRST)
