@@ -292,6 +292,7 @@ class TrainConfig:
     cache_limit_mb: float = 512.0
     mixed_precision: Literal["auto", "off", "mixed_float16", "mixed_bfloat16"] = "auto"
     jit_compile: bool = False
+    steps_per_execution: int = 32
 
     def _validate(self, section: str) -> None:
         if self.cache_limit_mb < 0:
@@ -300,7 +301,7 @@ class TrainConfig:
             fail(f"{section}.learning_rate", self.learning_rate, "a positive number (typically 1e-4 to 1e-1)")
         if not 0.0 <= self.momentum < 1.0:
             fail(f"{section}.momentum", self.momentum, "a value in [0, 1)")
-        for name in ("batch_size", "epochs"):
+        for name in ("batch_size", "epochs", "steps_per_execution"):
             if getattr(self, name) < 1:
                 fail(f"{section}.{name}", getattr(self, name), "a positive integer")
         if self.early_stopping_patience < 0:

@@ -285,6 +285,7 @@ def train_model(
     extra_callbacks: list | None = None,
     steps_per_epoch: int | None = None,
     clock=None,
+    steps_per_execution: int = 1,
 ) -> tuple[list[dict], int, float]:
     """Fits `model` with early stopping and a crash-safe backup in `work_dir` (see `training_backup`).
 
@@ -292,6 +293,9 @@ def train_model(
     batches (counted once when not given). It is repeated, and a resumed run skips the batches of the
     epochs already done, so that the data order does not depend on how Keras creates iterators: with
     op determinism, a resumed run ends with the same weights as an uninterrupted one.
+
+    `fit` runs up to `steps_per_execution` steps in each call of its compiled step (`executed_together`): for a
+    small model, Keras' work around each step is most of an epoch.
 
     Returns the per-epoch history rows (including epochs done before a resume), the number
     of epochs run by this call, and the seconds it spent in `fit`. `clock` (`epoch_clock()`) times each epoch's
@@ -310,6 +314,9 @@ def train_model(
     if steps_per_epoch is None:
         steps_per_epoch = int(train_dataset.reduce(0, lambda count, _: count + 1))
     repeated = train_dataset.repeat().skip(initial_epoch * steps_per_epoch)
+    model.steps_per_execution = executed_together(steps_per_epoch, steps_per_execution)
+    model.make_train_function(force=True)  # functions made before hold the steps they were made with
+    model.make_test_function(force=True)
     started = time.perf_counter()
     try:
         model.fit(
@@ -332,6 +339,13 @@ def train_model(
         raise
     resumed_rows = len(backup.state["history"]) if backup.state else 0
     return recorder.rows, len(recorder.rows) - resumed_rows, time.perf_counter() - started
+
+
+def executed_together(steps_per_epoch: int, most: int) -> int:
+    """How many training steps `fit` runs in each call of its compiled step: the largest divisor of an epoch's steps
+    up to `most`. Keras 3.15 rounds an epoch up to whole calls (2,187 steps at 16 a call ran 2,192), which would
+    move every later epoch's batches and a resumed run's skip (`train_model`) off the epochs' boundaries."""
+    return max(count for count in range(1, min(most, steps_per_epoch) + 1) if steps_per_epoch % count == 0)
 
 
 # A fixed layer's output kept dense in memory for every example (TF-IDF, whose sparse form Keras lacks): at most

@@ -72,6 +72,7 @@ def run(config: Config) -> StageResult:
         extra_callbacks=[epoch_logging_callback()] if chief else [],
         steps_per_epoch=math.ceil(spec.split("train").num_examples / batch_size),
         clock=clock,
+        steps_per_execution=config.train.steps_per_execution,
     )
     if fixed:
         fixed.finish()

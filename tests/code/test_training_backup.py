@@ -13,9 +13,10 @@ keras = pytest.importorskip("keras")
 tf = pytest.importorskip("tensorflow")
 
 from pipeline.core.outputs import CORRUPT_PREFIX  # noqa: E402
-from pipeline.ml.training import BACKUP_DIR, train_model  # noqa: E402
+from pipeline.ml.training import BACKUP_DIR, executed_together, train_model  # noqa: E402
 
 EPOCHS = 5
+STEPS_TOGETHER = 4  # of an epoch's 8 steps, as `train.steps_per_execution` runs them: a resume must still match
 
 
 class InterruptError(Exception):
@@ -53,7 +54,9 @@ def fresh(seed: int = 7):
 def fit(work_dir: Path, interrupt_after: int | None = None):
     model, train, validation = fresh()
     extra = [InterruptAfter(interrupt_after)] if interrupt_after is not None else []
-    rows, epochs_run, _ = train_model(model, train, validation, EPOCHS, 10, "val_loss", work_dir, extra)
+    rows, epochs_run, _ = train_model(
+        model, train, validation, EPOCHS, 10, "val_loss", work_dir, extra, steps_per_execution=STEPS_TOGETHER
+    )
     return model, rows, epochs_run
 
 
@@ -126,3 +129,13 @@ def test_a_backup_that_cannot_be_written_fails_the_training(tmp_path):
     (tmp_path / BACKUP_DIR).write_text("a file where the backup folder goes")
     with pytest.raises(FileExistsError):
         fit(tmp_path)
+
+
+def test_fit_runs_several_steps_a_call_and_only_whole_epochs(tmp_path):
+    """Keras 3.15 rounds an epoch up to whole calls of `steps_per_execution` steps: a divisor of the epoch's steps
+    keeps every epoch, and a resumed run's skip, on the epochs' boundaries."""
+    assert [executed_together(steps, 32) for steps in (2187, 2188, 2179, 40, 8)] == [27, 4, 1, 20, 8]
+    model, train, validation = fresh()
+    train_model(model, train, validation, 2, 10, "val_loss", tmp_path, steps_per_execution=3)
+    assert model.steps_per_execution == 2
+    assert int(model.optimizer.iterations.numpy()) == 2 * 8  # 8 batches an epoch, none more
