@@ -295,7 +295,8 @@ def train_model(
     op determinism, a resumed run ends with the same weights as an uninterrupted one.
 
     `fit` runs up to `steps_per_execution` steps in each call of its compiled step (`executed_together`): for a
-    small model, Keras' work around each step is most of an epoch.
+    small model, Keras' work around each step is most of an epoch. Over several replicas, one step a call: Keras
+    3.15's loop fails there ("You must feed a value for placeholder tensor").
 
     Returns the per-epoch history rows (including epochs done before a resume), the number
     of epochs run by this call, and the seconds it spent in `fit`. `clock` (`epoch_clock()`) times each epoch's
@@ -314,6 +315,8 @@ def train_model(
     if steps_per_epoch is None:
         steps_per_epoch = int(train_dataset.reduce(0, lambda count, _: count + 1))
     repeated = train_dataset.repeat().skip(initial_epoch * steps_per_epoch)
+    if model.distribute_strategy.num_replicas_in_sync > 1:  # Keras 3.15 fails to run its loop on distributed data
+        steps_per_execution = 1
     model.steps_per_execution = executed_together(steps_per_epoch, steps_per_execution)
     model.make_train_function(force=True)  # functions made before hold the steps they were made with
     model.make_test_function(force=True)
