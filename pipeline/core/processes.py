@@ -26,14 +26,22 @@ from pipeline.core.errors import StageError
 
 
 def process_running(pid: int) -> bool:
-    """Whether process `pid` of this host still runs (another user's counts)."""
+    """Whether process `pid` of this host still runs (another user's counts). On Linux a thread's id is not a
+    process: threads take ids from the same pool (32,768 here; TensorFlow starts dozens a process) and `kill(id,
+    0)` succeeds for one, so a killed stage's id, reused by a thread, would make what it left look owned."""
     try:
         os.kill(pid, 0)
     except ProcessLookupError:
         return False
     except PermissionError:  # alive, but another user's
         return True
-    return True
+    if not sys.platform.startswith("linux"):
+        return True
+    try:
+        status = Path(f"/proc/{pid}/status").read_text()
+    except OSError:  # it ended meanwhile
+        return False
+    return f"\nTgid:\t{pid}\n" in status
 
 
 def die_with_parent() -> None:

@@ -7,12 +7,13 @@ import signal
 import socket
 import subprocess
 import sys
+import threading
 import time
 
 import pytest
 
 from pipeline.core.errors import StageError
-from pipeline.core.processes import background_server, free_port
+from pipeline.core.processes import background_server, free_port, process_running
 
 SERVER = """
 import http.server, sys
@@ -140,3 +141,26 @@ def test_python_m_pipeline_exits_with_the_commands_status(tmp_path):
     assert missing.returncode == 2 and "no such params file" in missing.stderr
     usage = subprocess.run([sys.executable, "-m", "pipeline", "run", "nothing"], capture_output=True, text=True)
     assert usage.returncode == 2 and "invalid choice" in usage.stderr
+
+
+@pytest.mark.skipif(not sys.platform.startswith("linux"), reason="thread ids are process ids on Linux")
+def test_a_thread_id_is_not_a_running_process():
+    """A killed stage's process id, reused by some process's thread, must not make what the stage left look owned."""
+    started, done, ids = threading.Event(), threading.Event(), []
+
+    def thread():
+        ids.append(threading.get_native_id())
+        started.set()
+        done.wait()
+
+    worker = threading.Thread(target=thread)
+    worker.start()
+    started.wait()
+    try:
+        os.kill(ids[0], 0)  # what `process_running` once relied on: it succeeds for a thread
+        assert not process_running(ids[0])
+        assert process_running(os.getpid())
+    finally:
+        done.set()
+        worker.join()
+    assert not process_running(ids[0])
