@@ -1,5 +1,5 @@
 """Data engine benchmark: the validate and preprocess stages with `data.engine: local` and `beam` (Apache Beam's
-DirectRunner, `--workers` processes on this machine) on the digits images enlarged x1, x10 and x100 (every file
+FnApiRunner, `--workers` processes on this machine) on the digits images enlarged x1, x10 and x100 (every file
 decoded and hashed, then decoded and serialised into TFRecord shards) and on the penguins table enlarged x1, x100
 and x1000 (Parquet, validated in chunks of `--chunk-rows`).
 
@@ -92,7 +92,7 @@ def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--image-factors", type=int, nargs="+", default=[1, 10, 100])
     parser.add_argument("--table-factors", type=int, nargs="+", default=[1, 100, 1000])
-    parser.add_argument("--workers", type=int, default=2, help="Beam DirectRunner worker processes")
+    parser.add_argument("--workers", type=int, default=2, help="Beam FnApiRunner worker processes")
     parser.add_argument("--chunk-rows", type=int, default=20_000, help="validate.chunk_rows for the tables")
     parser.add_argument("--smoke", action="store_true", help="a tiny run: checks the benchmark still works")
     args = parser.parse_args()

@@ -31,20 +31,33 @@ def test_the_local_engine_runs_the_tasks_in_order_in_this_process():
         list(Engine().map(fails_on_three, range(5)))
 
 
-def test_beam_returns_results_in_task_order_from_its_worker_processes(tmp_path):
+def test_beam_returns_results_in_task_order_from_its_worker_processes(tmp_path, monkeypatch, caplog):
+    """And leaves nothing in the system's temporary folder, with no try of a runner that downloads itself (the
+    DirectRunner's PrismRunner left a `beam-temp*` folder there for each pipeline)."""
+    import logging
+    import tempfile
+
+    system_temp = tmp_path / "system-temp"
+    system_temp.mkdir()
+    monkeypatch.setattr(tempfile, "tempdir", str(system_temp))
+    caplog.set_level(logging.INFO)
+    scratch = tmp_path / "scratch"
+    scratch.mkdir()
     pytest.importorskip("apache_beam")
-    engine = Engine("beam", workers=2, scratch=str(tmp_path))
+    engine = Engine("beam", workers=2, scratch=str(scratch))
     results = list(engine.map(slow_first, list(range(8))))
     assert [square for square, _ in results] == [task * task for task in range(8)]
     assert os.getpid() not in {pid for _, pid in results}  # the workers ran them
     with pytest.raises(DataError, match="task 3: a bad row"):
         list(engine.map(fails_on_three, list(range(6))))
-    assert list(tmp_path.iterdir()) == []  # no results left behind
+    assert list(scratch.iterdir()) == []  # no results left behind
+    assert list(system_temp.iterdir()) == []
+    assert "Prism" not in caplog.text
 
 
 def test_beam_options_default_to_local_worker_processes_unless_a_runner_is_given():
     assert beam_options(3, []) == [
-        "--runner=DirectRunner",
+        "--runner=FnApiRunner",
         "--direct_num_workers=3",
         "--direct_running_mode=multi_processing",
     ]

@@ -1,4 +1,4 @@
-"""`data.engine: beam` (Apache Beam's DirectRunner, two worker processes) against `local` on the same data:
+"""`data.engine: beam` (Apache Beam's FnApiRunner, two worker processes) against `local` on the same data:
 the same validation verdicts (every count and example line), the same validated data, for tables (CSV and
 Parquet, chunk by chunk) and images (decoded and hashed by the workers); then the same prepared data, byte
 for byte: split membership and order, training statistics, every TFRecord shard."""
@@ -47,7 +47,7 @@ def validated(
     data: Path | None,
     preprocess: dict | None = None,
     settings: dict | None = None,
-    runner: str = "--runner=DirectRunner --direct_num_workers=2",
+    runner: str = "--runner=FnApiRunner --direct_num_workers=2",
 ):
     """Runs ingest and validate (and preprocess with these settings, if given) in a fresh folder with `engine`
     (or Beam with `settings`, whose `runner` the log names); returns (summary.json, validated data and the
