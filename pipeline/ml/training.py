@@ -294,9 +294,8 @@ def train_model(
     epochs already done, so that the data order does not depend on how Keras creates iterators: with
     op determinism, a resumed run ends with the same weights as an uninterrupted one.
 
-    `fit` runs up to `steps_per_execution` steps in each call of its compiled step (`executed_together`): for a
-    small model, Keras' work around each step is most of an epoch. Over several replicas, one step a call: Keras
-    3.15's loop fails there ("You must feed a value for placeholder tensor").
+    `fit` runs up to `steps_per_execution` steps in each call of its compiled step (`executed_together`,
+    `run_steps_together`): for a small model, Keras' work around each step is most of an epoch.
 
     Returns the per-epoch history rows (including epochs done before a resume), the number
     of epochs run by this call, and the seconds it spent in `fit`. `clock` (`epoch_clock()`) times each epoch's
@@ -315,11 +314,7 @@ def train_model(
     if steps_per_epoch is None:
         steps_per_epoch = int(train_dataset.reduce(0, lambda count, _: count + 1))
     repeated = train_dataset.repeat().skip(initial_epoch * steps_per_epoch)
-    if model.distribute_strategy.num_replicas_in_sync > 1:  # Keras 3.15 fails to run its loop on distributed data
-        steps_per_execution = 1
-    model.steps_per_execution = executed_together(steps_per_epoch, steps_per_execution)
-    model.make_train_function(force=True)  # functions made before hold the steps they were made with
-    model.make_test_function(force=True)
+    run_steps_together(model, executed_together(steps_per_epoch, steps_per_execution))
     started = time.perf_counter()
     try:
         model.fit(
@@ -342,6 +337,19 @@ def train_model(
         raise
     resumed_rows = len(backup.state["history"]) if backup.state else 0
     return recorder.rows, len(recorder.rows) - resumed_rows, time.perf_counter() - started
+
+
+def run_steps_together(model, steps: int) -> None:
+    """Makes `fit` (and its validation) run up to `steps` steps in each call of the compiled step. Over several
+    replicas, one step a call: Keras 3.15's loop fails there ("You must feed a value for placeholder tensor").
+
+    On a finite dataset, an epoch's last call runs the steps that are left, so any count runs the same steps. With
+    `steps_per_epoch` given, Keras rounds an epoch up to whole calls: see `executed_together`."""
+    if model.distribute_strategy.num_replicas_in_sync > 1:
+        steps = 1
+    model.steps_per_execution = steps
+    model.make_train_function(force=True)  # functions made before hold the steps they were made with
+    model.make_test_function(force=True)
 
 
 def executed_together(steps_per_epoch: int, most: int) -> int:

@@ -130,19 +130,27 @@ class Budget:
 
 
 def make_tuner(
-    settings: TuneConfig, hypermodel: Callable, datasets: Callable, directory: Path, seed: int, budget: Budget | None
+    settings: TuneConfig,
+    hypermodel: Callable,
+    datasets: Callable,
+    directory: Path,
+    seed: int,
+    budget: Budget | None,
+    steps_per_execution: int = 1,
 ):
     """A Keras Tuner of the configured algorithm that records every trial as a nested MLflow run, whose first
     trial is the defaults (the values `params.yaml` sets, where the space holds them), then the algorithm's.
 
     `datasets(batch_size, transform)` returns the (train, validation) datasets for a trial's batch size, made
-    after its model is built: `transform` is `hypermodel.transform` (`SearchModels`), or None.
+    after its model is built: `transform` is `hypermodel.transform` (`SearchModels`), or None. One pass each, so a
+    trial runs `steps_per_execution` steps a call as the train stage does, and its epochs keep every batch
+    (`run_steps_together`).
     """
     import keras
     import keras_tuner
     import mlflow
 
-    from pipeline.ml.training import epoch_logging_callback
+    from pipeline.ml.training import epoch_logging_callback, run_steps_together
 
     mode = direction(settings.objective)
     objective = keras_tuner.Objective(settings.objective, direction=mode)
@@ -156,6 +164,7 @@ def make_tuner(
         def fit(self, hp, model, *args, **kwargs):
             batch_size = int(hp.values.get("batch_size", 0)) or None
             train, validation = datasets(batch_size, getattr(hypermodel, "transform", None))
+            run_steps_together(model, steps_per_execution)
             return model.fit(train, *args, validation_data=validation, **kwargs)
 
     class TrackedTrials:

@@ -98,6 +98,7 @@ def search(config: Config, spec, defaults: dict[str, Any]) -> tuple[dict[str, An
             directory,
             config.base.seed,
             budget,
+            config.train.steps_per_execution,
         ),
         directory,
     )

@@ -149,6 +149,42 @@ def test_the_search_stops_once_a_trial_has_the_best_possible_score(config, tmp_p
     assert best_possible_score("val_loss") is None and best_possible_score("val_auc") == 1.0
 
 
+def test_a_trial_runs_several_steps_a_call_and_every_batch(config, tmp_path, monkeypatch):
+    """`train.steps_per_execution` reaches the trials: 3 steps a call on 4 batches an epoch, and the last call runs
+    the batch that is left."""
+    import keras
+    import numpy as np
+
+    from pipeline.ml.tuning import make_tuner
+
+    monkeypatch.chdir(tmp_path)
+    monkeypatch.setenv("MLFLOW_TRACKING_URI", f"sqlite:///{tmp_path / 'mlflow.db'}")
+    features = np.linspace(0.0, 1.0, 64, dtype="float32").reshape(-1, 1)
+    labels = (features[:, 0] > 0.5).astype("int64")
+
+    def build(hp):
+        inputs = keras.Input((1,))
+        model = keras.Model(inputs, keras.layers.Dense(2, activation="softmax")(inputs))
+        model.compile(
+            optimizer=keras.optimizers.Adam(hp.Float("learning_rate", 0.001, 0.1)),
+            loss="sparse_categorical_crossentropy",
+        )
+        return model
+
+    class Ended(keras.callbacks.Callback):
+        seen = []  # on the class: Keras Tuner gives each trial a deep copy of the callbacks
+
+        def on_train_end(self, logs=None):
+            Ended.seen.append((self.model.steps_per_execution, int(self.model.optimizer.iterations.numpy())))
+
+    settings = dataclasses.replace(config.tune, algorithm="random", max_trials=1, objective="val_loss")
+    tuner = make_tuner(
+        settings, build, in_memory(features, labels), tmp_path / "search", 1, None, steps_per_execution=3
+    )
+    tuner.search(epochs=2, verbose=0, callbacks=[Ended()])
+    assert Ended.seen == [(3, 2 * 4)]
+
+
 def test_a_range_whose_default_is_auto_starts_from_the_range():
     import keras_tuner
 
