@@ -100,6 +100,16 @@ def test_the_best_trial_is_the_earliest_of_equal_scores_whatever_the_dictionary_
     assert best_trial(losses).trial_id == "0001"
 
 
+def one_dense_layer(learning_rate: float, metrics: list | None = None):
+    """The tests' trial model: one number in, two classes out."""
+    import keras
+
+    inputs = keras.Input((1,))
+    model = keras.Model(inputs, keras.layers.Dense(2, activation="softmax")(inputs))
+    model.compile(keras.optimizers.Adam(learning_rate), "sparse_categorical_crossentropy", metrics=metrics)
+    return model
+
+
 def in_memory(features, labels):
     """`datasets(batch_size, transform)` as `make_tuner` calls it: the same tiny examples for training and
     validation (the tests' models have no fixed layers: no transform)."""
@@ -116,7 +126,6 @@ def in_memory(features, labels):
 def test_the_search_stops_once_a_trial_has_the_best_possible_score(config, tmp_path, monkeypatch):
     """A later trial can at most tie a perfect validation accuracy, and ties go to the earliest trial:
     the search starts no more trials (penguins reached 1.0 in its first trials, then ran 20 more)."""
-    import keras
     import numpy as np
 
     from pipeline.ml.tuning import best_possible_score, make_tuner
@@ -129,14 +138,7 @@ def test_the_search_stops_once_a_trial_has_the_best_possible_score(config, tmp_p
     datasets = in_memory(features, labels)
 
     def build(hp):
-        inputs = keras.Input((1,))
-        model = keras.Model(inputs, keras.layers.Dense(2, activation="softmax")(inputs))
-        model.compile(
-            optimizer=keras.optimizers.Adam(hp.Float("learning_rate", 0.1, 0.2)),
-            loss="sparse_categorical_crossentropy",
-            metrics=["accuracy"],
-        )
-        return model
+        return one_dense_layer(hp.Float("learning_rate", 0.1, 0.2), metrics=["accuracy"])
 
     settings = dataclasses.replace(
         config.tune, algorithm="random", max_trials=4, max_epochs=10, objective="val_accuracy"
@@ -163,13 +165,7 @@ def test_a_trial_runs_several_steps_a_call_and_every_batch(config, tmp_path, mon
     labels = (features[:, 0] > 0.5).astype("int64")
 
     def build(hp):
-        inputs = keras.Input((1,))
-        model = keras.Model(inputs, keras.layers.Dense(2, activation="softmax")(inputs))
-        model.compile(
-            optimizer=keras.optimizers.Adam(hp.Float("learning_rate", 0.001, 0.1)),
-            loss="sparse_categorical_crossentropy",
-        )
-        return model
+        return one_dense_layer(hp.Float("learning_rate", 0.001, 0.1))
 
     class Ended(keras.callbacks.Callback):
         seen = []  # on the class: Keras Tuner gives each trial a deep copy of the callbacks
@@ -199,7 +195,6 @@ def test_the_first_trial_is_the_defaults_and_times_the_auto_budget(algorithm, co
     first trial, which is the defaults whatever the algorithm (here a budget of almost nothing: one trial)."""
     import json
 
-    import keras
     import numpy as np
 
     from pipeline.ml.tuning import Budget, make_tuner
@@ -212,12 +207,9 @@ def test_the_first_trial_is_the_defaults_and_times_the_auto_budget(algorithm, co
     datasets = in_memory(features, labels)
 
     def build(hp):
-        inputs = keras.Input((1,))
-        model = keras.Model(inputs, keras.layers.Dense(2, activation="softmax")(inputs))
         learning_rate = hp.Float("learning_rate", 0.001, 0.1, sampling="log", default=0.0123)
         hp.Choice("units", [16, 32, 64], default=32)  # a default that is not the first choice
-        model.compile(optimizer=keras.optimizers.Adam(learning_rate), loss="sparse_categorical_crossentropy")
-        return model
+        return one_dense_layer(learning_rate)
 
     settings = dataclasses.replace(
         config.tune, algorithm=algorithm, max_trials=4, max_epochs=3, objective="val_loss", max_seconds="auto"
