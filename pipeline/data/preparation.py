@@ -30,7 +30,7 @@ from pipeline.core.progress import progress
 from pipeline.core.runner import StageResult
 from pipeline.core.spec import SPLITS, DataSpec, LabelStatistics, SplitSpec
 from pipeline.core.tasks import Task, task
-from pipeline.data import engine, shuffle, storage
+from pipeline.data import engine, records, shuffle, storage
 from pipeline.data.engine import Engine
 from pipeline.data.modalities import data_modality
 from pipeline.data.sources import DataError
@@ -127,33 +127,13 @@ def merged_image_statistics(parts: list[tuple[int, list[int], list[int]]]) -> di
 
 
 def serialise_examples(features: dict[str, np.ndarray], labels: np.ndarray, task_name: str) -> list[bytes]:
-    """Each row as a serialised tf.train.Example: images as raw uint8 bytes, texts as UTF-8, numbers (and a
-    series' windows) as floats, and the label (an integer class index, or floats)."""
-    import tensorflow as tf
-
-    label_feature = {  # by how the task stores a label: a class index, or a value (a forecast: several)
-        "int64": lambda value: tf.train.Feature(int64_list=tf.train.Int64List(value=[int(value)])),
-        "float32": lambda value: tf.train.Feature(
-            float_list=tf.train.FloatList(value=np.atleast_1d(value).astype(np.float64).tolist())
-        ),
-    }[task(task_name).label_dtype]
-    examples = []
-    for row in range(len(labels)):
-        feature = {}
-        for key, values in features.items():
-            value = values[row]
-            if isinstance(value, np.ndarray) and value.dtype == np.uint8:
-                feature[key] = tf.train.Feature(bytes_list=tf.train.BytesList(value=[value.tobytes()]))
-            elif isinstance(value, str):
-                feature[key] = tf.train.Feature(bytes_list=tf.train.BytesList(value=[value.encode()]))
-            elif isinstance(value, np.ndarray):  # a window of a series' values
-                feature[key] = tf.train.Feature(float_list=tf.train.FloatList(value=value.astype(np.float64).tolist()))
-            else:
-                feature[key] = tf.train.Feature(float_list=tf.train.FloatList(value=[float(value)]))
-        feature["label"] = label_feature(labels[row])
-        example = tf.train.Example(features=tf.train.Features(feature=feature))
-        examples.append(example.SerializeToString(deterministic=True))  # the same bytes in every process
-    return examples
+    """Each row as a serialised tf.train.Example (`pipeline.data.records`, no TensorFlow): images as raw uint8
+    bytes, texts as UTF-8, numbers (and a series' windows) as floats, and the label (an integer class index, or
+    floats)."""
+    columns = {name: records.column_features(values) for name, values in features.items()}
+    # by how the task stores a label: a class index, or a value (a forecast: several)
+    label_feature = {"int64": records.int64_rows, "float32": records.float_rows}[task(task_name).label_dtype](labels)
+    return records.examples({**columns, "label": label_feature}, len(labels))
 
 
 # The work is cut into tasks of fixed sizes, never by the number of workers: the merged statistics then
@@ -201,8 +181,6 @@ class WriteShards:
     counts: tuple[int, ...]
 
     def __call__(self, span: tuple[int, int]) -> int:
-        import tensorflow as tf
-
         for shard in range(*span):
             examples = sorted(
                 (position, example)
@@ -212,9 +190,7 @@ class WriteShards:
                 raise RuntimeError(f"shard {self.names[shard]}: the shuffle lost or repeated examples")
             path = Path(self.output_dir) / self.names[shard]
             partial = path.with_name(f".{path.name}.partial")  # a retried task rewrites it whole
-            with tf.io.TFRecordWriter(str(partial)) as writer:
-                for _, example in examples:
-                    writer.write(example)
+            records.write_records(partial, (example for _, example in examples))
             os.replace(partial, path)
         return sum(self.counts[span[0] : span[1]])
 
