@@ -23,6 +23,16 @@ def test_run_key_follows_settings_and_data(config, workdir):
     assert tracking.run_key(config) != key
 
 
+def test_the_data_version_is_the_validated_datas_hash_in_dvc_lock(config, workdir):
+    assert tracking.data_version(config) == {"data.fingerprint": "none", "data.source": config.data.source}
+    (workdir / "dvc.lock").write_text(
+        "schema: '2.0'\nstages:\n  validate:\n    cmd: python -m pipeline run validate\n    outs:\n"
+        f"    - path: {config.paths.reports}/validate/summary.json\n      md5: 1111\n"
+        f"    - path: {config.paths.validated}\n      md5: 2222.dir\n      size: 10\n"
+    )
+    assert tracking.data_version(config)["dvc.validated_md5"] == "2222.dir"
+
+
 def test_stages_of_one_execution_share_one_run_in_a_real_sqlite_store(config, workdir):
     import mlflow
 
