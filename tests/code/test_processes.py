@@ -143,6 +143,20 @@ def test_python_m_pipeline_exits_with_the_commands_status(tmp_path):
     assert usage.returncode == 2 and "invalid choice" in usage.stderr
 
 
+COMMAND_START = """
+import gc, runpy
+import pipeline.cli
+pipeline.cli.main = lambda: print(gc.get_threshold()[0]) or 0  # where the command's own imports begin
+runpy.run_module("pipeline", run_name="__main__")
+"""
+
+
+def test_python_m_pipeline_collects_cycles_less_often_before_the_command_imports_anything():
+    started = subprocess.run([sys.executable, "-c", COMMAND_START], capture_output=True, text=True)
+    assert started.returncode == 0, started.stderr
+    assert started.stdout.strip() == "10000"
+
+
 @pytest.mark.skipif(not sys.platform.startswith("linux"), reason="thread ids are process ids on Linux")
 def test_a_thread_id_is_not_a_running_process():
     """A killed stage's process id, reused by some process's thread, must not make what the stage left look owned."""
