@@ -70,6 +70,29 @@ def test_the_linear_baseline_reads_images_averaged_over_blocks():
     assert (predict(features).argmax(axis=1) == labels).mean() >= 0.9
 
 
+def test_the_linear_models_fit_and_predict_on_one_blas_thread(monkeypatch):
+    """Two BLAS threads made the image baseline's fits five times slower on two cores (see `one_blas_thread`)."""
+    from sklearn.linear_model import LogisticRegression
+    from threadpoolctl import threadpool_info
+
+    seen = []
+
+    def blas_threads():
+        return {pool["num_threads"] for pool in threadpool_info() if pool["user_api"] == "blas"}
+
+    for method in ("fit", "predict_proba"):
+        original = getattr(LogisticRegression, method)
+
+        def watched(self, *arguments, original=original, **keywords):
+            seen.append(blas_threads())
+            return original(self, *arguments, **keywords)
+
+        monkeypatch.setattr(LogisticRegression, method, watched)
+    predict, _ = baselines.fit_linear(TABLE, table_examples(100, 0), table_examples(50, 1))
+    predict(table_examples(20, 2)[0])
+    assert len(seen) == 2 * len(baselines.STRENGTHS) + 1 and all(threads == {1} for threads in seen), seen
+
+
 def test_the_linear_autoregression_forecasts_a_trend_from_each_windows_changes():
     spec = make_spec(
         {
