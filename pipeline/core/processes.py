@@ -82,8 +82,9 @@ def collect_cycles_less_often() -> None:
     and the collection of all generations, which walks every object alive, comes when enough have survived.
     The imports of a stage (TensorFlow and Keras, MLflow, Great Expectations) create 430,000-600,000 objects
     that live as long as the process: nine full collections walk them while they load, 0.6-0.9 s of a stage's
-    start. Looking every 10,000 allocations leaves none during the imports and keeps the same collector for the
-    work after them; what is garbage in between is at most that many objects."""
+    start. Looking every 10,000 allocations leaves one or none in a whole stage (0.65-0.7 s of collection against
+    1.2 s) and keeps the same collector for the work after them; what waits as garbage between two looks is at
+    most that many objects."""
     gc.set_threshold(10_000, *gc.get_threshold()[1:])
 
 
