@@ -77,6 +77,9 @@ def exit_without_teardown(code: int | str | None) -> NoReturn:
     os._exit(code)
 
 
+_command_process = False  # set by `collect_cycles_less_often`: this process runs a pipeline command
+
+
 def collect_cycles_less_often() -> None:
     """Run first in a command's process: Python's cycle collector looks at new objects every 700 allocations,
     and the collection of all generations, which walks every object alive, comes when enough have survived.
@@ -85,7 +88,22 @@ def collect_cycles_less_often() -> None:
     start. Looking every 10,000 allocations leaves one or none in a whole stage (0.65-0.7 s of collection against
     1.2 s) and keeps the same collector for the work after them; what waits as garbage between two looks is at
     most that many objects."""
+    global _command_process
     gc.set_threshold(10_000, *gc.get_threshold()[1:])
+    _command_process = True
+
+
+def leave_loaded_objects_out_of_collections() -> None:
+    """Run where a stage has loaded its libraries (MLflow; TensorFlow and Keras): in a command's process
+    (`collect_cycles_less_often` ran), every object alive now is left out of the cycle collector's later walks
+    (`gc.freeze`). A full collection walks every object alive, and about 600,000 of them are the libraries'
+    modules, classes and functions, which live as long as the process: each full collection after the imports
+    (the collector's own, and the explicit ones of the TFLite converter and of Keras Tuner) walked them all again.
+    Nothing is collected first (that would be one more full walk): a cycle that is already garbage now stays in
+    memory until the process ends; objects that are not in a cycle are freed as before. A test or a notebook
+    that calls a stage's parts in its own process keeps its collector as it was."""
+    if _command_process:
+        gc.freeze()
 
 
 def tool(name: str) -> str:

@@ -21,7 +21,7 @@ from typing import Optional
 
 from pipeline.core.config import Config
 from pipeline.core.locations import sqlite_file
-from pipeline.core.processes import process_running
+from pipeline.core.processes import leave_loaded_objects_out_of_collections, process_running
 
 log = logging.getLogger(__name__)
 
@@ -188,6 +188,7 @@ def pipeline_run(config: Config, stage: str) -> Iterator[object]:
         mlflow.set_tags(tags)  # a reopened run gets this execution's commit and experiment name
         mlflow.log_params({name: _param_value(value) for name, value in config.to_flat_dict().items()})
         mlflow.set_tags({f"pipeline.stage.{stage}": "running", OWNER_TAG: owner()})
+        leave_loaded_objects_out_of_collections()  # MLflow and its store are loaded
         yield run
         mlflow.set_tag(f"pipeline.stage.{stage}", "done")
 

@@ -12,6 +12,7 @@ from typing import Any
 
 from pipeline.core.config import Config
 from pipeline.core.errors import StageError
+from pipeline.core.processes import leave_loaded_objects_out_of_collections
 from pipeline.core.runner import quiet_tensorflow
 
 log = logging.getLogger(__name__)
@@ -189,6 +190,7 @@ def setup_tensorflow(config: Config, large_model: bool = False) -> Any:
             "deterministic": config.base.deterministic,
         }
     )
+    leave_loaded_objects_out_of_collections()
     return strategy
 
 

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import gc
 import os
 import signal
 import socket
@@ -155,6 +156,49 @@ def test_python_m_pipeline_collects_cycles_less_often_before_the_command_imports
     started = subprocess.run([sys.executable, "-c", COMMAND_START], capture_output=True, text=True)
     assert started.returncode == 0, started.stderr
     assert started.stdout.strip() == "10000"
+
+
+COMMAND_LOADS = """
+import gc, runpy
+import pipeline.cli
+
+
+def command():  # what a stage's process loads: its MLflow run, then TensorFlow
+    from pipeline.core import tracking
+    from pipeline.core.config import load_config
+    from pipeline.ml.distribute import setup_tensorflow
+
+    config = load_config("params.yaml")
+    counts = [gc.get_freeze_count()]
+    with tracking.pipeline_run(config, "evaluate"):
+        counts.append(gc.get_freeze_count())
+        setup_tensorflow(config)
+        counts.append(gc.get_freeze_count())
+    print(*counts)
+    return 0
+
+
+pipeline.cli.main = command
+runpy.run_module("pipeline", run_name="__main__")
+"""
+
+
+def test_a_stage_process_leaves_the_libraries_it_loaded_out_of_later_collections(workdir):
+    started = subprocess.run([sys.executable, "-c", COMMAND_LOADS], capture_output=True, text=True, cwd=workdir)
+    assert started.returncode == 0, started.stderr
+    before, with_mlflow, with_tensorflow = map(int, started.stdout.split()[-3:])
+    assert before == 0
+    assert 100_000 < with_mlflow < with_tensorflow  # MLflow's objects, then TensorFlow's and Keras' as well
+
+
+def test_a_process_that_runs_no_command_keeps_its_collector(workdir):
+    """A test or a notebook that opens the pipeline's run in its own process: nothing is frozen there."""
+    from pipeline.core import tracking
+    from pipeline.core.config import load_config
+
+    before = gc.get_freeze_count()
+    with tracking.pipeline_run(load_config("params.yaml"), "evaluate"):
+        assert gc.get_freeze_count() == before
 
 
 @pytest.mark.skipif(not sys.platform.startswith("linux"), reason="thread ids are process ids on Linux")
