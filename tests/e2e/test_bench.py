@@ -95,7 +95,7 @@ def test_bench_fresh_env(smoke_project):
 
 def test_bench_speed():
     output = bench("bench_speed.py")
-    assert '"epoch ratio"' in output and '"repro ratio"' in output, output
+    assert '"epoch ratio"' in output and '"repro ratio"' in output and '"floor ratio"' in output, output
 
 
 def test_bench_gate():
